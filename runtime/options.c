@@ -16,7 +16,11 @@ void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
             usage);
     for (size_t i = 0; i < n; i++) {
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].arg);
+        if (opts[i].short_name)
+            snprintf(flag, sizeof flag, "-%c, --%s %s", opts[i].short_name, opts[i].name,
+                     opts[i].arg);
+        else
+            snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].arg);
         fprintf(out, "  %-28s %s\n", flag, opts[i].help);
         if (opts[i].env || opts[i].def) {
             fprintf(out, "  %-28s", "");
@@ -48,12 +52,20 @@ int options_parse(const option_t *opts, size_t n, const char **values,
     }
     longopts[n].name = "help";
     longopts[n].val = 'h';
+    char shorts[2 * 64 + 2] = "h";
+    for (size_t i = 0, k = 1; i < n && k + 2 < sizeof shorts; i++) {
+        if (opts[i].short_name) {
+            shorts[k++] = (char)opts[i].short_name;
+            shorts[k++] = ':';
+            shorts[k] = 0;
+        }
+    }
 
     int rc = 0;
     optind = 1;
     opterr = 0;
     for (;;) {
-        int c = getopt_long(argc, argv, "h", longopts, NULL);
+        int c = getopt_long(argc, argv, shorts, longopts, NULL);
         if (c == -1)
             break;
         if (c == 'h') {
@@ -65,8 +77,17 @@ int options_parse(const option_t *opts, size_t n, const char **values,
             values[c - 1000] = optarg;
             continue;
         }
-        if (optopt >= 1000)
+        size_t s;
+        for (s = 0; s < n && (c == '?' || c == ':' || opts[s].short_name != c); s++)
+            ;
+        if (s < n) {
+            values[s] = optarg;
+            continue;
+        }
+        if (optopt >= 1000 && optopt < 1000 + (int)n)
             snprintf(err, errlen, "option --%s needs a value", opts[optopt - 1000].name);
+        else if (optopt && strchr(shorts, optopt))
+            snprintf(err, errlen, "option -%c needs a value", optopt);
         else
             snprintf(err, errlen, "unknown option %s (see --help)", argv[optind - 1]);
         rc = -1;

@@ -18,6 +18,7 @@ typedef struct {
     const char *arg;     /* placeholder shown in --help ("HOST:PORT") */
     const char *def;     /* default, or NULL for none */
     const char *help;
+    int short_name;      /* one-letter alias ('o' for -o), or 0 */
 } option_t;
 
 /* Parses argv (argv[0] is the command name) against opts[0..n). values[i]
