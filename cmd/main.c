@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include "actors/generator/render.h"
 #include "runtime/actor.h"
 #include "runtime/log.h"
 #include "runtime/options.h"
@@ -101,6 +102,7 @@ typedef struct {
 
 static const command_t s_commands[] = {
     {"serve", s_serve, "run the job API and the generators"},
+    {"render", render_main, "render one image to a PNG (no service)"},
 };
 
 static void s_usage(FILE *out)

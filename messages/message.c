@@ -355,10 +355,12 @@ static int s_get_str(const msgpack_object *o, char **out)
         *out = NULL;
         return 0;
     }
-    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, 0, o->via.str.size))
+    if (o->type != MSGPACK_OBJECT_STR
+        || (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size)))
         return -1;
     *out = s_xmalloc(o->via.str.size + 1);
-    memcpy(*out, o->via.str.ptr, o->via.str.size);
+    if (o->via.str.size)
+        memcpy(*out, o->via.str.ptr, o->via.str.size);
     return 0;
 }
 
@@ -420,7 +422,7 @@ static msg_t *s_from_object(const msgpack_object *root, char *err, size_t errlen
         return NULL;
     }
     if (e[3].type != MSGPACK_OBJECT_STR || e[3].via.str.size >= MSG_NAME_MAX
-        || memchr(e[3].via.str.ptr, 0, e[3].via.str.size)) {
+        || (e[3].via.str.size && memchr(e[3].via.str.ptr, 0, e[3].via.str.size))) {
         s_err(err, errlen, "bad sender in %s", s_names[type]);
         return NULL;
     }
@@ -434,7 +436,8 @@ static msg_t *s_from_object(const msgpack_object *root, char *err, size_t errlen
     msg_t *msg = msg_new((msg_type_t)type);
     msg->flags = (uint32_t)flags;
     msg->corr = corr;
-    memcpy(msg->sender, e[3].via.str.ptr, e[3].via.str.size);
+    if (e[3].via.str.size) /* an empty str may have a NULL ptr */
+        memcpy(msg->sender, e[3].via.str.ptr, e[3].via.str.size);
 
     const msgpack_object *o = e[4].via.array.ptr;
     const char *bad = NULL;
@@ -455,7 +458,31 @@ static msg_t *s_from_object(const msgpack_object *root, char *err, size_t errlen
     return msg;
 }
 
-msg_t *msg_decode(const void *data, size_t size, char *err, size_t errlen)
+/* A reused zone: msgpack-c's unpacker otherwise mallocs and frees an 8 KiB
+ * zone for every message, a measurable part of a mailbox hop. */
+struct msg_decoder {
+    msgpack_zone zone;
+};
+
+msg_decoder_t *msg_decoder_new(void)
+{
+    msg_decoder_t *d = s_xmalloc(sizeof *d);
+    if (!msgpack_zone_init(&d->zone, 2048))
+        abort();
+    return d;
+}
+
+void msg_decoder_destroy(msg_decoder_t **dp)
+{
+    if (!*dp)
+        return;
+    msgpack_zone_destroy(&(*dp)->zone);
+    free(*dp);
+    *dp = NULL;
+}
+
+msg_t *msg_decode_with(msg_decoder_t *d, const void *data, size_t size, char *err,
+                       size_t errlen)
 {
     if (size == 0) {
         s_err(err, errlen, "empty message");
@@ -469,15 +496,22 @@ msg_t *msg_decode(const void *data, size_t size, char *err, size_t errlen)
     if (s_wellformed(data, size, err, errlen) < 0)
         return NULL;
 
-    msgpack_unpacked result;
+    msgpack_object root;
     size_t off = 0;
-    msgpack_unpacked_init(&result);
-    msgpack_unpack_return rc = msgpack_unpack_next(&result, data, size, &off);
+    msgpack_unpack_return rc = msgpack_unpack(data, size, &off, &d->zone, &root);
     msg_t *msg = NULL;
     if (rc != MSGPACK_UNPACK_SUCCESS || off != size)
         s_err(err, errlen, "malformed msgpack (unpack returned %d)", (int)rc);
     else
-        msg = s_from_object(&result.data, err, errlen);
-    msgpack_unpacked_destroy(&result);
+        msg = s_from_object(&root, err, errlen);
+    msgpack_zone_clear(&d->zone);
+    return msg;
+}
+
+msg_t *msg_decode(const void *data, size_t size, char *err, size_t errlen)
+{
+    msg_decoder_t *d = msg_decoder_new();
+    msg_t *msg = msg_decode_with(d, data, size, err, errlen);
+    msg_decoder_destroy(&d);
     return msg;
 }

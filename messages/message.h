@@ -89,4 +89,12 @@ int msg_encode(const msg_t *msg, void **data, size_t *size);
  * NULL with a one-line reason written to err (errlen bytes). */
 msg_t *msg_decode(const void *data, size_t size, char *err, size_t errlen);
 
+/* The same with scratch memory kept between calls: for a receive loop.
+ * A decoder belongs to one thread at a time. */
+typedef struct msg_decoder msg_decoder_t;
+msg_decoder_t *msg_decoder_new(void);
+void msg_decoder_destroy(msg_decoder_t **dp);
+msg_t *msg_decode_with(msg_decoder_t *d, const void *data, size_t size, char *err,
+                       size_t errlen);
+
 #endif

@@ -161,8 +161,10 @@ static void s_inbox_cb(struct ev_loop *loop, zwatch_t *w, int revents)
     for (int i = 0; i < INBOX_BATCH; i++) {
         msg_t *msg = NULL;
         int rc = mailbox_try_recv(self->mailbox, &msg);
-        if (rc == 0)
+        if (rc == 0) {
+            zwatch_drained(w);
             break;
+        }
         if (rc > 0) {
             s_dispatch(self, msg);
             msg_destroy(&msg);

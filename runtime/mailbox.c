@@ -25,6 +25,7 @@
 
 typedef struct {
     char name[MSG_NAME_MAX];
+    uint64_t id;  /* the registration this socket reaches */
     void *socket; /* PUSH connected to inproc://ij/<name> */
 } peer_t;
 
@@ -34,7 +35,9 @@ struct mailbox {
     void *inbox; /* PULL bound to inproc://ij/<name> */
     peer_t *peers;
     size_t npeers, cap;
+    uint64_t epoch; /* runtime_epoch() when the peers were last checked */
     uint64_t corr;
+    msg_decoder_t *decoder;
 };
 
 static void s_endpoint(char *buf, size_t len, const char *name)
@@ -63,6 +66,7 @@ mailbox_t *mailbox_new(runtime_t *rt, const char *name)
         return NULL;
     mb->rt = rt;
     strcpy(mb->name, name);
+    mb->decoder = msg_decoder_new();
     mb->inbox = zmq_socket(runtime_zmq(rt), ZMQ_PULL);
     if (!mb->inbox)
         goto fail;
@@ -82,6 +86,7 @@ fail:;
     int err = errno;
     if (mb->inbox)
         zmq_close(mb->inbox);
+    msg_decoder_destroy(&mb->decoder);
     free(mb);
     errno = err;
     return NULL;
@@ -97,7 +102,14 @@ void mailbox_destroy(mailbox_t **mbp)
     for (size_t i = 0; i < mb->npeers; i++)
         zmq_close(mb->peers[i].socket);
     free(mb->peers);
+    /* zmq_close releases an inproc endpoint later, in ZeroMQ's reaper
+     * thread; unbind releases it now, so an actor restarted under the same
+     * name can bind it at once */
+    char ep[64];
+    s_endpoint(ep, sizeof ep, mb->name);
+    zmq_unbind(mb->inbox, ep);
     zmq_close(mb->inbox);
+    msg_decoder_destroy(&mb->decoder);
     free(mb);
     *mbp = NULL;
 }
@@ -138,14 +150,31 @@ static void s_peer_drop(mailbox_t *mb, peer_t *p)
     *p = mb->peers[--mb->npeers];
 }
 
+/* Some name was released since we last looked: drop every socket whose
+ * mailbox is gone or was replaced by a new one of the same name. */
+static void s_peers_revalidate(mailbox_t *mb)
+{
+    mb->epoch = runtime_epoch(mb->rt);
+    for (size_t i = 0; i < mb->npeers;) {
+        uint64_t id;
+        if (runtime_lookup(mb->rt, mb->peers[i].name, &id) && id == mb->peers[i].id)
+            i++;
+        else
+            s_peer_drop(mb, &mb->peers[i]);
+    }
+}
+
 /* The PUSH socket to `to`, connected on first use. NULL with EHOSTUNREACH
  * when no mailbox holds that name. */
 static void *s_peer_socket(mailbox_t *mb, const char *to)
 {
+    if (runtime_epoch(mb->rt) != mb->epoch)
+        s_peers_revalidate(mb);
     peer_t *p = s_peer_find(mb, to);
     if (p)
         return p->socket;
-    if (strlen(to) >= MSG_NAME_MAX || !runtime_is_registered(mb->rt, to)) {
+    uint64_t id;
+    if (strlen(to) >= MSG_NAME_MAX || !runtime_lookup(mb->rt, to, &id)) {
         errno = EHOSTUNREACH;
         return NULL;
     }
@@ -169,26 +198,24 @@ static void *s_peer_socket(mailbox_t *mb, const char *to)
     }
     p = &mb->peers[mb->npeers++];
     strcpy(p->name, to);
+    p->id = id;
     p->socket = socket;
     return socket;
 }
 
 /* Sends frame to `to`; the frame is consumed on success. With no HWM a
- * send only fails (EAGAIN) when the pipe is gone: the peer's inbox closed.
- * If a mailbox holds the name again (an actor restarted), reconnect once. */
+ * send only fails (EAGAIN) when the pipe is gone: the peer's inbox closed. */
 static int s_send_frame(mailbox_t *mb, const char *to, zmq_msg_t *frame)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        void *socket = s_peer_socket(mb, to);
-        if (!socket)
-            return -1;
-        if (zmq_msg_send(frame, socket, ZMQ_DONTWAIT) >= 0)
-            return 0;
-        if (errno != EAGAIN)
-            return -1;
+    void *socket = s_peer_socket(mb, to);
+    if (!socket)
+        return -1;
+    if (zmq_msg_send(frame, socket, ZMQ_DONTWAIT) >= 0)
+        return 0;
+    if (errno == EAGAIN) {
         s_peer_drop(mb, s_peer_find(mb, to));
+        errno = EHOSTUNREACH;
     }
-    errno = EHOSTUNREACH;
     return -1;
 }
 
@@ -289,7 +316,8 @@ int mailbox_try_recv(mailbox_t *mb, msg_t **out)
         return 0;
     }
     char err[160];
-    *out = msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), err, sizeof err);
+    *out = msg_decode_with(mb->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), err,
+                           sizeof err);
     zmq_msg_close(&frame);
     if (!*out) {
         log_warn("dropped a malformed message: %s", err);

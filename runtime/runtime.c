@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@ _Static_assert(MSG_NAME_MAX == 32, "runtime_subscribers() copies 32-byte names")
 
 typedef struct {
     char name[MSG_NAME_MAX];
+    uint64_t id;
     char **topics; /* prefixes this mailbox subscribed to */
     size_t ntopics;
 } entry_t;
@@ -30,6 +32,8 @@ struct runtime {
     entry_t *entries;
     size_t nentries, cap;
     pid_t pid;
+    uint64_t next_id;          /* under lock */
+    _Atomic uint64_t epoch;    /* bumped by every unregister */
 };
 
 runtime_t *runtime_new(void)
@@ -134,6 +138,7 @@ int runtime_register(runtime_t *rt, const char *name)
         entry_t *e = &rt->entries[rt->nentries++];
         memset(e, 0, sizeof *e);
         strcpy(e->name, name);
+        e->id = ++rt->next_id;
     }
     pthread_mutex_unlock(&rt->lock);
     return rc;
@@ -148,16 +153,24 @@ void runtime_unregister(runtime_t *rt, const char *name)
             free(e->topics[t]);
         free(e->topics);
         *e = rt->entries[--rt->nentries];
+        atomic_fetch_add(&rt->epoch, 1);
     }
     pthread_mutex_unlock(&rt->lock);
 }
 
-int runtime_is_registered(runtime_t *rt, const char *name)
+int runtime_lookup(runtime_t *rt, const char *name, uint64_t *id)
 {
     pthread_mutex_lock(&rt->lock);
-    int found = s_find(rt, name) != NULL;
+    entry_t *e = s_find(rt, name);
+    if (e && id)
+        *id = e->id;
     pthread_mutex_unlock(&rt->lock);
-    return found;
+    return e != NULL;
+}
+
+uint64_t runtime_epoch(runtime_t *rt)
+{
+    return atomic_load(&rt->epoch);
 }
 
 int runtime_subscribe(runtime_t *rt, const char *name, const char *prefix)

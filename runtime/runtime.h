@@ -11,6 +11,7 @@
 #define IMAGEJOBS_RUNTIME_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct runtime runtime_t;
 
@@ -39,8 +40,15 @@ void runtime_request_stop(runtime_t *rt);
 int runtime_register(runtime_t *rt, const char *name);
 /* Releases name and every subscription it held. */
 void runtime_unregister(runtime_t *rt, const char *name);
-/* 1 if a live mailbox holds name. */
-int runtime_is_registered(runtime_t *rt, const char *name);
+/* 1 if a live mailbox holds name, with the id of that registration (unique
+ * for the life of the runtime: a restarted actor gets a new one). */
+int runtime_lookup(runtime_t *rt, const char *name, uint64_t *id);
+
+/* Changes whenever a name is released. A sender that caches sockets to
+ * names revalidates them when it changes: a socket to a closed inbox may
+ * still accept a send for a while (ZeroMQ learns of the closed pipe
+ * asynchronously), and that message would be lost. */
+uint64_t runtime_epoch(runtime_t *rt);
 
 /* Subscribes mailbox name to every topic starting with prefix. Effective
  * for every publish that begins after it returns. */

@@ -32,6 +32,11 @@ static int s_ready(zwatch_t *w)
 static void s_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     zwatch_t *w = CONTAINER(p, prepare);
+    if (w->drained) {
+        w->drained = 0;
+        ev_io_start(loop, &w->io);
+        return;
+    }
     /* Ready now (or broken): do not sleep, let check_cb run right away.
      * Otherwise sleep on the fd until the socket's state changes. */
     if (s_ready(w))
@@ -43,16 +48,38 @@ static void s_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 static void s_check_cb(struct ev_loop *loop, ev_check *c, int revents)
 {
     zwatch_t *w = CONTAINER(c, check);
-    ev_io_stop(loop, &w->io);
+    /* libev may invoke this before or after the io/idle callbacks of the
+     * same iteration: they either ran (fired) or are still pending. */
+    int fired = w->fired || ev_is_pending(&w->io) || ev_is_pending(&w->idle);
+    w->fired = 0;
+    ev_io_stop(loop, &w->io); /* also clears a pending event */
     ev_idle_stop(loop, &w->idle);
-    int ready = s_ready(w);
+    /* Neither fired: the socket's state has not changed since prepare_cb
+     * found it not ready. */
+    if (!fired)
+        return;
+    /* A read-only callback finds out for itself with a non-blocking
+     * receive, which costs what a ZMQ_EVENTS query would. */
+    int ready = w->events == EV_READ ? EV_READ : s_ready(w);
     if (ready)
         w->cb(loop, w, ready);
 }
 
 /* The io and idle watchers only wake the loop; the work is in check_cb. */
-static void s_wake_cb(struct ev_loop *loop, ev_io *io, int revents) {}
-static void s_idle_cb(struct ev_loop *loop, ev_idle *idle, int revents) {}
+static void s_wake_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    CONTAINER(io, io)->fired = 1;
+}
+
+static void s_idle_cb(struct ev_loop *loop, ev_idle *idle, int revents)
+{
+    CONTAINER(idle, idle)->fired = 1;
+}
+
+void zwatch_drained(zwatch_t *w)
+{
+    w->drained = 1;
+}
 
 int zwatch_init(zwatch_t *w, zwatch_fn cb, void *socket, int events)
 {
@@ -63,6 +90,7 @@ int zwatch_init(zwatch_t *w, zwatch_fn cb, void *socket, int events)
     w->socket = socket;
     w->events = events;
     w->cb = cb;
+    w->fired = w->drained = 0;
     ev_io_init(&w->io, s_wake_cb, fd, EV_READ);
     ev_prepare_init(&w->prepare, s_prepare_cb);
     ev_check_init(&w->check, s_check_cb);

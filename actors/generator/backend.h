@@ -1,0 +1,128 @@
+/*
+ * backend.h - the generation engine: one image at a time, in bounded slices,
+ * on the CPU or on a CUDA device.
+ *
+ * A backend belongs to one generator actor and is used from that actor's
+ * thread only. gen_begin() starts an image; the actor then calls
+ * gen_advance() from its loop, one slice per call, checking its sockets for
+ * a cancel in between: on the CPU a slice is one band of rows of one step
+ * (a few ms at 512x512), on CUDA a call enqueues at most one step and never
+ * blocks. The per-pixel math (sampler.h) is shared by both backends, so the
+ * same parameters give the same picture on either (within 2/255).
+ */
+#ifndef IMAGEJOBS_GEN_BACKEND_H
+#define IMAGEJOBS_GEN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits of gen_params_t, checked by gen_params_check(). */
+#define GEN_PROMPT_MAX 1000
+#define GEN_SIZE_MIN 64
+#define GEN_SIZE_MAX 2048
+#define GEN_SIZE_MULTIPLE 8
+#define GEN_STEPS_MIN 1
+#define GEN_STEPS_MAX 200
+
+typedef enum { GEN_BACKEND_AUTO, GEN_BACKEND_CPU, GEN_BACKEND_CUDA } gen_backend_kind_t;
+
+/* "auto", "cpu" or "cuda"; -1 for anything else. */
+int gen_backend_kind_parse(const char *s, gen_backend_kind_t *out);
+
+/* CUDA devices usable now; 0 without a driver or device (error 35 on a
+ * machine with no GPU), or in a build without CUDA. */
+int gen_cuda_device_count(void);
+
+typedef struct {
+    const char *prompt; /* required, 1..GEN_PROMPT_MAX bytes; not kept */
+    uint64_t seed;
+    uint32_t image_index;   /* which image of the combination: part of the noise counter */
+    uint32_t width, height; /* GEN_SIZE_MIN..GEN_SIZE_MAX, multiples of 8 */
+    uint32_t steps;         /* GEN_STEPS_MIN..GEN_STEPS_MAX */
+} gen_params_t;
+
+/* 0, or -1 with a message naming the offending field ("width must be ..."). */
+int gen_params_check(const gen_params_t *p, char *err, size_t errlen);
+
+typedef struct gen_backend gen_backend_t;
+
+/* Opens a backend. AUTO picks CUDA when a device exists and opens, else the
+ * CPU (with one log line saying why); CUDA with no usable device fails.
+ * NULL with the reason in err. The CPU backend starts gen_cpu_threads() - 1
+ * helper threads. gen_backend_open_device: the same on CUDA device `device`
+ * (one generator actor per GPU); gen_backend_open uses device 0. */
+gen_backend_t *gen_backend_open(gen_backend_kind_t kind, char *err, size_t errlen);
+gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char *err,
+                                       size_t errlen);
+/* Stops helpers / waits for the device, frees everything, NULLs *bp. */
+void gen_backend_close(gen_backend_t **bp);
+/* "cpu" or "cuda". */
+const char *gen_backend_name(const gen_backend_t *b);
+
+/* Threads a CPU backend opened now will use: IMAGEJOBS_GEN_THREADS when set
+ * (1..64), else the online CPUs (at most 16). A service running one CPU
+ * generator per core should set it to 1. */
+unsigned gen_cpu_threads(void);
+
+/* CUDA: fn(arg) is called from a CUDA host-callback thread each time a
+ * queued step (or the final copy) completes; it must only do something
+ * thread-safe such as ev_async_send(). Set it before the first gen_begin.
+ * CPU: never called (gen_advance never returns GEN_WAIT). */
+void gen_backend_set_wakeup(gen_backend_t *b, void (*fn)(void *arg), void *arg);
+
+/* Starts an image, dropping any in-flight one. -1 with the reason in err
+ * (and gen_error) when the parameters are invalid. Cheap: no pixel work. */
+int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen);
+
+typedef enum { GEN_MORE = 0, GEN_WAIT = 1, GEN_DONE = 2, GEN_ERROR = -1 } gen_status_t;
+
+/* Does one bounded slice of work.
+ *   CPU:  one band of rows of the current step, synchronously (~1-3 ms);
+ *         GEN_MORE until the last band of the last step, then GEN_DONE.
+ *   CUDA: finds the in-flight step finished (cudaEventQuery) and/or
+ *         enqueues the next one; GEN_WAIT while the device is busy (wait
+ *         for the wakeup callback, or poll). Never blocks.
+ * GEN_DONE when all steps are done and gen_pixels() is readable (repeats
+ * until the next gen_begin). GEN_ERROR with gen_error() set, also when no
+ * image was begun. */
+gen_status_t gen_advance(gen_backend_t *b);
+
+/* Steps completed of the current image. */
+uint32_t gen_steps_done(const gen_backend_t *b);
+
+/* After GEN_DONE: RGB8 pixels, width*height*3 bytes, owned by the backend,
+ * valid until the next gen_begin, gen_abort or close. NULL before. */
+const uint8_t *gen_pixels(const gen_backend_t *b);
+
+/* Tests/debugging: RGB8 image of the current state (width*height*3 bytes
+ * into rgb_out): the starting noise before the first step. On CUDA it
+ * waits for the device: never call it from an actor loop. 0 or -1. */
+int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out);
+
+/* Drops the in-flight image at once (a queued GPU step finishes on its own,
+ * unobserved); the backend is ready for gen_begin. */
+void gen_abort(gen_backend_t *b);
+
+/* The last error ("" when none). Owned by the backend. */
+const char *gen_error(const gen_backend_t *b);
+
+/* Runs a whole image synchronously: gen_begin, then every slice (waiting on
+ * the device when it must). For render, tests and benches, never for an
+ * actor loop. *rgb_out is malloc'd (caller frees); ms_per_step (may be
+ * NULL) gets the mean wall time per step. 0, or -1 with the reason in err. */
+int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, double *ms_per_step,
+                    char *err, size_t errlen);
+
+/* Slices the CPU backend cuts a step of width x height into (1 for CUDA):
+ * lets tests check that a step is not one unbounded block of work. */
+uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t height);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

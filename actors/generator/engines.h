@@ -1,0 +1,67 @@
+/*
+ * engines.h - what backend.c needs from the two engines: cpu.c, and cuda.cu
+ * (or cuda_none.c in a build without CUDA). Internal to actors/generator/.
+ *
+ * backend.c validates parameters, builds the scene and keeps the common
+ * bookkeeping; an engine owns its buffers and runs the steps. The CUDA
+ * functions are extern "C" wrappers that return a status and keep the
+ * reason in the engine (gen_cuda_error), as .cu files in this tree must.
+ */
+#ifndef IMAGEJOBS_GEN_ENGINES_H
+#define IMAGEJOBS_GEN_ENGINES_H
+
+#include "actors/generator/backend.h"
+#include "actors/generator/sampler.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ cpu.c */
+
+typedef struct gen_cpu gen_cpu_t;
+
+/* threads >= 1: the calling thread plus threads - 1 helpers. */
+gen_cpu_t *gen_cpu_open(unsigned threads, char *err, size_t errlen);
+void gen_cpu_close(gen_cpu_t **cp);
+/* Takes a copy of *sc; allocates the state for its size. 0 or -1. */
+int gen_cpu_begin(gen_cpu_t *c, const sampler_scene_t *sc, uint32_t steps, char *err,
+                  size_t errlen);
+/* One band of rows of the current step: GEN_MORE or GEN_DONE. */
+gen_status_t gen_cpu_advance(gen_cpu_t *c);
+uint32_t gen_cpu_steps_done(const gen_cpu_t *c);
+const uint8_t *gen_cpu_pixels(const gen_cpu_t *c);
+int gen_cpu_snapshot(const gen_cpu_t *c, uint8_t *rgb_out);
+void gen_cpu_abort(gen_cpu_t *c);
+/* Rows per slice for an image of this width. */
+uint32_t gen_cpu_band_rows(const gen_cpu_t *c, uint32_t width);
+
+/* ---------------------------------------------------- cuda.cu / cuda_none.c */
+
+typedef struct gen_cuda gen_cuda_t;
+
+/* Devices usable now (0 on any error). */
+int gen_cuda_count(void);
+/* 0 and *out, or -1 with the reason in err. */
+int gen_cuda_open(int device, gen_cuda_t **out, char *err, size_t errlen);
+void gen_cuda_close(gen_cuda_t **gp);
+void gen_cuda_set_wakeup(gen_cuda_t *g, void (*fn)(void *arg), void *arg);
+int gen_cuda_begin(gen_cuda_t *g, const sampler_scene_t *sc, uint32_t steps);
+/* Never blocks: GEN_WAIT, GEN_DONE or GEN_ERROR. */
+gen_status_t gen_cuda_advance(gen_cuda_t *g);
+/* Blocks until the queued work is done (render/tests/bench only). 0 or -1. */
+int gen_cuda_wait(gen_cuda_t *g);
+uint32_t gen_cuda_steps_done(const gen_cuda_t *g);
+const uint8_t *gen_cuda_pixels(const gen_cuda_t *g);
+int gen_cuda_snapshot(gen_cuda_t *g, uint8_t *rgb_out);
+void gen_cuda_abort(gen_cuda_t *g);
+const char *gen_cuda_error(const gen_cuda_t *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
