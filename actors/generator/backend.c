@@ -99,6 +99,12 @@ gen_backend_t *gen_backend_open(gen_backend_kind_t kind, char *err, size_t errle
 gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char *err,
                                        size_t errlen)
 {
+    return gen_backend_open_with(kind, device, 0, err, errlen);
+}
+
+gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
+                                     char *err, size_t errlen)
+{
     gen_backend_t *b = calloc(1, sizeof *b);
     if (!b) {
         snprintf(err, errlen, "out of memory");
@@ -123,7 +129,7 @@ gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char
     }
     b->kind = kind;
     if (kind == GEN_BACKEND_CPU) {
-        b->cpu = gen_cpu_open(gen_cpu_threads(), err, errlen);
+        b->cpu = gen_cpu_open(cpu_threads ? cpu_threads : gen_cpu_threads(), err, errlen);
         if (!b->cpu) {
             free(b);
             return NULL;

@@ -58,6 +58,11 @@ typedef struct gen_backend gen_backend_t;
 gen_backend_t *gen_backend_open(gen_backend_kind_t kind, char *err, size_t errlen);
 gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char *err,
                                        size_t errlen);
+/* The same with the CPU backend's thread count chosen by the caller (0:
+ * gen_cpu_threads()): a service running several CPU generators shares the
+ * cores between them. */
+gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
+                                     char *err, size_t errlen);
 /* Stops helpers / waits for the device, frees everything, NULLs *bp. */
 void gen_backend_close(gen_backend_t **bp);
 /* "cpu" or "cuda". */

@@ -1,0 +1,579 @@
+/*
+ * generator.c - the generator actor.
+ *
+ * The work runs from the actor's own loop in slices: an ev_idle watcher
+ * calls gen_advance() once per loop iteration (one band of rows on the CPU,
+ * one queued step on CUDA). Between two slices the loop turns, the inbox
+ * watcher runs, and a JOB_CANCEL for the running job is handled before the
+ * next slice: in immediate mode the in-flight image is dropped at once, in
+ * after_current_image mode it is finished and recorded first. On CUDA,
+ * gen_advance() returns GEN_WAIT while a step runs; the backend's host
+ * callback wakes the loop through an ev_async, so the loop never spins.
+ *
+ * A cancel can also arrive durably, from the store: in the reply to each
+ * recorded image, to each lease renewal, and after a Redis reconnect
+ * ("recheck"), so a lost pub/sub message never lets a job run to its end.
+ *
+ * Phases of one combination:
+ *   IDLE -> (poll mode: CHECKING) -> RUNNING -> RECORDING -> next image ...
+ *   ... -> STOPPING (TASK_STOPPED sent, retried until the store has it) -> IDLE
+ */
+#include "config.h"
+
+#include "actors/generator.h"
+
+#include "actors/generator/png.h"
+#include "runtime/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+typedef enum { IDLE, CHECKING, RUNNING, RECORDING, STOPPING } phase_t;
+typedef enum { CANCEL_NONE, CANCEL_IMMEDIATE, CANCEL_AFTER_IMAGE } cancel_t;
+
+typedef struct {
+    actor_t *self;
+    generator_config_t cfg;
+    char name[MSG_NAME_MAX], instance[128], store[MSG_NAME_MAX], redis[MSG_NAME_MAX];
+    gen_backend_t *backend;
+    struct ev_loop *loop;
+
+    ev_idle slice;     /* runs one gen_advance per loop iteration */
+    ev_async wake;     /* CUDA: a queued step finished */
+    ev_timer sweep;    /* idle: ask for work now and then */
+    ev_timer lease;    /* working: renew the claim */
+    ev_timer retry;    /* re-send a recording or a stop the store missed */
+
+    phase_t phase;
+    bool asking;       /* a WORK_REQUEST is in flight */
+    bool have_item;
+    bool lost;         /* the claim went to another instance */
+    uint64_t item_seq; /* which claim this is (stale lease replies) */
+    uint64_t lease_seq; /* item_seq of the lease renewal in flight, or 0 */
+    msg_work_item_t item; /* strings owned */
+    uint64_t index;    /* image being made */
+
+    cancel_t cancel;
+    int64_t observed_us;
+    uint64_t steps_at_stop;
+
+    msg_t *pending;    /* IMAGE_READY or TASK_STOPPED awaiting the store */
+    double backoff;
+} gen_actor_t;
+
+static int64_t s_now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void s_ask_work(gen_actor_t *g);
+static void s_next_image(gen_actor_t *g);
+static void s_stop(gen_actor_t *g, const char *outcome, const char *error);
+static void s_send_pending(gen_actor_t *g);
+
+static cancel_t s_mode(const char *mode)
+{
+    return mode && strcmp(mode, "after_current_image") == 0 ? CANCEL_AFTER_IMAGE
+                                                             : CANCEL_IMMEDIATE;
+}
+
+static void s_item_clear(gen_actor_t *g)
+{
+    free(g->item.job_id);
+    free(g->item.prompt);
+    free(g->item.cancel_mode);
+    memset(&g->item, 0, sizeof g->item);
+    g->have_item = false;
+    g->lost = false;
+    g->cancel = CANCEL_NONE;
+    g->observed_us = 0;
+    g->steps_at_stop = 0;
+    ev_timer_stop(g->loop, &g->lease);
+}
+
+/* Lets go of a claim another instance now holds: no TASK_STOPPED, its new
+ * holder resumes at the next image not recorded. Only called when no flag,
+ * record or stop request is in flight for it. */
+static void s_drop(gen_actor_t *g)
+{
+    log_warn("claim on %s/%llu lost; dropping it", g->item.job_id,
+             (unsigned long long)g->item.combination);
+    gen_abort(g->backend);
+    ev_idle_stop(g->loop, &g->slice);
+    msg_destroy(&g->pending);
+    s_item_clear(g);
+    g->phase = IDLE;
+    s_ask_work(g);
+}
+
+/* ------------------------------------------------------------ cancel */
+
+/* A cancel for the running job, from an event or from the store. */
+static void s_cancel(gen_actor_t *g, cancel_t mode)
+{
+    if (!g->have_item || g->cancel != CANCEL_NONE || g->phase == STOPPING)
+        return;
+    g->cancel = mode;
+    g->observed_us = s_now_us();
+    log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
+             (unsigned long long)g->item.combination,
+             mode == CANCEL_IMMEDIATE ? "immediate" : "after current image",
+             gen_steps_done(g->backend));
+    switch (g->phase) {
+    case RUNNING:
+        if (mode == CANCEL_IMMEDIATE)
+            s_stop(g, "cancelled", NULL); /* drops the half-made image */
+        break;
+    case CHECKING:
+    case RECORDING:
+        break; /* acted on when that reply arrives */
+    default:
+        break;
+    }
+}
+
+static void s_on_cancel_event(actor_t *self, msg_t *msg)
+{
+    gen_actor_t *g = actor_state(self);
+    if (g->cfg.poll_mode) /* the seed's design: only the Redis flag counts */
+        return;
+    if (!msg->job_cancel.job_id) {
+        /* Redis reconnected: events may have been lost; ask the store */
+        if (g->have_item && g->phase != STOPPING)
+            ev_feed_event(g->loop, &g->lease, EV_TIMER);
+        return;
+    }
+    if (g->have_item && strcmp(msg->job_cancel.job_id, g->item.job_id) == 0)
+        s_cancel(g, s_mode(msg->job_cancel.mode));
+}
+
+/* ------------------------------------------------------------ stopping */
+
+static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
+{
+    gen_actor_t *g = arg;
+    if (status == -ECANCELED || g->phase != STOPPING)
+        return;
+    if (status != 0 || reply->type != MSG_OK) {
+        log_warn("store did not take the stop of %s/%llu (%s); retrying",
+                 g->item.job_id, (unsigned long long)g->item.combination,
+                 status ? strerror(-status) : reply->error.reason);
+        ev_timer_set(&g->retry, g->backoff, 0.);
+        ev_timer_start(g->loop, &g->retry);
+        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+        return;
+    }
+    msg_destroy(&g->pending);
+    s_item_clear(g);
+    g->phase = IDLE;
+    s_ask_work(g);
+}
+
+/* Ends the combination here: drops any in-flight image and tells the store. */
+static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
+{
+    if (g->phase == RUNNING) {
+        g->steps_at_stop = gen_steps_done(g->backend);
+        gen_abort(g->backend);
+    }
+    ev_idle_stop(g->loop, &g->slice);
+    ev_timer_stop(g->loop, &g->lease);
+    g->phase = STOPPING;
+
+    msg_t *m = msg_new(MSG_TASK_STOPPED);
+    msg_set_str(&m->task_stopped.job_id, g->item.job_id);
+    m->task_stopped.combination = g->item.combination;
+    msg_set_str(&m->task_stopped.outcome, outcome);
+    m->task_stopped.observed_at_us = g->observed_us;
+    m->task_stopped.stopped_at_us = s_now_us();
+    msg_set_str(&m->task_stopped.error, error);
+    m->task_stopped.steps_done = g->steps_at_stop;
+    if (strcmp(outcome, "cancelled") == 0)
+        log_info("%s/%llu stopped %lld us after the cancel was observed",
+                 g->item.job_id, (unsigned long long)g->item.combination,
+                 (long long)(m->task_stopped.stopped_at_us - g->observed_us));
+    msg_destroy(&g->pending);
+    g->pending = m;
+    g->backoff = 0.2;
+    s_send_pending(g);
+}
+
+/* ------------------------------------------------------------ images */
+
+static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
+{
+    gen_actor_t *g = arg;
+    if (status == -ECANCELED || g->phase != RECORDING)
+        return;
+    if (g->lost) {
+        s_drop(g);
+        return;
+    }
+    if (status != 0 || reply->type != MSG_IMAGE_RECORDED) {
+        /* the image is held and sent again: the store records it once */
+        log_warn("store did not record image %llu of %s/%llu (%s); holding it",
+                 (unsigned long long)g->index, g->item.job_id,
+                 (unsigned long long)g->item.combination,
+                 status ? strerror(-status) : reply->error.reason);
+        ev_timer_set(&g->retry, g->backoff, 0.);
+        ev_timer_start(g->loop, &g->retry);
+        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+        return;
+    }
+    msg_destroy(&g->pending);
+    g->index++;
+    if (reply->image_recorded.cancel_mode)
+        s_cancel(g, s_mode(reply->image_recorded.cancel_mode)); /* durable */
+    if (g->cancel != CANCEL_NONE)
+        s_stop(g, "cancelled", NULL);
+    else
+        s_next_image(g);
+}
+
+static void s_send_pending(gen_actor_t *g)
+{
+    actor_reply_fn cb = g->pending->type == MSG_IMAGE_READY ? s_on_recorded : s_on_stopped;
+    if (actor_request(g->self, g->store, g->pending, g->cfg.request_timeout_s, cb, g) < 0) {
+        log_warn("cannot reach %s: %s; retrying", g->store, strerror(errno));
+        ev_timer_set(&g->retry, g->backoff, 0.);
+        ev_timer_start(g->loop, &g->retry);
+        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+    }
+}
+
+static void s_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gen_actor_t *g = t->data;
+    if (g->pending)
+        s_send_pending(g);
+}
+
+/* The image is finished: encode it (once, outside the step path) and hand
+ * it to the store. */
+static void s_image_done(gen_actor_t *g)
+{
+    ev_idle_stop(g->loop, &g->slice);
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char err[200];
+    uint32_t w = (uint32_t)g->item.width, h = (uint32_t)g->item.height;
+    if (gen_png_encode(gen_pixels(g->backend), w, h, &png, &len, err, sizeof err) < 0) {
+        s_stop(g, "failed", err);
+        return;
+    }
+    msg_t *m = msg_new(MSG_IMAGE_READY);
+    msg_set_str(&m->image_ready.job_id, g->item.job_id);
+    m->image_ready.combination = g->item.combination;
+    m->image_ready.image_index = g->index;
+    m->image_ready.width = w;
+    m->image_ready.height = h;
+    m->image_ready.final = g->index + 1 == g->item.images;
+    m->image_ready.png.data = png; /* ownership moves into the message */
+    m->image_ready.png.size = len;
+    g->phase = RECORDING;
+    msg_destroy(&g->pending);
+    g->pending = m;
+    g->backoff = 0.2;
+    s_send_pending(g);
+}
+
+static void s_slice_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    gen_actor_t *g = w->data;
+    switch (gen_advance(g->backend)) {
+    case GEN_MORE:
+        break;
+    case GEN_WAIT:
+        ev_idle_stop(loop, w); /* the backend's wakeup restarts us */
+        break;
+    case GEN_DONE:
+        s_image_done(g);
+        break;
+    case GEN_ERROR:
+    default:
+        s_stop(g, "failed", gen_error(g->backend));
+        break;
+    }
+}
+
+static void s_wakeup(void *arg)
+{
+    gen_actor_t *g = arg;
+    ev_async_send(g->loop, &g->wake); /* from a CUDA callback thread */
+}
+
+static void s_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    gen_actor_t *g = w->data;
+    if (g->phase == RUNNING) /* a wakeup from an aborted step is ignored */
+        ev_idle_start(loop, &g->slice);
+}
+
+static void s_begin_image(gen_actor_t *g)
+{
+    gen_params_t p = {
+        .prompt = g->item.prompt,
+        .seed = g->item.seed,
+        .image_index = (uint32_t)g->index,
+        .width = (uint32_t)g->item.width,
+        .height = (uint32_t)g->item.height,
+        .steps = (uint32_t)g->item.steps,
+    };
+    char err[200];
+    if (gen_begin(g->backend, &p, err, sizeof err) < 0) {
+        s_stop(g, "failed", err);
+        return;
+    }
+    g->phase = RUNNING;
+    ev_idle_start(g->loop, &g->slice);
+}
+
+static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
+{
+    gen_actor_t *g = arg;
+    if (status == -ECANCELED || g->phase != CHECKING)
+        return;
+    if (g->lost) {
+        s_drop(g);
+        return;
+    }
+    if (status == 0 && reply->type == MSG_REDIS_FLAG && reply->redis_flag.set) {
+        s_cancel(g, CANCEL_IMMEDIATE);
+        s_stop(g, "cancelled", NULL);
+        return;
+    }
+    if (status != 0 || reply->type != MSG_REDIS_FLAG)
+        log_warn("cancel flag of %s unreadable (%s); going on", g->item.job_id,
+                 status ? strerror(-status) : "error reply");
+    s_begin_image(g);
+}
+
+/* Before each new image: done, cancelled, or (poll mode) ask Redis. */
+static void s_next_image(gen_actor_t *g)
+{
+    if (g->cancel != CANCEL_NONE) {
+        s_stop(g, "cancelled", NULL);
+        return;
+    }
+    if (g->index >= g->item.images) {
+        s_stop(g, "completed", NULL);
+        return;
+    }
+    if (!g->cfg.poll_mode) {
+        s_begin_image(g);
+        return;
+    }
+    g->phase = CHECKING;
+    msg_t *m = msg_new(MSG_REDIS_FLAG_GET);
+    msg_set_str(&m->redis_flag_get.job_id, g->item.job_id);
+    if (actor_request(g->self, g->redis, m, g->cfg.request_timeout_s, s_on_flag, g) < 0) {
+        log_warn("cannot reach %s for the cancel flag: %s", g->redis, strerror(errno));
+        s_begin_image(g);
+    }
+    msg_destroy(&m);
+}
+
+/* ------------------------------------------------------------ claims */
+
+static void s_on_lease(actor_t *self, int status, msg_t *reply, void *arg)
+{
+    gen_actor_t *g = arg;
+    uint64_t seq = g->lease_seq;
+    g->lease_seq = 0;
+    /* a renewal of an earlier claim says nothing about this one */
+    if (status == -ECANCELED || !g->have_item || seq != g->item_seq || g->phase == STOPPING)
+        return;
+    if (status == 0 && reply->type == MSG_LEASE_STATE) {
+        if (reply->lease_state.cancel_mode && !g->cfg.poll_mode)
+            s_cancel(g, s_mode(reply->lease_state.cancel_mode));
+        return;
+    }
+    if (status == 0 && reply->type == MSG_ERROR && reply->error.code == -ENOENT) {
+        /* another instance holds it now (our lease ran out): let go, at
+         * once if nothing is in flight, else when that reply is in */
+        g->lost = true;
+        if (g->phase == RUNNING)
+            s_drop(g);
+    }
+    /* other errors: the store is unreachable; the next renewal retries */
+}
+
+static void s_lease_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gen_actor_t *g = t->data;
+    if (!g->have_item || g->phase == STOPPING || g->lease_seq)
+        return; /* one renewal in flight at a time */
+    msg_t *m = msg_new(MSG_LEASE_RENEW);
+    msg_set_str(&m->lease_renew.job_id, g->item.job_id);
+    m->lease_renew.combination = g->item.combination;
+    msg_set_str(&m->lease_renew.instance, g->instance);
+    if (actor_request(g->self, g->store, m, g->cfg.request_timeout_s, s_on_lease, g) == 0)
+        g->lease_seq = g->item_seq;
+    msg_destroy(&m);
+}
+
+static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
+{
+    gen_actor_t *g = arg;
+    g->asking = false;
+    if (status == -ECANCELED)
+        return;
+    if (status != 0 || reply->type != MSG_WORK_ITEM) {
+        if (status != 0 || reply->error.code != -ENOENT)
+            log_debug("no work from %s: %s", g->store,
+                      status ? strerror(-status) : reply->error.reason);
+        return; /* the sweep timer or a work event asks again */
+    }
+    if (g->have_item) /* cannot happen: we ask only when idle */
+        return;
+    g->item = reply->work_item;
+    memset(&reply->work_item, 0, sizeof reply->work_item); /* take the strings */
+    g->have_item = true;
+    g->item_seq++;
+    g->index = g->item.next_index;
+    log_info("claimed %s/%llu: %llu images from %llu, %llux%llu, %llu steps", g->item.job_id,
+             (unsigned long long)g->item.combination, (unsigned long long)g->item.images,
+             (unsigned long long)g->index, (unsigned long long)g->item.width,
+             (unsigned long long)g->item.height, (unsigned long long)g->item.steps);
+    ev_timer_again(g->loop, &g->lease);
+    if (g->item.cancel_mode && !g->cfg.poll_mode)
+        s_cancel(g, s_mode(g->item.cancel_mode));
+    s_next_image(g);
+}
+
+static void s_ask_work(gen_actor_t *g)
+{
+    if (g->phase != IDLE || g->asking)
+        return;
+    msg_t *m = msg_new(MSG_WORK_REQUEST);
+    msg_set_str(&m->work_request.instance, g->instance);
+    msg_set_str(&m->work_request.generator, g->name);
+    if (actor_request(g->self, g->store, m, g->cfg.request_timeout_s, s_on_work, g) == 0)
+        g->asking = true;
+    msg_destroy(&m);
+}
+
+static void s_on_work_event(actor_t *self, msg_t *msg)
+{
+    s_ask_work(actor_state(self));
+}
+
+static void s_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    s_ask_work(t->data);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int s_init(actor_t *self, void *arg)
+{
+    const generator_config_t *cfg = arg;
+    gen_actor_t *g = calloc(1, sizeof *g);
+    if (!g)
+        abort();
+    g->self = self;
+    g->loop = actor_loop(self);
+    g->cfg = *cfg;
+    snprintf(g->name, sizeof g->name, "%s", actor_name(self));
+    snprintf(g->instance, sizeof g->instance, "%s", cfg->instance ? cfg->instance : "local");
+    snprintf(g->store, sizeof g->store, "%s", cfg->store ? cfg->store : "store");
+    snprintf(g->redis, sizeof g->redis, "%s", cfg->redis ? cfg->redis : "redis");
+    g->cfg.name = g->cfg.instance = g->cfg.store = g->cfg.redis = NULL; /* not kept */
+    if (g->cfg.sweep_s <= 0)
+        g->cfg.sweep_s = 2.;
+    if (g->cfg.lease_renew_s <= 0)
+        g->cfg.lease_renew_s = 5.;
+    if (g->cfg.request_timeout_s <= 0)
+        g->cfg.request_timeout_s = 10.;
+    actor_set_state(self, g);
+
+    char err[256];
+    g->backend = gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err,
+                                       sizeof err);
+    if (!g->backend) {
+        actor_fail(self, "%s", err);
+        free(g);
+        actor_set_state(self, NULL);
+        return -1;
+    }
+    gen_backend_set_wakeup(g->backend, s_wakeup, g);
+
+    ev_idle_init(&g->slice, s_slice_cb);
+    g->slice.data = g;
+    ev_async_init(&g->wake, s_wake_cb);
+    g->wake.data = g;
+    ev_async_start(g->loop, &g->wake);
+    ev_timer_init(&g->sweep, s_sweep_cb, g->cfg.sweep_s, g->cfg.sweep_s);
+    g->sweep.data = g;
+    ev_timer_start(g->loop, &g->sweep);
+    ev_init(&g->lease, s_lease_cb);
+    g->lease.repeat = g->cfg.lease_renew_s;
+    g->lease.data = g;
+    ev_init(&g->retry, s_retry_cb);
+    g->retry.data = g;
+
+    if ((!g->cfg.poll_mode && actor_subscribe(self, "cancel") < 0)
+        || actor_subscribe(self, "work") < 0) {
+        actor_fail(self, "cannot subscribe to the bus");
+        gen_backend_close(&g->backend);
+        free(g);
+        actor_set_state(self, NULL);
+        return -1;
+    }
+    log_info("ready on the %s backend%s", gen_backend_name(g->backend),
+             g->cfg.poll_mode ? " (poll mode: Redis flag before each image)" : "");
+    s_ask_work(g);
+    return 0;
+}
+
+/* Shutdown: a finished image not yet recorded is sent once more, and the
+ * claim is given back so another instance resumes at once. Fire and
+ * forget: the store answers a mailbox that is gone, which is harmless. */
+static void s_fini(actor_t *self)
+{
+    gen_actor_t *g = actor_state(self);
+    if (g->have_item && g->phase != STOPPING) {
+        if (g->pending && g->pending->type == MSG_IMAGE_READY)
+            actor_send(self, g->store, g->pending);
+        msg_t *m = msg_new(MSG_TASK_STOPPED);
+        msg_set_str(&m->task_stopped.job_id, g->item.job_id);
+        m->task_stopped.combination = g->item.combination;
+        msg_set_str(&m->task_stopped.outcome, "released");
+        m->task_stopped.stopped_at_us = s_now_us();
+        m->task_stopped.steps_done = gen_steps_done(g->backend);
+        actor_send(self, g->store, m);
+        msg_destroy(&m);
+    } else if (g->phase == STOPPING && g->pending) {
+        actor_send(self, g->store, g->pending); /* one last try */
+    }
+    ev_idle_stop(g->loop, &g->slice);
+    ev_async_stop(g->loop, &g->wake);
+    ev_timer_stop(g->loop, &g->sweep);
+    ev_timer_stop(g->loop, &g->lease);
+    ev_timer_stop(g->loop, &g->retry);
+    gen_backend_close(&g->backend); /* waits for the device: no more wakeups */
+    msg_destroy(&g->pending);
+    s_item_clear(g);
+    free(g);
+}
+
+static const actor_spec_t s_spec = {
+    .init = s_init,
+    .fini = s_fini,
+    .handlers =
+        {
+            [MSG_JOB_CANCEL] = s_on_cancel_event,
+            [MSG_WORK_AVAILABLE] = s_on_work_event,
+        },
+};
+
+actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
+                         size_t errlen)
+{
+    return actor_new(rt, cfg->name, &s_spec, (void *)cfg, err, errlen);
+}

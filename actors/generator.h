@@ -1,0 +1,39 @@
+/*
+ * generator.h - a generator actor: takes one combination at a time from the
+ * store, renders its images slice by slice on its backend, records each one,
+ * and stops between two slices when a cancel event for its job arrives.
+ *
+ * Messages handled: WORK_AVAILABLE (bus "work": ask the store for work now),
+ * JOB_CANCEL (bus "cancel": stop, or re-read durable cancels on "recheck").
+ * Requests sent: WORK_REQUEST, IMAGE_READY, TASK_STOPPED, LEASE_RENEW to the
+ * store; REDIS_FLAG_GET to redis in poll mode.
+ */
+#ifndef IMAGEJOBS_GENERATOR_H
+#define IMAGEJOBS_GENERATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "actors/generator/backend.h"
+#include "runtime/actor.h"
+
+typedef struct {
+    const char *name;       /* actor name, e.g. "generator-0" */
+    const char *instance;   /* this process's instance id (claims) */
+    const char *store;      /* actor to ask for work; default "store" */
+    const char *redis;      /* actor for poll mode; default "redis" */
+    gen_backend_kind_t backend;
+    int device;             /* CUDA device */
+    unsigned cpu_threads;   /* CPU backend threads; 0: all cores */
+    bool poll_mode;         /* --cancel-check=poll: the seed's design, no events */
+    double sweep_s;         /* ask for work this often when idle; default 2 */
+    double lease_renew_s;   /* renew the claim this often; default 5 */
+    double request_timeout_s; /* store/redis replies; default 10 */
+} generator_config_t;
+
+/* Starts the actor; returns once its backend is open (NULL + reason: e.g.
+ * --backend=cuda with no device). The config is copied. */
+actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
+                         size_t errlen);
+
+#endif

@@ -1,0 +1,443 @@
+/*
+ * check_generator_actor.c - the generator actor's protocol and its cancel
+ * point, driven from the test thread: a mailbox named "store" hands out
+ * work and answers recordings, one named "redis" answers flag reads.
+ */
+#include "config.h"
+
+#include "actors/generator.h"
+#include "actors/generator/png.h"
+#include "runtime/log.h"
+
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAIT_MS 60000
+#define JOB "0b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a10"
+
+static runtime_t *s_rt;
+static mailbox_t *s_store, *s_redis;
+
+static void s_setup(void)
+{
+    log_set_level(LOG_WARN);
+    s_rt = runtime_new();
+    s_store = mailbox_new(s_rt, "store");
+    s_redis = mailbox_new(s_rt, "redis");
+    ck_assert_ptr_nonnull(s_redis);
+}
+
+static void s_teardown(void)
+{
+    mailbox_destroy(&s_redis);
+    mailbox_destroy(&s_store);
+    runtime_destroy(&s_rt);
+}
+
+static generator_config_t s_config(void)
+{
+    generator_config_t cfg = {
+        .name = "generator-0",
+        .instance = "test-instance",
+        .backend = GEN_BACKEND_CPU,
+        .sweep_s = 60.,       /* only events and replies move it */
+        .lease_renew_s = 60., /* no renewals unless a test asks */
+        .request_timeout_s = 30.,
+    };
+    return cfg;
+}
+
+static actor_t *s_start(const generator_config_t *cfg)
+{
+    char err[256] = "";
+    actor_t *a = generator_start(s_rt, cfg, err, sizeof err);
+    ck_assert_msg(a != NULL, "generator failed to start: %s", err);
+    return a;
+}
+
+/* The next message to mb, which must be of type `type`. */
+static msg_t *s_expect(mailbox_t *mb, msg_type_t type)
+{
+    msg_t *m = mailbox_recv(mb, WAIT_MS);
+    ck_assert_msg(m != NULL, "nothing arrived; expected %s", msg_type_name(type));
+    ck_assert_msg(m->type == type, "got %s, expected %s", msg_type_name(m->type),
+                  msg_type_name(type));
+    return m;
+}
+
+static void s_reply(mailbox_t *mb, const msg_t *req, msg_t *reply)
+{
+    reply->corr = req->corr;
+    reply->flags |= MSG_FLAG_REPLY;
+    ck_assert_int_eq(mailbox_send(mb, req->sender, reply), 0);
+    msg_destroy(&reply);
+}
+
+static void s_give_work(const msg_t *req, uint64_t size, uint64_t steps, uint64_t images,
+                        uint64_t next_index)
+{
+    msg_t *w = msg_new(MSG_WORK_ITEM);
+    msg_set_str(&w->work_item.job_id, JOB);
+    w->work_item.combination = 3;
+    msg_set_str(&w->work_item.prompt, "a red fox in a snowy forest, watercolor");
+    w->work_item.seed = 7;
+    w->work_item.width = w->work_item.height = size;
+    w->work_item.steps = steps;
+    w->work_item.images = images;
+    w->work_item.next_index = next_index;
+    s_reply(s_store, req, w);
+}
+
+static void s_no_work(const msg_t *req)
+{
+    msg_t *e = msg_new(MSG_ERROR);
+    e->error.code = -ENOENT;
+    msg_set_str(&e->error.reason, "nothing claimable");
+    s_reply(s_store, req, e);
+}
+
+static void s_recorded(const msg_t *req, const char *cancel_mode)
+{
+    msg_t *r = msg_new(MSG_IMAGE_RECORDED);
+    msg_set_str(&r->image_recorded.attach_id, "a");
+    msg_set_str(&r->image_recorded.cancel_mode, cancel_mode);
+    s_reply(s_store, req, r);
+}
+
+static void s_ok(const msg_t *req)
+{
+    s_reply(s_store, req, msg_new(MSG_OK));
+}
+
+static void s_lease_state(const msg_t *req, const char *cancel_mode)
+{
+    msg_t *r = msg_new(MSG_LEASE_STATE);
+    msg_set_str(&r->lease_state.cancel_mode, cancel_mode);
+    s_reply(s_store, req, r);
+}
+
+static void s_publish_cancel(const char *job_id, const char *mode)
+{
+    msg_t *ev = msg_new(MSG_JOB_CANCEL);
+    msg_set_str(&ev->job_cancel.job_id, job_id);
+    msg_set_str(&ev->job_cancel.mode, mode);
+    mailbox_publish(s_store, "cancel", ev);
+    msg_destroy(&ev);
+}
+
+/* Claims work: expects the WORK_REQUEST and answers it. */
+static void s_claim(uint64_t size, uint64_t steps, uint64_t images, uint64_t next_index)
+{
+    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    ck_assert_str_eq(req->work_request.instance, "test-instance");
+    ck_assert_str_eq(req->work_request.generator, "generator-0");
+    s_give_work(req, size, steps, images, next_index);
+    msg_destroy(&req);
+}
+
+static void s_check_png(const msg_t *m, uint64_t size)
+{
+    uint8_t *rgb = NULL;
+    uint32_t w = 0, h = 0;
+    char err[128];
+    ck_assert_int_eq(gen_png_decode(m->image_ready.png.data, m->image_ready.png.size, &rgb,
+                                    &w, &h, err, sizeof err),
+                     0);
+    ck_assert_uint_eq(w, size);
+    ck_assert_uint_eq(h, size);
+    free(rgb);
+}
+
+START_TEST(test_records_every_image_then_completes)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 4, 3, 1); /* resume at image 1 of 3 */
+    for (uint64_t i = 1; i < 3; i++) {
+        msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+        ck_assert_str_eq(img->image_ready.job_id, JOB);
+        ck_assert_uint_eq(img->image_ready.combination, 3);
+        ck_assert_uint_eq(img->image_ready.image_index, i);
+        ck_assert_int_eq(img->image_ready.final, i == 2);
+        s_check_png(img, 64);
+        s_recorded(img, NULL);
+        msg_destroy(&img);
+    }
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "completed");
+    ck_assert_uint_eq(stop->task_stopped.combination, 3);
+    ck_assert_int_eq(stop->task_stopped.observed_at_us, 0);
+    s_ok(stop);
+    msg_destroy(&stop);
+    /* idle again: it asks for more */
+    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    s_no_work(req);
+    msg_destroy(&req);
+    actor_destroy(&g);
+}
+END_TEST
+
+/* A step of a 2048x2048 image takes a large fraction of a second on the
+ * CPU; the cancel is sent while the first step runs. Stopping with fewer
+ * than two steps done shows the cancel was taken between two slices of a
+ * step, not at a step's end or an image's end. */
+START_TEST(test_immediate_cancel_stops_within_a_step)
+{
+    generator_config_t cfg = s_config();
+    cfg.lease_renew_s = 0.02; /* renewals show the loop turning mid-image */
+    actor_t *g = s_start(&cfg);
+    s_claim(2048, 200, 2, 0);
+    for (int i = 0; i < 2; i++) {
+        msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+        ck_assert_str_eq(renew->lease_renew.job_id, JOB);
+        s_lease_state(renew, NULL);
+        msg_destroy(&renew);
+    }
+    s_publish_cancel("another-job", "immediate"); /* not ours: ignored */
+    s_publish_cancel(JOB, "immediate");
+    msg_t *m;
+    do { /* renewals may still be in the queue */
+        m = mailbox_recv(s_store, WAIT_MS);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_msg(m->type != MSG_IMAGE_READY, "an image was finished after the cancel");
+        if (m->type == MSG_LEASE_RENEW) {
+            s_lease_state(m, NULL);
+            msg_destroy(&m);
+        }
+    } while (!m);
+    ck_assert_int_eq(m->type, MSG_TASK_STOPPED);
+    ck_assert_str_eq(m->task_stopped.outcome, "cancelled");
+    ck_assert_uint_le(m->task_stopped.steps_done, 1);
+    ck_assert_int_gt(m->task_stopped.observed_at_us, 0);
+    ck_assert_int_ge(m->task_stopped.stopped_at_us, m->task_stopped.observed_at_us);
+    s_ok(m);
+    msg_destroy(&m);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_after_current_image_keeps_the_inflight_image)
+{
+    generator_config_t cfg = s_config();
+    cfg.lease_renew_s = 0.02;
+    actor_t *g = s_start(&cfg);
+    s_claim(256, 200, 5, 0); /* an image takes ~1.5 s or more */
+    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+    s_lease_state(renew, NULL);
+    msg_destroy(&renew);
+    s_publish_cancel(JOB, "after_current_image");
+    int images = 0;
+    for (;;) {
+        msg_t *m = mailbox_recv(s_store, WAIT_MS);
+        ck_assert_ptr_nonnull(m);
+        if (m->type == MSG_LEASE_RENEW) {
+            s_lease_state(m, NULL);
+        } else if (m->type == MSG_IMAGE_READY) {
+            ck_assert_uint_eq(m->image_ready.image_index, 0);
+            s_check_png(m, 256);
+            images++;
+            s_recorded(m, "after_current_image");
+        } else {
+            ck_assert_int_eq(m->type, MSG_TASK_STOPPED);
+            ck_assert_str_eq(m->task_stopped.outcome, "cancelled");
+            ck_assert_uint_eq(m->task_stopped.steps_done, 0); /* nothing dropped */
+            s_ok(m);
+            msg_destroy(&m);
+            break;
+        }
+        msg_destroy(&m);
+    }
+    ck_assert_int_eq(images, 1);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_durable_cancel_from_the_store_stops_before_next_image)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 3, 4, 0);
+    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+    s_recorded(img, "immediate"); /* a cancel the events never brought */
+    msg_destroy(&img);
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
+    s_ok(stop);
+    msg_destroy(&stop);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_recheck_after_reconnect_reads_the_store)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(1024, 200, 1, 0);
+    s_publish_cancel(NULL, "recheck");
+    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW); /* at once, not in 60 s */
+    s_lease_state(renew, "immediate");
+    msg_destroy(&renew);
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
+    ck_assert_uint_lt(stop->task_stopped.steps_done, 200);
+    s_ok(stop);
+    msg_destroy(&stop);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_work_event_wakes_an_idle_generator)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    s_no_work(req);
+    msg_destroy(&req);
+    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+    msg_set_str(&ev->work_available.job_id, JOB);
+    ck_assert_int_eq(mailbox_publish(s_store, "work", ev), 1);
+    msg_destroy(&ev);
+    req = s_expect(s_store, MSG_WORK_REQUEST); /* the sweep is 60 s away */
+    s_no_work(req);
+    msg_destroy(&req);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
+{
+    generator_config_t cfg = s_config();
+    cfg.poll_mode = true;
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 3, 5, 0);
+    /* the seed's design has no events: nothing subscribes to cancels */
+    s_publish_cancel(JOB, "immediate");
+    for (int i = 0; i < 2; i++) {
+        msg_t *flag = s_expect(s_redis, MSG_REDIS_FLAG_GET);
+        ck_assert_str_eq(flag->redis_flag_get.job_id, JOB);
+        msg_t *r = msg_new(MSG_REDIS_FLAG);
+        r->redis_flag.set = i == 1;
+        r->corr = flag->corr;
+        r->flags = MSG_FLAG_REPLY;
+        ck_assert_int_eq(mailbox_send(s_redis, flag->sender, r), 0);
+        msg_destroy(&r);
+        msg_destroy(&flag);
+        if (i == 0) {
+            msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+            s_recorded(img, NULL);
+            msg_destroy(&img);
+        }
+    }
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
+    s_ok(stop);
+    msg_destroy(&stop);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_unrecorded_image_is_held_and_sent_again)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 2, 1, 0);
+    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+    msg_t *e = msg_new(MSG_ERROR);
+    e->error.code = -EAGAIN;
+    msg_set_str(&e->error.reason, "database unavailable");
+    s_reply(s_store, img, e);
+    msg_t *again = s_expect(s_store, MSG_IMAGE_READY);
+    ck_assert_uint_eq(again->image_ready.image_index, 0);
+    ck_assert_uint_eq(again->image_ready.png.size, img->image_ready.png.size);
+    ck_assert_mem_eq(again->image_ready.png.data, img->image_ready.png.data,
+                     img->image_ready.png.size);
+    s_recorded(again, NULL);
+    msg_destroy(&again);
+    msg_destroy(&img);
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "completed");
+    s_ok(stop);
+    msg_destroy(&stop);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_shutdown_gives_the_claim_back)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(1024, 200, 3, 0);
+    actor_destroy(&g);
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "released");
+    ck_assert_str_eq(stop->task_stopped.job_id, JOB);
+    msg_destroy(&stop);
+}
+END_TEST
+
+START_TEST(test_lost_claim_is_dropped_without_a_stop)
+{
+    generator_config_t cfg = s_config();
+    cfg.lease_renew_s = 0.02;
+    actor_t *g = s_start(&cfg);
+    s_claim(1024, 200, 3, 0);
+    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+    msg_t *e = msg_new(MSG_ERROR);
+    e->error.code = -ENOENT;
+    msg_set_str(&e->error.reason, "claimed by another instance");
+    s_reply(s_store, renew, e);
+    msg_destroy(&renew);
+    msg_t *m = s_expect(s_store, MSG_WORK_REQUEST); /* no TASK_STOPPED first */
+    s_no_work(m);
+    msg_destroy(&m);
+    actor_destroy(&g);
+}
+END_TEST
+
+START_TEST(test_cuda_without_a_device_is_a_clear_error)
+{
+    if (gen_cuda_device_count() > 0) {
+        printf("SKIP: a CUDA device is present\n");
+        return;
+    }
+    generator_config_t cfg = s_config();
+    cfg.backend = GEN_BACKEND_CUDA;
+    char err[256] = "";
+    actor_t *g = generator_start(s_rt, &cfg, err, sizeof err);
+    ck_assert_ptr_null(g);
+    ck_assert_msg(strstr(err, "CUDA") != NULL, "reason was: %s", err);
+}
+END_TEST
+
+static Suite *s_suite(void)
+{
+    Suite *s = suite_create("generator_actor");
+    TCase *tc = tcase_create("protocol");
+    tcase_add_checked_fixture(tc, s_setup, s_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_records_every_image_then_completes);
+    tcase_add_test(tc, test_immediate_cancel_stops_within_a_step);
+    tcase_add_test(tc, test_after_current_image_keeps_the_inflight_image);
+    tcase_add_test(tc, test_durable_cancel_from_the_store_stops_before_next_image);
+    tcase_add_test(tc, test_recheck_after_reconnect_reads_the_store);
+    tcase_add_test(tc, test_work_event_wakes_an_idle_generator);
+    tcase_add_test(tc, test_poll_mode_reads_the_redis_flag_before_each_image);
+    tcase_add_test(tc, test_unrecorded_image_is_held_and_sent_again);
+    tcase_add_test(tc, test_shutdown_gives_the_claim_back);
+    tcase_add_test(tc, test_lost_claim_is_dropped_without_a_stop);
+    tcase_add_test(tc, test_cuda_without_a_device_is_a_clear_error);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(s_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
