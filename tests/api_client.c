@@ -1,0 +1,221 @@
+/*
+ * api_client.c - see api_client.h.
+ */
+#include "config.h"
+
+#include "tests/api_client.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int s_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int s_write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int api_request(int port, const char *method, const char *path, const char *extra_headers,
+                const char *body, size_t body_len, api_response_t *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = s_connect(port);
+    if (fd < 0)
+        return -1;
+    char head[4096];
+    int n = snprintf(head, sizeof head,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method,
+                     path, extra_headers ? extra_headers : "");
+    if (body)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", body_len);
+    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    if (s_write_all(fd, head, (size_t)n) < 0 || (body && s_write_all(fd, body, body_len) < 0)) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = 0;
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (!sep || sscanf(buf, "HTTP/1.1 %d", &out->status) != 1) {
+        free(buf);
+        return -1;
+    }
+    size_t hlen = (size_t)(sep - buf);
+    if (hlen >= sizeof out->headers)
+        hlen = sizeof out->headers - 1;
+    for (size_t i = 0; i < hlen; i++)
+        out->headers[i] = buf[i];
+    out->body_len = len - (size_t)(sep + 4 - buf);
+    out->body = malloc(out->body_len + 1);
+    memcpy(out->body, sep + 4, out->body_len);
+    out->body[out->body_len] = 0;
+    free(buf);
+    char ct[128];
+    if (api_header(out, "content-type", ct, sizeof ct) && strstr(ct, "application/json"))
+        out->json = json_loadb(out->body, out->body_len, 0, NULL);
+    return 0;
+}
+
+void api_response_free(api_response_t *r)
+{
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+const char *api_header(const api_response_t *r, const char *name, char *buf, size_t len)
+{
+    size_t nlen = strlen(name);
+    for (const char *line = strstr(r->headers, "\r\n"); line; line = strstr(line, "\r\n")) {
+        line += 2;
+        if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (*v == ' ')
+                v++;
+            size_t i = 0;
+            while (v[i] && v[i] != '\r' && i + 1 < len) {
+                buf[i] = v[i];
+                i++;
+            }
+            buf[i] = 0;
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+int api_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0
+        || getsockname(fd, (struct sockaddr *)&a, &alen) < 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+pid_t api_serve(int port, const char *const *args, const char *log_path, double timeout_s)
+{
+    const char *bin = getenv("IMAGEJOBS_BIN");
+    if (!bin)
+        return -1;
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[64] = {bin, "serve", "--listen", listen};
+    int argc = 4;
+    for (int i = 0; args && args[i] && argc < 62; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        /* the test process may have these blocked (the runtime does) */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    double deadline = s_now() + timeout_s;
+    while (s_now() < deadline) {
+        api_response_t r;
+        if (api_request(port, "GET", "/readyz", NULL, NULL, 0, &r) == 0) {
+            int ok = r.status == 200;
+            api_response_free(&r);
+            if (ok)
+                return pid;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1; /* it died */
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling a condition with a deadline */
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+int api_stop(pid_t pid, double timeout_s)
+{
+    kill(pid, SIGTERM);
+    double deadline = s_now() + timeout_s;
+    int st;
+    while (s_now() < deadline) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}

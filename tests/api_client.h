@@ -1,0 +1,41 @@
+/*
+ * api_client.h - a small blocking HTTP/1.1 client and a server launcher for
+ * the end-to-end tests (Connection: close, timeouts on every socket call).
+ */
+#ifndef IMAGEJOBS_TESTS_API_CLIENT_H
+#define IMAGEJOBS_TESTS_API_CLIENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct {
+    int status;         /* 0 when no response came */
+    char headers[8192]; /* raw header block, lowercased names */
+    char *body;         /* NUL-terminated, malloc'd */
+    size_t body_len;
+    json_t *json;       /* parsed body when it is JSON, else NULL */
+} api_response_t;
+
+/* Sends one request (extra_headers: "Name: value\r\n" lines or NULL; body
+ * may be NULL) and reads the whole response. 0, or -1 on a socket error. */
+int api_request(int port, const char *method, const char *path, const char *extra_headers,
+                const char *body, size_t body_len, api_response_t *out);
+void api_response_free(api_response_t *r);
+
+/* The value of a response header (case-insensitive name) copied into buf,
+ * or NULL when absent. */
+const char *api_header(const api_response_t *r, const char *name, char *buf, size_t len);
+
+/* A TCP port nothing listens on right now. */
+int api_free_port(void);
+
+/* Starts `$IMAGEJOBS_BIN serve` with args on port, stderr to log_path, and
+ * waits (up to timeout_s) until /readyz answers 200. Returns the pid, or -1. */
+pid_t api_serve(int port, const char *const *args, const char *log_path, double timeout_s);
+
+/* SIGTERM, then waits up to timeout_s; returns the exit status, or -1 when
+ * it had to be killed. */
+int api_stop(pid_t pid, double timeout_s);
+
+#endif
