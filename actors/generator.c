@@ -193,6 +193,7 @@ static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
     m->task_stopped.stopped_at_us = s_now_us();
     msg_set_str(&m->task_stopped.error, error);
     m->task_stopped.steps_done = g->steps_at_stop;
+    msg_set_str(&m->task_stopped.instance, g->instance);
     if (strcmp(outcome, "cancelled") == 0)
         log_info("%s/%llu stopped %lld us after the cancel was observed",
                  g->item.job_id, (unsigned long long)g->item.combination,
@@ -546,6 +547,7 @@ static void s_fini(actor_t *self)
         msg_set_str(&m->task_stopped.outcome, "released");
         m->task_stopped.stopped_at_us = s_now_us();
         m->task_stopped.steps_done = gen_steps_done(g->backend);
+        msg_set_str(&m->task_stopped.instance, g->instance);
         actor_send(self, g->store, m);
         msg_destroy(&m);
     } else if (g->phase == STOPPING && g->pending) {

@@ -5,16 +5,23 @@
  */
 #include "config.h"
 
+#include "actors/generator.h"
 #include "actors/generator/render.h"
+#include "actors/http.h"
+#include "actors/redis.h"
+#include "actors/store.h"
 #include "runtime/actor.h"
 #include "runtime/log.h"
 #include "runtime/options.h"
 #include "runtime/runtime.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ serve */
 
@@ -27,6 +34,7 @@ enum {
     SERVE_INSTANCE,
     SERVE_CANCEL_CHECK,
     SERVE_CORS_ORIGIN,
+    SERVE_LEASE,
     SERVE_LOG_LEVEL,
     SERVE_NOPTS
 };
@@ -50,14 +58,63 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                             "seed's Redis flag before each image"},
     [SERVE_CORS_ORIGIN] = {"cors-origin", "IMAGEJOBS_CORS_ORIGIN", NULL, "ORIGIN", "*",
                            "Access-Control-Allow-Origin of API responses"},
+    [SERVE_LEASE] = {"lease", "IMAGEJOBS_LEASE", NULL, "SECONDS", "15",
+                     "claim lease on a combination, renewed by its holder"},
     [SERVE_LOG_LEVEL] = {"log-level", "IMAGEJOBS_LOG_LEVEL", NULL, "LEVEL", "info",
                          "debug, info, warn or error"},
 };
 
+#define MAX_GENERATORS 64
+
+typedef struct {
+    runtime_t *rt;
+    actor_t *store, *redis, *http;
+    actor_t *generators[MAX_GENERATORS];
+    int ngenerators;
+} service_t;
+
+/* Stops in the reverse order of the flow: no new requests first, then the
+ * generators (which give their claims back to the store), then Redis and
+ * the store. */
+static void s_service_stop(service_t *svc)
+{
+    http_stop(&svc->http);
+    for (int i = svc->ngenerators; i-- > 0;)
+        actor_destroy(&svc->generators[i]);
+    redis_destroy(&svc->redis);
+    actor_destroy(&svc->store);
+    runtime_destroy(&svc->rt);
+}
+
+/* Applies the schema, retrying while PostgreSQL is unreachable; a signal
+ * meanwhile stops the retries. Returns 0, or the signal that arrived. */
+static int s_migrate_until_done(const char *conninfo)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    double backoff = 0.2;
+    char err[512], last[512] = "";
+    for (;;) {
+        if (store_migrate(conninfo, err, sizeof err) == 0)
+            return 0;
+        if (strcmp(err, last) != 0) { /* one line per new reason, not per retry */
+            log_warn("schema not applied yet (%s); retrying", err);
+            snprintf(last, sizeof last, "%s", err);
+        }
+        struct timespec ts = {(time_t)backoff, (long)((backoff - (time_t)backoff) * 1e9)};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        backoff = backoff < 5. ? backoff * 2 : 5.;
+    }
+}
+
 static int s_serve(int argc, char **argv)
 {
     const char *v[SERVE_NOPTS];
-    char err[256];
+    char err[512];
     int rc = options_parse(s_serve_options, SERVE_NOPTS, v, argc, argv,
                            "usage: imagejobs serve [options]", err, sizeof err);
     if (rc != 0) {
@@ -71,24 +128,129 @@ static int s_serve(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
-    if (strcmp(v[SERVE_CANCEL_CHECK], "event") != 0
-        && strcmp(v[SERVE_CANCEL_CHECK], "poll") != 0) {
+    bool poll_mode = strcmp(v[SERVE_CANCEL_CHECK], "poll") == 0;
+    if (!poll_mode && strcmp(v[SERVE_CANCEL_CHECK], "event") != 0) {
         fprintf(stderr, "imagejobs serve: --cancel-check must be event or poll\n");
         return 2;
     }
+    gen_backend_kind_t backend;
+    if (gen_backend_kind_parse(v[SERVE_BACKEND], &backend) < 0) {
+        fprintf(stderr, "imagejobs serve: --backend must be auto, cpu or cuda\n");
+        return 2;
+    }
+    long lease;
+    if (options_long("lease", v[SERVE_LEASE], 1, 3600, &lease, err, sizeof err) < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    int gpus = backend == GEN_BACKEND_CPU ? 0 : gen_cuda_device_count();
+    long ngen;
+    if (strcmp(v[SERVE_GENERATORS], "auto") == 0)
+        ngen = gpus > 0 ? gpus : cores;
+    else if (options_long("generators", v[SERVE_GENERATORS], 0, MAX_GENERATORS, &ngen, err,
+                          sizeof err) < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+    char instance[64];
+    if (v[SERVE_INSTANCE]) {
+        snprintf(instance, sizeof instance, "%s", v[SERVE_INSTANCE]);
+    } else {
+        char host[48] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(instance, sizeof instance, "%s-%ld", host, (long)getpid());
+    }
 
-    runtime_t *rt = runtime_new();
-    if (!rt) {
+    /* Schema first, when PostgreSQL is there; when it is not, the service
+     * starts anyway (the API answers 503) and keeps trying below. */
+    bool migrated = store_migrate(v[SERVE_DATABASE], err, sizeof err) == 0;
+    if (!migrated)
+        log_warn("schema not applied yet (%s); retrying in the background", err);
+
+    service_t svc = {0};
+    svc.rt = runtime_new();
+    if (!svc.rt) {
         log_error("cannot start the runtime");
         return 1;
     }
-    log_info("imagejobs %s serving (listen %s, redis %s, cancel-check %s)",
-             PACKAGE_VERSION, v[SERVE_LISTEN], v[SERVE_REDIS], v[SERVE_CANCEL_CHECK]);
+    log_info("imagejobs %s instance %s starting", PACKAGE_VERSION, instance);
 
-    int sig = runtime_wait_signal(rt);
+    store_config_t store_cfg = {.conninfo = v[SERVE_DATABASE], .instance = instance,
+                                .lease_s = (double)lease};
+    redis_config_t redis_cfg = {.url = v[SERVE_REDIS], .instance = instance};
+    http_config_t http_cfg = {.listen = v[SERVE_LISTEN], .cors_origin = v[SERVE_CORS_ORIGIN],
+                              .instance = instance};
+    if (!(svc.store = store_start(svc.rt, &store_cfg, err, sizeof err))
+        || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
+        log_error("%s", err);
+        s_service_stop(&svc);
+        return 1;
+    }
+    /* share the cores among CPU generators rather than oversubscribe them */
+    unsigned threads = (unsigned)(ngen > 0 && cores / ngen > 1 ? cores / ngen : 1);
+    for (long i = 0; i < ngen; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "generator-%ld", i);
+        generator_config_t gcfg = {
+            .name = name,
+            .instance = instance,
+            .backend = backend,
+            .device = gpus > 0 ? (int)(i % gpus) : 0,
+            .cpu_threads = threads,
+            .poll_mode = poll_mode,
+            .lease_renew_s = (double)lease / 3.,
+        };
+        if (!(svc.generators[svc.ngenerators] = generator_start(svc.rt, &gcfg, err,
+                                                                sizeof err))) {
+            log_error("%s", err);
+            s_service_stop(&svc);
+            return 1;
+        }
+        svc.ngenerators++;
+    }
+    if (!(svc.http = http_start(svc.rt, &http_cfg, err, sizeof err))) {
+        log_error("%s", err);
+        s_service_stop(&svc);
+        return 1;
+    }
+    log_info("serving http://%s (%d generators, cancel-check %s)", v[SERVE_LISTEN],
+             svc.ngenerators, v[SERVE_CANCEL_CHECK]);
+
+    int sig = migrated ? 0 : s_migrate_until_done(v[SERVE_DATABASE]);
+    if (sig == 0)
+        sig = runtime_wait_signal(svc.rt);
     log_info("%s received: shutting down", strsignal(sig));
-    runtime_destroy(&rt);
+    s_service_stop(&svc);
     log_info("stopped");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- migrate */
+
+static const option_t s_migrate_options[] = {
+    {"database", "IMAGEJOBS_DATABASE", "DATABASE_URL", "CONNINFO", "dbname=imagejobs",
+     "PostgreSQL: libpq conninfo or URI", 0},
+};
+
+static int s_migrate(int argc, char **argv)
+{
+    const char *v[1];
+    char err[512];
+    int rc = options_parse(s_migrate_options, 1, v, argc, argv,
+                           "usage: imagejobs migrate [--database CONNINFO]", err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "imagejobs migrate: %s\n", err);
+        return rc < 0 ? 2 : 0;
+    }
+    if (store_migrate(v[0], err, sizeof err) < 0) {
+        fprintf(stderr, "imagejobs migrate: %s\n", err);
+        return 1;
+    }
+    printf("schema up to date\n");
     return 0;
 }
 
@@ -102,6 +264,7 @@ typedef struct {
 
 static const command_t s_commands[] = {
     {"serve", s_serve, "run the job API and the generators"},
+    {"migrate", s_migrate, "create or upgrade the PostgreSQL schema"},
     {"render", render_main, "render one image to a PNG (no service)"},
 };
 

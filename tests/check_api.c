@@ -188,12 +188,20 @@ static void s_assert_consistent(const char *id, json_t *job)
     }
 }
 
+/* The seed's flag: written by the redis actor just after the HTTP answer,
+ * so wait (bounded) for it to appear. Returns its TTL. */
 static long s_redis_ttl(const char *id)
 {
     redisContext *rc = redisConnect("127.0.0.1", atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")));
     ck_assert(rc && !rc->err);
-    redisReply *get = redisCommand(rc, "GET job:%s:cancelled", id);
-    ck_assert(get && get->type == REDIS_REPLY_STRING);
+    double deadline = s_now() + 10;
+    redisReply *get;
+    while ((get = redisCommand(rc, "GET job:%s:cancelled", id))->type == REDIS_REPLY_NIL) {
+        freeReplyObject(get);
+        ck_assert_msg(s_now() < deadline, "job:%s:cancelled never appeared", id);
+        s_pause_ms(5);
+    }
+    ck_assert_int_eq(get->type, REDIS_REPLY_STRING);
     ck_assert_str_eq(get->str, "true");
     freeReplyObject(get);
     redisReply *ttl = redisCommand(rc, "TTL job:%s:cancelled", id);

@@ -68,6 +68,13 @@ static msg_t *s_expect(mailbox_t *mb, msg_type_t type)
     return m;
 }
 
+static msg_t *s_expect_any(mailbox_t *mb)
+{
+    msg_t *m = mailbox_recv(mb, WAIT_MS);
+    ck_assert_msg(m != NULL, "nothing arrived");
+    return m;
+}
+
 static void s_reply(mailbox_t *mb, const msg_t *req, msg_t *reply)
 {
     reply->corr = req->corr;
@@ -368,11 +375,20 @@ END_TEST
 START_TEST(test_shutdown_gives_the_claim_back)
 {
     generator_config_t cfg = s_config();
+    cfg.lease_renew_s = 0.02;
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 3, 0);
+    /* a renewal shows it holds the claim (a reply still in its inbox when it
+     * stops is never seen: that claim comes back when its lease runs out) */
+    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+    msg_destroy(&renew);
     actor_destroy(&g);
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop;
+    while ((stop = s_expect_any(s_store))->type == MSG_LEASE_RENEW)
+        msg_destroy(&stop);
+    ck_assert_int_eq(stop->type, MSG_TASK_STOPPED);
     ck_assert_str_eq(stop->task_stopped.outcome, "released");
+    ck_assert_str_eq(stop->task_stopped.instance, "test-instance");
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
     msg_destroy(&stop);
 }
