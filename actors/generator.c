@@ -171,7 +171,10 @@ static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
     msg_destroy(&g->pending);
     s_item_clear(g);
     g->phase = IDLE;
-    s_ask_work(g);
+    if (actor_is_stopping(g->self))
+        actor_stop_ready(g->self);
+    else
+        s_ask_work(g);
 }
 
 /* Ends the combination here: drops any in-flight image and tells the store. */
@@ -232,6 +235,8 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
         s_cancel(g, s_mode(reply->image_recorded.cancel_mode)); /* durable */
     if (g->cancel != CANCEL_NONE)
         s_stop(g, "cancelled", NULL);
+    else if (actor_is_stopping(g->self))
+        s_stop(g, "released", NULL); /* the image is safe: give the rest back */
     else
         s_next_image(g);
 }
@@ -351,7 +356,10 @@ static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
     if (status != 0 || reply->type != MSG_REDIS_FLAG)
         log_warn("cancel flag of %s unreadable (%s); going on", g->item.job_id,
                  status ? strerror(-status) : "error reply");
-    s_begin_image(g);
+    if (actor_is_stopping(g->self))
+        s_stop(g, "released", NULL);
+    else
+        s_begin_image(g);
 }
 
 /* Before each new image: done, cancelled, or (poll mode) ask Redis. */
@@ -424,6 +432,10 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
     g->asking = false;
     if (status == -ECANCELED)
         return;
+    if (actor_is_stopping(self) && !(status == 0 && reply->type == MSG_WORK_ITEM)) {
+        actor_stop_ready(self);
+        return;
+    }
     if (status != 0 || reply->type != MSG_WORK_ITEM) {
         if (status != 0 || reply->error.code != -ENOENT)
             log_debug("no work from %s: %s", g->store,
@@ -437,6 +449,10 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
     g->have_item = true;
     g->item_seq++;
     g->index = g->item.next_index;
+    if (actor_is_stopping(g->self)) { /* claimed as the stop came: give it back */
+        s_stop(g, "released", NULL);
+        return;
+    }
     log_info("claimed %s/%llu: %llu images from %llu, %llux%llu, %llu steps", g->item.job_id,
              (unsigned long long)g->item.combination, (unsigned long long)g->item.images,
              (unsigned long long)g->index, (unsigned long long)g->item.width,
@@ -449,7 +465,7 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
 
 static void s_ask_work(gen_actor_t *g)
 {
-    if (g->phase != IDLE || g->asking)
+    if (g->phase != IDLE || g->asking || actor_is_stopping(g->self))
         return;
     msg_t *m = msg_new(MSG_WORK_REQUEST);
     msg_set_str(&m->work_request.instance, g->instance);
@@ -532,9 +548,27 @@ static int s_init(actor_t *self, void *arg)
     return 0;
 }
 
-/* Shutdown: a finished image not yet recorded is sent once more, and the
- * claim is given back so another instance resumes at once. Fire and
- * forget: the store answers a mailbox that is gone, which is harmless. */
+/* A stop is asked: the in-flight image is dropped, a finished one still
+ * being recorded is waited for, and the claim is given back ("released")
+ * so another instance resumes at once; the loop ends when the store has
+ * acknowledged. */
+static bool s_stopping(actor_t *self)
+{
+    gen_actor_t *g = actor_state(self);
+    ev_timer_stop(g->loop, &g->sweep);
+    switch (g->phase) {
+    case IDLE:
+        return !g->asking; /* else the claim in flight is given back */
+    case RUNNING:
+        s_stop(g, "released", NULL);
+        return false;
+    default: /* CHECKING, RECORDING, STOPPING: their reply moves us on */
+        return false;
+    }
+}
+
+/* After the loop: if the stop deadline passed first, a last best-effort
+ * release (fire and forget: the store answers a mailbox that is gone). */
 static void s_fini(actor_t *self)
 {
     gen_actor_t *g = actor_state(self);
@@ -566,6 +600,7 @@ static void s_fini(actor_t *self)
 
 static const actor_spec_t s_spec = {
     .init = s_init,
+    .stopping = s_stopping,
     .fini = s_fini,
     .handlers =
         {

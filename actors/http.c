@@ -299,6 +299,8 @@ static void s_conn_close(conn_t *c)
     c->prev = c->next = NULL;
     srv->nconns--;
     c->state = CONN_CLOSED;
+    if (srv->stopping && !srv->conns)
+        actor_stop_ready(srv->self); /* the last response of a stop is out */
 }
 
 /* Frees a closed connection once nothing refers to it any more. Called last
@@ -1003,9 +1005,8 @@ static void s_fini(actor_t *self)
 
 /* An orderly stop: no new connections; idle ones close now, busy ones after
  * their response (which says Connection: close). */
-static void s_on_shutdown(actor_t *self, msg_t *msg)
+static void s_shutdown(http_server_t *srv)
 {
-    http_server_t *srv = actor_state(self);
     srv->stopping = true;
     s_stop_listening(srv);
     for (conn_t *c = srv->conns, *next; c; c = next) {
@@ -1015,6 +1016,21 @@ static void s_on_shutdown(actor_t *self, msg_t *msg)
             s_conn_release(c);
         }
     }
+}
+
+static void s_on_shutdown(actor_t *self, msg_t *msg)
+{
+    s_shutdown(actor_state(self));
+}
+
+/* The actor is asked to stop: the same orderly stop, and the loop ends
+ * when the last in-flight response is out (or at the stop deadline, when
+ * fini answers what is left with 503). */
+static bool s_stopping(actor_t *self)
+{
+    http_server_t *srv = actor_state(self);
+    s_shutdown(srv);
+    return srv->conns == NULL;
 }
 
 static void s_parser_limits(void)
@@ -1028,6 +1044,7 @@ actor_t *http_start(runtime_t *rt, const http_config_t *cfg, char *err, size_t e
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     static const actor_spec_t spec = {
         .init = s_init,
+        .stopping = s_stopping,
         .fini = s_fini,
         .handlers = {[MSG_SHUTDOWN] = s_on_shutdown},
     };

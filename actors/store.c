@@ -447,6 +447,14 @@ struct store {
 static void s_down(store_t *st, const char *why);
 static void s_progress(store_t *st);
 
+/* Stopping: the loop may end once nothing is queued or in flight (the
+ * claims generators gave back on their way out are written by then). */
+static void s_maybe_stopped(store_t *st)
+{
+    if (actor_is_stopping(st->self) && !st->inflight && !st->waiting)
+        actor_stop_ready(st->self);
+}
+
 /* ------------------------------------------------------------------ helpers */
 
 /* libpq messages end with a newline and may span lines: one log line. */
@@ -745,6 +753,7 @@ static void s_fail_all(store_t *st, const char *why)
         s_reply_error(st, op, -EAGAIN, "%s: %s", op->kind->what, why);
         s_op_free(&op);
     }
+    s_maybe_stopped(st);
 }
 
 static void s_schedule_retry(store_t *st)
@@ -993,6 +1002,7 @@ static void s_drain(store_t *st)
             st->ninflight--;
             op->kind->done(st, op); /* may take the connection down */
             s_op_free(&op);
+            s_maybe_stopped(st);
             continue;
         }
         if (op->nres < OP_MAX_RESULTS)
@@ -1618,8 +1628,15 @@ static void s_fini(actor_t *self)
     actor_set_state(self, NULL);
 }
 
+static bool s_stopping(actor_t *self)
+{
+    store_t *st = actor_state(self);
+    return !st->inflight && !st->waiting;
+}
+
 static const actor_spec_t s_spec = {
     .init = s_init,
+    .stopping = s_stopping,
     .fini = s_fini,
     .handlers =
         {

@@ -42,6 +42,8 @@ struct actor {
     mailbox_t *mailbox;
     zwatch_t inbox_watch;
     ev_async stop_async; /* the one cross-thread signal: "stop" */
+    ev_timer stop_deadline;
+    bool stop_requested;
 
     pending_t *pending[PENDING_BUCKETS];
 
@@ -172,9 +174,46 @@ static void s_inbox_cb(struct ev_loop *loop, zwatch_t *w, int revents)
     }
 }
 
+static void s_stop_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    log_warn("not finished %.1f s after the stop was asked: stopping anyway",
+             ACTOR_STOP_DEADLINE_S);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* A stop was asked: handle what is already in the inbox (a claim released
+ * by a generator that stopped just before must reach the store), then let
+ * the actor finish its own work if it has a stopping hook. */
 static void s_stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
-    ev_break(loop, EVBREAK_ALL);
+    actor_t *self = w->data;
+    if (self->stop_requested)
+        return;
+    self->stop_requested = true;
+    msg_t *msg = NULL;
+    int rc, budget = 100000; /* a sender that never stops cannot hold us */
+    while (budget-- > 0 && (rc = mailbox_try_recv(self->mailbox, &msg)) != 0) {
+        if (rc > 0) {
+            s_dispatch(self, msg);
+            msg_destroy(&msg);
+        }
+    }
+    if (!self->spec->stopping || self->spec->stopping(self)) {
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_start(loop, &self->stop_deadline);
+}
+
+void actor_stop_ready(actor_t *self)
+{
+    if (self->stop_requested)
+        ev_break(self->loop, EVBREAK_ALL);
+}
+
+bool actor_is_stopping(const actor_t *self)
+{
+    return self->stop_requested;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -209,7 +248,9 @@ static void *s_thread(void *arg)
     self->inbox_watch.data = self;
     zwatch_start(self->loop, &self->inbox_watch);
     ev_async_init(&self->stop_async, s_stop_cb);
+    self->stop_async.data = self;
     ev_async_start(self->loop, &self->stop_async);
+    ev_timer_init(&self->stop_deadline, s_stop_deadline_cb, ACTOR_STOP_DEADLINE_S, 0.);
 
     if (self->spec->init && self->spec->init(self, self->arg) < 0) {
         if (!self->error[0])
@@ -231,6 +272,7 @@ static void *s_thread(void *arg)
         self->spec->fini(self);
     zwatch_stop(self->loop, &self->inbox_watch);
     ev_async_stop(self->loop, &self->stop_async);
+    ev_timer_stop(self->loop, &self->stop_deadline);
     mailbox_destroy(&self->mailbox);
     ev_loop_destroy(self->loop);
     log_debug("stopped");

@@ -15,6 +15,7 @@
 #define IMAGEJOBS_ACTOR_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "messages/message.h"
@@ -38,6 +39,12 @@ typedef struct {
     /* Runs in the actor's thread after its loop has ended, before the
      * mailbox closes: stop watchers, free state. */
     void (*fini)(actor_t *self);
+    /* Runs in the actor's thread when a stop is asked, after every message
+     * already in its inbox has been handled: finish what must not be lost
+     * (a claim to give back, statements in flight). Return true to stop now,
+     * false to keep the loop turning until actor_stop_ready() is called or
+     * the stop deadline passes. NULL: stop at once. */
+    bool (*stopping)(actor_t *self);
     /* Dispatch table, indexed by message type. A message with no handler is
      * logged and dropped. */
     actor_handler_fn handlers[MSG_TYPE_COUNT];
@@ -48,9 +55,18 @@ typedef struct {
 actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec,
                    void *arg, char *err, size_t errlen);
 
-/* Stops the actor's loop, runs fini, joins its thread, frees it; NULLs *ap.
- * Safe to call with *ap NULL. */
+/* Asks the actor to stop (see actor_spec_t.stopping), waits at most
+ * ACTOR_STOP_DEADLINE_S for it to finish, runs fini, joins its thread and
+ * frees it; NULLs *ap. Safe to call with *ap NULL. */
 void actor_destroy(actor_t **ap);
+#define ACTOR_STOP_DEADLINE_S 3.0
+
+/* From the actor's thread, after its stopping hook returned false: it has
+ * finished, the loop may end. */
+void actor_stop_ready(actor_t *self);
+
+/* True once a stop has been asked (the stopping phase). */
+bool actor_is_stopping(const actor_t *self);
 
 const char *actor_name(const actor_t *self);
 struct ev_loop *actor_loop(actor_t *self);

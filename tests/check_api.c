@@ -506,6 +506,63 @@ START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
 }
 END_TEST
 
+/* ------------------------------------------------------------ shutdown */
+
+static pid_t s_server;
+
+/* 1 when pid has exited (a zombie waiting for our parent, or gone). */
+static int s_exited(pid_t pid)
+{
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char *close_paren = strrchr(stat, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
+/* Runs last: SIGTERM mid-job. The server must be gone within 5 s, having
+ * given its claims back (pending, unclaimed: another instance resumes at
+ * once, not when the lease runs out) and kept every image it made. main()
+ * then checks its exit status. */
+START_TEST(test_sigterm_releases_claims_and_keeps_images)
+{
+    char *id = s_create(LONG_JOB, 8);
+    json_decref(s_wait_progress(id, 1, 120));
+    double t0 = s_now();
+    kill(s_server, SIGTERM);
+    while (!s_exited(s_server)) {
+        ck_assert_msg(s_now() - t0 < 5.0, "still running 5 s after SIGTERM");
+        s_pause_ms(10);
+    }
+    PGconn *db = s_db();
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(*) from job_tasks where job_id = $1 and "
+                                "(status = 'processing' or claimed_by is not null and "
+                                "status = 'pending')",
+                                id),
+                     0);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
+                                    "status = 'pending'",
+                                id),
+                     2);
+    long done = s_sql_long(db, "select completed_images from jobs where id = $1", id);
+    ck_assert_int_ge(done, 1);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
+                     done);
+    ck_assert_int_eq(s_sql_long(db, "select coalesce(array_length(generated_attach_ids, 1), 0) "
+                                    "from jobs where id = $1",
+                                id),
+                     done);
+    PQfinish(db);
+    free(id);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("api");
@@ -518,6 +575,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_cancel_pending_job_at_once);
     tcase_add_test(tc, test_50_jobs_half_cancelled_all_end_consistent);
     tcase_add_test(tc, test_bad_input_changes_nothing_and_server_keeps_serving);
+    tcase_add_test(tc, test_sigterm_releases_claims_and_keeps_images); /* last */
     suite_add_tcase(s, tc);
     return s;
 }
@@ -534,6 +592,7 @@ int main(void)
     const char *args[] = {"--redis", redis, "--database", db, "--generators", "2",
                           "--instance", "e2e", NULL};
     pid_t server = api_serve(s_port, args, "tests/check_api.server.log", 60);
+    s_server = server;
     if (server < 0) {
         fprintf(stderr, "check_api: the server did not become ready; see tests/check_api.server.log\n");
         return 1;
@@ -542,7 +601,7 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    int status = api_stop(server, 10);
+    int status = api_stop(server, 10); /* collects it if the last test stopped it */
     if (status != 0) {
         fprintf(stderr, "check_api: the server exited with %d on SIGTERM\n", status);
         failed++;

@@ -1,0 +1,1114 @@
+/*
+ * bench/api.c - the job API under load, and what idle connections cost.
+ *
+ * Starts `$IMAGEJOBS_BIN serve --generators 0` on a free loopback port
+ * against $IMAGEJOBS_BENCH_REDIS and $IMAGEJOBS_BENCH_DATABASE (or attaches
+ * to a running server with --url and --pid), creates jobs (they stay
+ * pending: no generator competes for the CPUs), then measures:
+ *   - the server's RSS after a warm-up;
+ *   - GET /api/jobs/{id} and POST /api/jobs/{id}/cancel: req/s, p50, p99,
+ *     p99.9 and the status mix, from a closed-loop epoll load generator in
+ *     this process (C keep-alive connections, each with `depth` requests in
+ *     flight; requests rotate over the jobs);
+ *   - the server's RSS with N idle keep-alive connections, each of which has
+ *     been served one GET /healthz, and the cost per connection.
+ * Each request's latency is its own: CLOCK_MONOTONIC when it is written to
+ * when its response has been read in full (status line, headers and the
+ * Content-Length bytes of body). Every response is parsed; a response that
+ * is not HTTP, a reset or an early close counts as a connection error.
+ * The load generator is one thread sharing the machine's cores with the
+ * server, Redis and PostgreSQL: the table says how the CPU time was split.
+ *
+ *   bench/api [--connections N] [--depth N] [--duration S] [--warmup S]
+ *             [--jobs N] [--idle N] [--url http://127.0.0.1:PORT --pid PID]
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_DEPTH 64          /* pipelined requests per connection */
+#define DRAIN_S 5.0           /* after the window: wait this long for answers */
+#define IDLE_WAVE 256         /* idle connections being set up at once */
+#define IDLE_SETUP_S 60.0     /* all idle connections served within this */
+#define FD_SPARE 64           /* descriptors the bench keeps for itself */
+
+/* the aims of issue 4, in bytes and req/s (MB = 10^6 B, KB = 10^3 B) */
+#define AIM_GET_RPS 20000.0
+#define AIM_CANCEL_RPS 5000.0
+#define AIM_IDLE_RSS 30e6
+#define AIM_CONN_BYTES 10e3
+
+static struct {
+    int connections, depth, jobs, idle;
+    double duration, warmup;
+    const char *url;
+    pid_t pid;         /* the server's, started or attached */
+    bool started;      /* we started it (and stop it) */
+    struct sockaddr_in addr;
+    char log_path[512];
+} s_cfg = {.connections = 64, .depth = 1, .jobs = 1000, .idle = 10000,
+           .duration = 5.0, .warmup = 1.0};
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void s_sleep(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void s_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench/api: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    if (s_cfg.started && s_cfg.pid > 0) {
+        kill(s_cfg.pid, SIGKILL);
+        waitpid(s_cfg.pid, NULL, 0);
+        fprintf(stderr, "bench/api: server log: %s\n", s_cfg.log_path);
+    }
+    exit(1);
+}
+
+static int s_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile of sorted v, in µs. */
+static double s_quantile_us(const int64_t *v, size_t n, double q)
+{
+    if (n == 0)
+        return 0.0;
+    size_t i = (size_t)(q * (double)n);
+    return (double)v[i < n ? i : n - 1] / 1e3;
+}
+
+/* A field of the server's /proc/PID/status ("VmRSS:"), in bytes; -1 when
+ * unknown. */
+static long long s_proc_status_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long long v = -1;
+    size_t flen = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, flen) == 0) {
+            v = strtoll(line + flen, NULL, 10) * 1024;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static long long s_rss(void)
+{
+    return s_cfg.pid > 0 ? s_proc_status_kb(s_cfg.pid, "VmRSS:") : -1;
+}
+
+/* The server's CPU time (user + system) in seconds; -1 when unknown. */
+static double s_proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st)
+                  != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double s_self_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The machine's busy CPU time (all cores) in seconds, from /proc/stat. */
+static double s_machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 4)
+        return -1;
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]; /* not idle, iowait */
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
+typedef struct {
+    double server, self, machine;
+} cpu_t;
+
+static cpu_t s_cpu_sample(void)
+{
+    return (cpu_t){s_cfg.pid > 0 ? s_proc_cpu_s(s_cfg.pid) : -1, s_self_cpu_s(),
+                   s_machine_busy_s()};
+}
+
+static int s_fd_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 2;
+}
+
+/* ------------------------------------------------------------ responses */
+
+typedef struct {
+    int status;
+    size_t head_len; /* through the blank line */
+    size_t body_len;
+    bool close;      /* Connection: close */
+} resp_t;
+
+/* Parses the response at the start of buf. Returns its full length once
+ * the whole of it (head and Content-Length body) is there, 0 while more is
+ * needed, -1 when it is not an HTTP/1.x response we can frame. */
+static long s_parse_response(const char *buf, size_t len, resp_t *r)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end)
+        return len > 64 * 1024 ? -1 : 0;
+    if (len < 12 || (memcmp(buf, "HTTP/1.1 ", 9) != 0 && memcmp(buf, "HTTP/1.0 ", 9) != 0)
+        || !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10])
+        || !isdigit((unsigned char)buf[11]))
+        return -1;
+    memset(r, 0, sizeof *r);
+    r->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    r->head_len = (size_t)(end - buf) + 4;
+    bool have_length = false;
+    for (const char *line = memchr(buf, '\n', r->head_len); line && line < end;
+         line = memchr(line, '\n', (size_t)(end - line))) {
+        line++;
+        if (strncasecmp(line, "content-length:", 15) == 0) {
+            char *stop;
+            unsigned long long n = strtoull(line + 15, &stop, 10);
+            if (stop == line + 15 || n > (1ull << 30))
+                return -1;
+            r->body_len = (size_t)n;
+            have_length = true;
+        } else if (strncasecmp(line, "connection:", 11) == 0) {
+            const char *v = line + 11;
+            while (*v == ' ')
+                v++;
+            r->close = strncasecmp(v, "close", 5) == 0;
+        }
+    }
+    if (!have_length && !(r->status < 200 || r->status == 204 || r->status == 304))
+        return -1; /* this server always frames its bodies */
+    if (len < r->head_len + r->body_len)
+        return 0;
+    return (long)(r->head_len + r->body_len);
+}
+
+/* ------------------------------------------------------ blocking client */
+
+/* One keep-alive connection used step by step: start-up, job creation,
+ * warm-up. Timeouts on every call. */
+typedef struct {
+    int fd;
+    char *buf;
+    size_t len, cap;
+} bconn_t;
+
+static int s_connect_blocking(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&s_cfg.addr, sizeof s_cfg.addr) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void s_bconn_close(bconn_t *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
+    b->len = 0;
+}
+
+/* Sends req and reads one response; its body is at b->buf + r->head_len
+ * until the next call. 0, or -1 (the connection is then closed). */
+static int s_bconn_request(bconn_t *b, const char *req, resp_t *r)
+{
+    if (b->fd < 0 && (b->fd = s_connect_blocking()) < 0)
+        return -1;
+    size_t n = strlen(req), off = 0;
+    while (off < n) {
+        ssize_t w = send(b->fd, req + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            goto fail;
+        off += (size_t)w;
+    }
+    b->len = 0;
+    for (;;) {
+        long got = s_parse_response(b->buf, b->len, r);
+        if (got < 0)
+            goto fail;
+        if (got > 0) {
+            if (r->close)
+                s_bconn_close(b);
+            return 0;
+        }
+        if (b->cap - b->len < 4096) {
+            b->cap = b->cap ? b->cap * 2 : 16384;
+            if (!(b->buf = realloc(b->buf, b->cap)))
+                abort();
+        }
+        ssize_t rd = recv(b->fd, b->buf + b->len, b->cap - b->len - 1, 0);
+        if (rd < 0 && errno == EINTR)
+            continue;
+        if (rd <= 0)
+            goto fail;
+        b->len += (size_t)rd;
+        b->buf[b->len] = '\0';
+    }
+fail:
+    s_bconn_close(b);
+    return -1;
+}
+
+/* ------------------------------------------------------------ the server */
+
+static void s_server_start(void)
+{
+    const char *bin = getenv("IMAGEJOBS_BIN");
+    const char *redis = getenv("IMAGEJOBS_BENCH_REDIS");
+    const char *db = getenv("IMAGEJOBS_BENCH_DATABASE");
+    if (!bin || !redis || !db)
+        s_die("IMAGEJOBS_BIN, IMAGEJOBS_BENCH_REDIS and IMAGEJOBS_BENCH_DATABASE must be set "
+              "(run it as `cmd/imagejobs-local bench api`), or use --url and --pid");
+
+    /* a free port: bind to port 0 and let it go */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0
+        || getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+        s_die("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    s_cfg.addr = a;
+    char listen_at[64];
+    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", ntohs(a.sin_port));
+
+    const char *dir = getenv("IMAGEJOBS_BENCH_PG_DIR");
+    if (dir)
+        snprintf(s_cfg.log_path, sizeof s_cfg.log_path, "%s/../bench-api.server.log", dir);
+    else
+        snprintf(s_cfg.log_path, sizeof s_cfg.log_path, "/tmp/imagejobs-bench-api.%d.log",
+                 (int)getpid());
+
+    pid_t pid = fork();
+    if (pid < 0)
+        s_die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int log = open(s_cfg.log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (log >= 0) {
+            dup2(log, STDOUT_FILENO);
+            dup2(log, STDERR_FILENO);
+        }
+        signal(SIGPIPE, SIG_DFL); /* an ignored signal stays ignored across exec */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execl(bin, bin, "serve", "--listen", listen_at, "--redis", redis, "--database", db,
+              "--generators", "0", "--instance", "bench", (char *)NULL);
+        _exit(127);
+    }
+    s_cfg.pid = pid;
+    s_cfg.started = true;
+
+    /* ready when /readyz answers 200 (the schema is applied at start-up) */
+    int64_t deadline = s_now_ns() + 60 * 1000000000LL;
+    bconn_t b = {.fd = -1};
+    while (s_now_ns() < deadline) {
+        resp_t r;
+        if (s_bconn_request(&b, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", &r) == 0
+            && r.status == 200) {
+            s_bconn_close(&b);
+            free(b.buf);
+            return;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s_cfg.started = false;
+            s_die("the server exited at start-up (status %d); see %s",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), s_cfg.log_path);
+        }
+        s_sleep(0.05); /* polling a condition with a deadline */
+    }
+    s_die("the server was not ready within 60 s; see %s", s_cfg.log_path);
+}
+
+/* SIGTERM, then waits up to 20 s. Returns the exit status, -1 if killed. */
+static int s_server_stop(double *took_s)
+{
+    int64_t t0 = s_now_ns();
+    kill(s_cfg.pid, SIGTERM);
+    int st;
+    while (s_now_ns() - t0 < 20 * 1000000000LL) {
+        if (waitpid(s_cfg.pid, &st, WNOHANG) == s_cfg.pid) {
+            *took_s = (double)(s_now_ns() - t0) / 1e9;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        s_sleep(0.01);
+    }
+    kill(s_cfg.pid, SIGKILL);
+    waitpid(s_cfg.pid, &st, 0);
+    *took_s = (double)(s_now_ns() - t0) / 1e9;
+    return -1;
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static char (*s_ids)[40];
+static size_t s_nids;
+
+static void s_jobs_create(bconn_t *b, int n)
+{
+    static const char body[] = "{\"prompt\":\"bench/api: a lighthouse at dusk\","
+                               "\"combinations\":[{\"style\":\"oil\"},{\"style\":\"ink\"}],"
+                               "\"images_per_combination\":2}";
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    s_ids = calloc((size_t)n, sizeof *s_ids);
+    if (!s_ids)
+        abort();
+    for (int i = 0; i < n; i++) {
+        resp_t r;
+        if (s_bconn_request(b, req, &r) < 0)
+            s_die("POST /api/jobs: no response");
+        json_t *doc = json_loadb(b->buf + r.head_len, r.body_len, 0, NULL);
+        const char *id = json_string_value(json_object_get(doc, "job_id"));
+        if (r.status != 201 || !id || strlen(id) >= sizeof *s_ids)
+            s_die("POST /api/jobs answered %d: %.*s", r.status, (int)r.body_len,
+                  b->buf + r.head_len);
+        strcpy(s_ids[s_nids++], id);
+        json_decref(doc);
+    }
+}
+
+/* ------------------------------------------------------------ load */
+
+typedef struct {
+    int fd;
+    int inflight;
+    int64_t sent[MAX_DEPTH]; /* send times, oldest first from head */
+    unsigned head;
+    char *in;
+    size_t in_len, in_cap;
+    char out[MAX_DEPTH * 160];
+    size_t out_len, out_off;
+    bool want_write;
+} lconn_t;
+
+typedef struct {
+    const char *name;
+    bool cancel;      /* POST .../cancel, else GET */
+    uint64_t next_id; /* rotation over the jobs */
+    /* what the window saw */
+    int64_t *lat;
+    size_t nlat, cap;
+    uint64_t s2xx, s4xx, s5xx, sother, success_true, success_false;
+    uint64_t all_true, all_false; /* cancel answers, warm-up and drain too */
+    uint64_t conn_errors, unanswered;
+    double rps;
+    cpu_t cpu0, cpu1;
+    double p50, p99, p999, max;
+} phase_t;
+
+static int s_epfd = -1;
+
+static void s_lat_add(phase_t *ph, int64_t ns)
+{
+    if (ph->nlat == ph->cap) {
+        ph->cap = ph->cap ? ph->cap * 2 : 1 << 16;
+        if (!(ph->lat = realloc(ph->lat, ph->cap * sizeof *ph->lat)))
+            abort();
+    }
+    ph->lat[ph->nlat++] = ns;
+}
+
+static void s_lconn_arm(lconn_t *c, bool write)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (write ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(s_epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_write = write;
+}
+
+static int s_lconn_open(lconn_t *c)
+{
+    c->fd = s_connect_blocking(); /* loopback: immediate */
+    if (c->fd < 0)
+        return -1;
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(s_epfd, EPOLL_CTL_ADD, c->fd, &ev);
+    c->inflight = 0;
+    c->head = 0;
+    c->in_len = c->out_len = c->out_off = 0;
+    c->want_write = false;
+    return 0;
+}
+
+/* Writes what is queued; the rest when the socket is writable. */
+static int s_lconn_flush(lconn_t *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_write)
+                s_lconn_arm(c, true);
+            return 0;
+        }
+        if (w <= 0)
+            return -1;
+        c->out_off += (size_t)w;
+    }
+    c->out_off = c->out_len = 0;
+    if (c->want_write)
+        s_lconn_arm(c, false);
+    return 0;
+}
+
+/* Queues requests until depth are in flight, then writes them. */
+static int s_lconn_fill(phase_t *ph, lconn_t *c)
+{
+    while (c->inflight < s_cfg.depth) {
+        const char *id = s_ids[ph->next_id++ % s_nids];
+        size_t room = sizeof c->out - c->out_len;
+        int n = ph->cancel
+                    ? snprintf(c->out + c->out_len, room,
+                               "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id)
+                    : snprintf(c->out + c->out_len, room,
+                               "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id);
+        if (n < 0 || (size_t)n >= room)
+            abort(); /* sized for MAX_DEPTH requests */
+        c->out_len += (size_t)n;
+        c->sent[(c->head + (unsigned)c->inflight) % MAX_DEPTH] = s_now_ns();
+        c->inflight++;
+    }
+    return s_lconn_flush(c);
+}
+
+static void s_lconn_drop(phase_t *ph, lconn_t *c)
+{
+    ph->conn_errors++;
+    epoll_ctl(s_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->inflight = 0;
+}
+
+/* Reads and accounts for every complete response. -1: the connection
+ * failed (reset, early close, a response we cannot frame). */
+static int s_lconn_read(phase_t *ph, lconn_t *c, int64_t t_meas, int64_t t_end, bool refill)
+{
+    for (;;) {
+        if (c->in_cap - c->in_len < 4096) {
+            c->in_cap = c->in_cap ? c->in_cap * 2 : 16384;
+            if (!(c->in = realloc(c->in, c->in_cap)))
+                abort();
+        }
+        ssize_t rd = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (rd < 0 && errno == EINTR)
+            continue;
+        if (rd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (rd <= 0)
+            return -1;
+        c->in_len += (size_t)rd;
+        if ((size_t)rd < c->in_cap - c->in_len)
+            break; /* drained; saves a recv that would say EAGAIN */
+    }
+    /* the responses read now all arrived by now */
+    int64_t now = s_now_ns();
+    size_t off = 0;
+    bool closing = false;
+    for (;;) {
+        resp_t r;
+        long n = s_parse_response(c->in + off, c->in_len - off, &r);
+        if (n < 0 || (n > 0 && c->inflight == 0))
+            return -1;
+        if (n == 0)
+            break;
+        int64_t sent = c->sent[c->head];
+        c->head = (c->head + 1) % MAX_DEPTH;
+        c->inflight--;
+        if (ph->cancel) {
+            const char *body = c->in + off + r.head_len;
+            if (memmem(body, r.body_len, "\"success\":true", 14))
+                ph->all_true++;
+            else if (memmem(body, r.body_len, "\"success\":false", 15))
+                ph->all_false++;
+        }
+        if (sent >= t_meas && now <= t_end) {
+            s_lat_add(ph, now - sent);
+            if (r.status >= 200 && r.status < 300)
+                ph->s2xx++;
+            else if (r.status >= 400 && r.status < 500)
+                ph->s4xx++;
+            else if (r.status >= 500 && r.status < 600)
+                ph->s5xx++;
+            else
+                ph->sother++;
+            if (ph->cancel) {
+                const char *body = c->in + off + r.head_len;
+                if (memmem(body, r.body_len, "\"success\":true", 14))
+                    ph->success_true++;
+                else if (memmem(body, r.body_len, "\"success\":false", 15))
+                    ph->success_false++;
+            }
+        }
+        off += (size_t)n;
+        if (r.close) {
+            closing = true;
+            break;
+        }
+    }
+    if (off) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    if (closing)
+        return -1;
+    if (refill && now < t_end)
+        return s_lconn_fill(ph, c);
+    return 0;
+}
+
+/* One route under load: warm-up, then the measured window, then the
+ * answers to what is still in flight. */
+static void s_load(phase_t *ph)
+{
+    int nc = s_cfg.connections;
+    lconn_t *conns = calloc((size_t)nc, sizeof *conns);
+    if (!conns)
+        abort();
+    int64_t t0 = s_now_ns();
+    int64_t t_meas = t0 + (int64_t)(s_cfg.warmup * 1e9);
+    int64_t t_end = t_meas + (int64_t)(s_cfg.duration * 1e9);
+    for (int i = 0; i < nc; i++) {
+        if (s_lconn_open(&conns[i]) < 0)
+            s_die("cannot connect to the server: %s", strerror(errno));
+        if (s_lconn_fill(ph, &conns[i]) < 0)
+            s_lconn_drop(ph, &conns[i]);
+    }
+    struct epoll_event evs[256];
+    bool measuring = false, ended = false;
+    for (;;) {
+        int64_t now = s_now_ns();
+        if (!measuring && now >= t_meas) {
+            measuring = true;
+            ph->cpu0 = s_cpu_sample();
+        }
+        if (!ended && now >= t_end) {
+            ended = true;
+            ph->cpu1 = s_cpu_sample();
+        }
+        int inflight = 0;
+        for (int i = 0; i < nc; i++) {
+            lconn_t *c = &conns[i];
+            /* a failed connection is replaced while the run lasts */
+            if (c->fd < 0 && !ended) {
+                if (s_lconn_open(c) < 0 || s_lconn_fill(ph, c) < 0) {
+                    if (c->fd >= 0)
+                        s_lconn_drop(ph, c);
+                    else
+                        ph->conn_errors++;
+                }
+            }
+            inflight += c->fd >= 0 ? c->inflight : 0;
+        }
+        if (ended && inflight == 0)
+            break;
+        if (ended && now >= t_end + (int64_t)(DRAIN_S * 1e9)) {
+            ph->unanswered += (uint64_t)inflight;
+            break;
+        }
+        int n = epoll_wait(s_epfd, evs, 256, 10);
+        for (int i = 0; i < n; i++) {
+            lconn_t *c = evs[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            int rc = 0;
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                rc = s_lconn_read(ph, c, t_meas, t_end, true);
+            if (rc == 0 && (evs[i].events & EPOLLOUT))
+                rc = s_lconn_flush(c);
+            if (rc < 0)
+                s_lconn_drop(ph, c);
+        }
+    }
+    for (int i = 0; i < nc; i++) {
+        if (conns[i].fd >= 0) {
+            epoll_ctl(s_epfd, EPOLL_CTL_DEL, conns[i].fd, NULL);
+            close(conns[i].fd);
+        }
+        free(conns[i].in);
+    }
+    free(conns);
+    qsort(ph->lat, ph->nlat, sizeof *ph->lat, s_cmp_i64);
+    ph->rps = (double)ph->nlat / s_cfg.duration;
+    ph->p50 = s_quantile_us(ph->lat, ph->nlat, 0.50);
+    ph->p99 = s_quantile_us(ph->lat, ph->nlat, 0.99);
+    ph->p999 = s_quantile_us(ph->lat, ph->nlat, 0.999);
+    ph->max = ph->nlat ? (double)ph->lat[ph->nlat - 1] / 1e3 : 0;
+}
+
+/* ------------------------------------------------------- idle connections */
+
+typedef struct {
+    int n;           /* connections asked for */
+    int served;      /* answered 200 to GET /healthz and still open */
+    int failed;      /* refused, reset, or not answered 200 */
+    int closed_later; /* served, then closed by the server before the reading */
+    int server_fds;
+    long long rss_before, rss_with;
+    double setup_s;
+    char note[256];
+} idle_t;
+
+typedef struct {
+    int fd;
+    uint8_t state; /* 0 connecting, 1 request sent, 2 served, 3 failed */
+    char *in;
+    size_t in_len;
+} iconn_t;
+
+static void s_iconn_fail(iconn_t *c, idle_t *r)
+{
+    epoll_ctl(s_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->state = 3;
+    free(c->in);
+    c->in = NULL;
+    r->failed++;
+}
+
+static void s_iconn_event(iconn_t *c, uint32_t events, idle_t *r)
+{
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    if (c->state == 0) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || send(c->fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
+            s_iconn_fail(c, r);
+            return;
+        }
+        c->state = 1;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(s_epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        return;
+    }
+    char buf[2048];
+    ssize_t rd = recv(c->fd, buf, sizeof buf, 0);
+    if (rd < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (rd <= 0) {
+        s_iconn_fail(c, r);
+        return;
+    }
+    if (!(c->in = realloc(c->in, c->in_len + (size_t)rd)))
+        abort();
+    memcpy(c->in + c->in_len, buf, (size_t)rd);
+    c->in_len += (size_t)rd;
+    resp_t resp;
+    long n = s_parse_response(c->in, c->in_len, &resp);
+    if (n == 0)
+        return;
+    if (n < 0 || resp.status != 200 || resp.close || (size_t)n != c->in_len) {
+        s_iconn_fail(c, r);
+        return;
+    }
+    /* served: it stays open and idle, out of the poll set */
+    epoll_ctl(s_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    free(c->in);
+    c->in = NULL;
+    c->state = 2;
+    r->served++;
+}
+
+static void s_idle(idle_t *r)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    r->n = s_cfg.idle;
+    if ((rlim_t)r->n + FD_SPARE > rl.rlim_cur) {
+        r->n = rl.rlim_cur > FD_SPARE ? (int)(rl.rlim_cur - FD_SPARE) : 0;
+        snprintf(r->note, sizeof r->note,
+                 "descriptor limit %llu: %d idle connections instead of %d",
+                 (unsigned long long)rl.rlim_cur, r->n, s_cfg.idle);
+    }
+    if (s_cfg.pid > 0) { /* the server needs as many, plus its own */
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/limits", (int)s_cfg.pid);
+        FILE *f = fopen(path, "r");
+        unsigned long long soft = 0;
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "Max open files %llu", &soft) == 1)
+                break;
+        if (f)
+            fclose(f);
+        if (soft && soft < (unsigned long long)r->n + 100 && !r->note[0])
+            snprintf(r->note, sizeof r->note,
+                     "the server's descriptor limit is %llu: it cannot hold %d connections",
+                     soft, r->n);
+    }
+
+    iconn_t *cs = calloc((size_t)(r->n ? r->n : 1), sizeof *cs);
+    if (!cs)
+        abort();
+    int64_t t0 = s_now_ns(), deadline = t0 + (int64_t)(IDLE_SETUP_S * 1e9);
+    int opened = 0;
+    struct epoll_event evs[256];
+    while (r->served + r->failed < r->n && s_now_ns() < deadline) {
+        /* keep IDLE_WAVE handshakes in progress: the listen backlog holds
+         * them all, so none waits for a SYN retransmission */
+        while (opened < r->n && opened - r->served - r->failed < IDLE_WAVE) {
+            iconn_t *c = &cs[opened++];
+            c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (c->fd < 0) {
+                c->state = 3;
+                r->failed++;
+                if (!r->note[0])
+                    snprintf(r->note, sizeof r->note, "socket(): %s", strerror(errno));
+                continue;
+            }
+            if (connect(c->fd, (struct sockaddr *)&s_cfg.addr, sizeof s_cfg.addr) < 0
+                && errno != EINPROGRESS) {
+                close(c->fd);
+                c->state = 3;
+                r->failed++;
+                continue;
+            }
+            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+            epoll_ctl(s_epfd, EPOLL_CTL_ADD, c->fd, &ev);
+        }
+        int n = epoll_wait(s_epfd, evs, 256, 100);
+        for (int i = 0; i < n; i++)
+            s_iconn_event(evs[i].data.ptr, evs[i].events, r);
+    }
+    for (int i = 0; i < opened; i++)
+        if (cs[i].state < 2) { /* not served in time */
+            s_iconn_fail(&cs[i], r);
+        }
+    r->setup_s = (double)(s_now_ns() - t0) / 1e9;
+
+    /* let the server settle (its frees, its allocator), then read */
+    s_sleep(1.0);
+    r->rss_with = s_rss();
+    r->server_fds = s_cfg.pid > 0 ? s_fd_count(s_cfg.pid) : -1;
+
+    /* still open? a closed one reads as readable (EOF) or hung up */
+    struct pollfd *pf = calloc((size_t)(opened ? opened : 1), sizeof *pf);
+    int np = 0;
+    for (int i = 0; i < opened; i++)
+        if (cs[i].state == 2)
+            pf[np++] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN | POLLRDHUP};
+    if (np && poll(pf, (nfds_t)np, 0) > 0)
+        for (int i = 0; i < np; i++)
+            if (pf[i].revents)
+                r->closed_later++;
+    free(pf);
+    for (int i = 0; i < opened; i++) {
+        if (cs[i].state == 2)
+            close(cs[i].fd);
+        free(cs[i].in);
+    }
+    free(cs);
+}
+
+/* ------------------------------------------------------------ report */
+
+static const char *s_verdict(bool ok)
+{
+    return ok ? "aim met" : "aim MISSED";
+}
+
+static void s_cpu_line(const char *what, const phase_t *ph)
+{
+    double wall = s_cfg.duration;
+    double srv = ph->cpu1.server - ph->cpu0.server;
+    double self = ph->cpu1.self - ph->cpu0.self;
+    double all = ph->cpu1.machine - ph->cpu0.machine;
+    printf("  CPU during %-8s server %3.0f%%, bench/api %3.0f%%, Redis+PostgreSQL+kernel+other "
+           "%3.0f%%, machine %3.0f%% of %ld%%\n",
+           what, ph->cpu0.server >= 0 ? 100 * srv / wall : 0.0, 100 * self / wall,
+           100 * (all - srv - self) / wall, 100 * all / wall, 100 * sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+static void s_phase_rows(const char *route, const phase_t *ph, double aim)
+{
+    printf("%-34s %12.0f req/s   >= %6.0f req/s   %s\n", route, ph->rps, aim,
+           s_verdict(ph->rps >= aim));
+    printf("  latency µs  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f   (%zu requests)\n", ph->p50,
+           ph->p99, ph->p999, ph->max, ph->nlat);
+    printf("  status      2xx %llu  4xx %llu  5xx %llu  other %llu;  errors: non-2xx %llu, "
+           "connection %llu, unanswered %llu\n",
+           (unsigned long long)ph->s2xx, (unsigned long long)ph->s4xx,
+           (unsigned long long)ph->s5xx, (unsigned long long)ph->sother,
+           (unsigned long long)(ph->s4xx + ph->s5xx + ph->sother),
+           (unsigned long long)ph->conn_errors, (unsigned long long)ph->unanswered);
+    if (ph->cancel)
+        printf("  cancel mix  \"success\":true %llu (pending -> user_cancelled), "
+               "\"success\":false %llu (\"Job already cancelled\"); warm-up included: "
+               "%llu and %llu\n",
+               (unsigned long long)ph->success_true, (unsigned long long)ph->success_false,
+               (unsigned long long)ph->all_true, (unsigned long long)ph->all_false);
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: bench/api [--connections N] [--depth N] [--duration S] [--warmup S]\n"
+            "                 [--jobs N] [--idle N] [--url http://127.0.0.1:PORT --pid PID]\n"
+            "  --connections N  keep-alive connections of the load generator (64)\n"
+            "  --depth N        requests in flight per connection, pipelined (1, at most %d)\n"
+            "  --duration S     measured seconds per route (5)\n"
+            "  --warmup S       unmeasured seconds before each route's window (1)\n"
+            "  --jobs N         jobs created for the requests to rotate over (1000)\n"
+            "  --idle N         idle keep-alive connections for the memory figure (10000)\n"
+            "  --url URL        attach to a running server instead of starting one\n"
+            "  --pid PID        its process, for RSS and CPU (without it: not measured)\n"
+            "Without --url it starts $IMAGEJOBS_BIN serve --generators 0 against\n"
+            "$IMAGEJOBS_BENCH_REDIS and $IMAGEJOBS_BENCH_DATABASE: `cmd/imagejobs-local bench api`.\n",
+            MAX_DEPTH);
+}
+
+static double s_num(const char *opt, const char *v, double min, double max)
+{
+    char *end;
+    double d = v ? strtod(v, &end) : 0;
+    if (!v || end == v || *end || d < min || d > max) {
+        fprintf(stderr, "bench/api: %s wants a number from %g to %g\n", opt, min, max);
+        exit(2);
+    }
+    return d;
+}
+
+static void s_parse_url(const char *url)
+{
+    char host[64];
+    int port = 0;
+    if (sscanf(url, "http://%63[^:/]:%d", host, &port) != 2 || port <= 0 || port > 65535) {
+        fprintf(stderr, "bench/api: --url wants http://IPV4:PORT\n");
+        exit(2);
+    }
+    s_cfg.addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &s_cfg.addr.sin_addr) != 1) {
+        fprintf(stderr, "bench/api: --url wants a numeric IPv4 address\n");
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            s_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--connections"))
+            s_cfg.connections = (int)s_num(a, v, 1, 4096), i++;
+        else if (!strcmp(a, "--depth"))
+            s_cfg.depth = (int)s_num(a, v, 1, MAX_DEPTH), i++;
+        else if (!strcmp(a, "--duration"))
+            s_cfg.duration = s_num(a, v, 0.1, 3600), i++;
+        else if (!strcmp(a, "--warmup"))
+            s_cfg.warmup = s_num(a, v, 0, 3600), i++;
+        else if (!strcmp(a, "--jobs"))
+            s_cfg.jobs = (int)s_num(a, v, 1, 1000000), i++;
+        else if (!strcmp(a, "--idle"))
+            s_cfg.idle = (int)s_num(a, v, 0, 1000000), i++;
+        else if (!strcmp(a, "--url") && v)
+            s_cfg.url = v, i++;
+        else if (!strcmp(a, "--pid"))
+            s_cfg.pid = (pid_t)s_num(a, v, 1, 1 << 30), i++;
+        else {
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    /* descriptors for the idle connections, here and (inherited) in the
+     * server we start */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_max < (rlim_t)s_cfg.idle + 500)
+        printf("note: the hard descriptor limit is %llu, below the %d idle connections plus "
+               "what the bench and the server need: fewer connections are measured\n",
+               (unsigned long long)rl.rlim_max, s_cfg.idle);
+
+    if (s_cfg.url)
+        s_parse_url(s_cfg.url);
+    else
+        s_server_start();
+    if ((s_epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        s_die("epoll_create1: %s", strerror(errno));
+
+    bconn_t b = {.fd = -1};
+    s_jobs_create(&b, s_cfg.jobs);
+
+    /* warm-up: every job read once, over one connection */
+    for (size_t i = 0; i < s_nids; i++) {
+        char req[160];
+        resp_t r;
+        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                 s_ids[i]);
+        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
+            s_die("warm-up GET /api/jobs/%s failed (status %d)", s_ids[i], r.status);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    s_sleep(0.5);
+    long long rss_idle = s_rss();
+
+    /* idle connections before the load, so that their cost is measured
+     * against the idle reading and not hidden in (or added to) what the
+     * load phases leave resident in the server's heap */
+    idle_t idle = {.rss_before = rss_idle};
+    if (s_cfg.idle > 0)
+        s_idle(&idle);
+    phase_t get = {.name = "GET"}, cancel = {.name = "cancel", .cancel = true};
+    s_load(&get);
+    s_load(&cancel);
+
+    int exit_status = 0;
+    double stop_s = 0;
+    if (s_cfg.started)
+        exit_status = s_server_stop(&stop_s);
+
+    /* ------------------------------------------------------------ table */
+    printf("\nbench/api: server pid %d, %s, http://127.0.0.1:%d\n", (int)s_cfg.pid,
+           s_cfg.started ? "started by the bench (--generators 0)" : "attached",
+           ntohs(s_cfg.addr.sin_port));
+    printf("load: %d keep-alive connections, %d request%s in flight each, closed loop; "
+           "%.1f s warm-up + %.1f s measured per route; %zu pending jobs\n",
+           s_cfg.connections, s_cfg.depth, s_cfg.depth > 1 ? "s" : "", s_cfg.warmup,
+           s_cfg.duration, s_nids);
+    printf("note: the load generator (one thread), the server, Redis and PostgreSQL share "
+           "this machine's %ld CPUs\n\n",
+           sysconf(_SC_NPROCESSORS_ONLN));
+    s_phase_rows("GET /api/jobs/{id}", &get, AIM_GET_RPS);
+    s_cpu_line("GET:", &get);
+    s_phase_rows("POST /api/jobs/{id}/cancel", &cancel, AIM_CANCEL_RPS);
+    s_cpu_line("cancel:", &cancel);
+    printf("\n");
+    if (rss_idle >= 0)
+        printf("%-34s %12.1f MB      <= %6.1f MB      %s\n", "server RSS idle (after warm-up)",
+               rss_idle / 1e6, AIM_IDLE_RSS / 1e6, s_verdict(rss_idle <= AIM_IDLE_RSS));
+    else
+        printf("%-34s %12s (no --pid)\n", "server RSS idle", "n/a");
+    if (s_cfg.idle > 0) {
+        printf("idle keep-alive connections: %d asked, %d served GET /healthz and held "
+               "(%.1f s to set up), %d failed, %d closed by the server before the reading\n",
+               idle.n, idle.served, idle.setup_s, idle.failed, idle.closed_later);
+        if (idle.note[0])
+            printf("  note: %s\n", idle.note);
+        if (idle.rss_with >= 0 && idle.rss_before >= 0) {
+            char what[64];
+            snprintf(what, sizeof what, "server RSS with %d held", idle.served);
+            printf("%-34s %12.1f MB      (server descriptors open: %d)\n", what,
+                   idle.rss_with / 1e6, idle.server_fds);
+            double per = idle.served ? (double)(idle.rss_with - idle.rss_before) / idle.served
+                                     : 0;
+            printf("%-34s %12.0f B       <= %6.0f B       %s\n", "per idle connection", per,
+                   AIM_CONN_BYTES, s_verdict(idle.served > 0 && per <= AIM_CONN_BYTES));
+            printf("  = (RSS with them - RSS idle) / %d; measured before the load phases; "
+                   "kernel socket memory is not in RSS\n",
+                   idle.served);
+        }
+    }
+    if (s_cfg.started)
+        printf("\nserver stopped by SIGTERM: exit status %d after %.2f s%s\n", exit_status,
+               stop_s, exit_status == 0 ? "" : " (log: see below)");
+    if (s_cfg.started && exit_status != 0)
+        printf("server log: %s\n", s_cfg.log_path);
+    free(get.lat);
+    free(cancel.lat);
+    free(s_ids);
+    close(s_epfd);
+    return 0;
+}
