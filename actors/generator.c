@@ -29,7 +29,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <unistd.h>
+
+/* Nice value of generator threads (the rest of the process stays at 0). */
+#define GENERATOR_NICE 10
 
 typedef enum { IDLE, CHECKING, RUNNING, RECORDING, STOPPING } phase_t;
 typedef enum { CANCEL_NONE, CANCEL_IMMEDIATE, CANCEL_AFTER_IMAGE } cancel_t;
@@ -508,6 +514,13 @@ static int s_init(actor_t *self, void *arg)
     if (g->cfg.request_timeout_s <= 0)
         g->cfg.request_timeout_s = 10.;
     actor_set_state(self, g);
+
+    /* Generation is batch work: the control path (HTTP, store, Redis,
+     * PostgreSQL, the cancel itself) must get a core the moment it wakes,
+     * not after a slice of a busy generator. Linux keeps nice values per
+     * thread, and the backend's helper threads inherit this one. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GENERATOR_NICE) < 0)
+        log_debug("cannot lower the generator's priority: %s", strerror(errno));
 
     char err[256];
     g->backend = gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err,

@@ -603,7 +603,9 @@ static void s_conn_dispatch(conn_t *c)
 {
     req_t *r = c->req;
     c->state = CONN_SERVING;
-    s_conn_watch(c, 0);
+    /* EV_READ stays on: stopping and restarting it around every request
+     * costs two epoll_ctl calls; the rare pipelined input is handled in
+     * s_conn_io_cb */
     ev_timer_stop(s_loop(c), &c->timer);
     r->view.method = c->parser.method;
     r->view.path = s_target_path(r);
@@ -714,7 +716,12 @@ static void s_conn_read(conn_t *c)
 static void s_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     conn_t *c = w->data;
-    if ((revents & EV_READ) && (c->state == CONN_READING || c->state == CONN_LINGERING))
+    if ((revents & EV_READ) && c->state == CONN_SERVING) {
+        /* input while a request is served (pipelining): it waits in the
+         * socket until the response is out */
+        s_conn_watch(c, 0);
+    } else if ((revents & EV_READ)
+               && (c->state == CONN_READING || c->state == CONN_LINGERING))
         s_conn_read(c);
     else if ((revents & EV_WRITE) && c->state == CONN_WRITING)
         s_conn_flush(c);

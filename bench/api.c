@@ -49,28 +49,29 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_DEPTH 64          /* pipelined requests per connection */
-#define DRAIN_S 5.0           /* after the window: wait this long for answers */
-#define IDLE_WAVE 256         /* idle connections being set up at once */
-#define IDLE_SETUP_S 60.0     /* all idle connections served within this */
-#define FD_SPARE 64           /* descriptors the bench keeps for itself */
+#define MAX_DEPTH    64   /* pipelined requests per connection */
+#define DRAIN_S      5.0  /* after the window: wait this long for answers */
+#define IDLE_WAVE    256  /* idle connections being set up at once */
+#define IDLE_SETUP_S 60.0 /* all idle connections served within this */
+#define FD_SPARE     64   /* descriptors the bench keeps for itself */
 
 /* the aims of issue 4, in bytes and req/s (MB = 10^6 B, KB = 10^3 B) */
-#define AIM_GET_RPS 20000.0
+#define AIM_GET_RPS    20000.0
 #define AIM_CANCEL_RPS 5000.0
-#define AIM_IDLE_RSS 30e6
+#define AIM_IDLE_RSS   30e6
 #define AIM_CONN_BYTES 10e3
 
 static struct {
     int connections, depth, jobs, idle;
     double duration, warmup;
     const char *url;
-    pid_t pid;         /* the server's, started or attached */
-    bool started;      /* we started it (and stop it) */
+    pid_t pid;               /* the server's, started or attached */
+    pid_t pg_pid, redis_pid; /* cmd/imagejobs-local's services, when known */
+    bool started;            /* we started it (and stop it) */
     struct sockaddr_in addr;
     char log_path[512];
-} s_cfg = {.connections = 64, .depth = 1, .jobs = 1000, .idle = 10000,
-           .duration = 5.0, .warmup = 1.0};
+} s_cfg = {
+    .connections = 64, .depth = 1, .jobs = 1000, .idle = 10000, .duration = 5.0, .warmup = 1.0};
 
 /* ------------------------------------------------------------ helpers */
 
@@ -145,8 +146,9 @@ static long long s_rss(void)
     return s_cfg.pid > 0 ? s_proc_status_kb(s_cfg.pid, "VmRSS:") : -1;
 }
 
-/* The server's CPU time (user + system) in seconds; -1 when unknown. */
-static double s_proc_cpu_s(pid_t pid)
+/* A process's CPU time (user + system) in seconds and its parent; -1 when
+ * unknown. */
+static double s_proc_cpu_ppid(pid_t pid, pid_t *ppid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -157,11 +159,44 @@ static double s_proc_cpu_s(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    int parent;
     unsigned long long ut, st;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st)
-                  != 2)
+    if (!p
+        || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &parent, &ut, &st)
+               != 3)
         return -1;
+    if (ppid)
+        *ppid = parent;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double s_proc_cpu_s(pid_t pid)
+{
+    return pid > 0 ? s_proc_cpu_ppid(pid, NULL) : -1;
+}
+
+/* PostgreSQL's CPU time: the postmaster and its children (backends, WAL
+ * writer, ...). Backends that exit take theirs with them; the server's
+ * connection lives as long as it does. */
+static double s_pg_cpu_s(pid_t postmaster)
+{
+    if (postmaster <= 0)
+        return -1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        pid_t pid = (pid_t)atoi(e->d_name), parent = 0;
+        double cpu = s_proc_cpu_ppid(pid, &parent);
+        if (cpu >= 0 && (pid == postmaster || parent == postmaster))
+            sum += cpu;
+    }
+    closedir(d);
+    return sum;
 }
 
 static double s_self_cpu_s(void)
@@ -178,8 +213,8 @@ static double s_machine_busy_s(void)
     if (!f)
         return -1;
     unsigned long long v[8] = {0};
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
     fclose(f);
     if (n < 4)
         return -1;
@@ -188,13 +223,13 @@ static double s_machine_busy_s(void)
 }
 
 typedef struct {
-    double server, self, machine;
+    double server, self, pg, redis, machine;
 } cpu_t;
 
 static cpu_t s_cpu_sample(void)
 {
-    return (cpu_t){s_cfg.pid > 0 ? s_proc_cpu_s(s_cfg.pid) : -1, s_self_cpu_s(),
-                   s_machine_busy_s()};
+    return (cpu_t){s_proc_cpu_s(s_cfg.pid), s_self_cpu_s(), s_pg_cpu_s(s_cfg.pg_pid),
+                   s_proc_cpu_s(s_cfg.redis_pid), s_machine_busy_s()};
 }
 
 static int s_fd_count(pid_t pid)
@@ -217,7 +252,7 @@ typedef struct {
     int status;
     size_t head_len; /* through the blank line */
     size_t body_len;
-    bool close;      /* Connection: close */
+    bool close; /* Connection: close */
 } resp_t;
 
 /* Parses the response at the start of buf. Returns its full length once
@@ -735,9 +770,9 @@ static void s_load(phase_t *ph)
 /* ------------------------------------------------------- idle connections */
 
 typedef struct {
-    int n;           /* connections asked for */
-    int served;      /* answered 200 to GET /healthz and still open */
-    int failed;      /* refused, reset, or not answered 200 */
+    int n;            /* connections asked for */
+    int served;       /* answered 200 to GET /healthz and still open */
+    int failed;       /* refused, reset, or not answered 200 */
     int closed_later; /* served, then closed by the server before the reading */
     int server_fds;
     long long rss_before, rss_with;
@@ -763,7 +798,7 @@ static void s_iconn_fail(iconn_t *c, idle_t *r)
     r->failed++;
 }
 
-static void s_iconn_event(iconn_t *c, uint32_t events, idle_t *r)
+static void s_iconn_event(iconn_t *c, idle_t *r)
 {
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     if (c->state == 0) {
@@ -830,8 +865,8 @@ static void s_idle(idle_t *r)
             fclose(f);
         if (soft && soft < (unsigned long long)r->n + 100 && !r->note[0])
             snprintf(r->note, sizeof r->note,
-                     "the server's descriptor limit is %llu: it cannot hold %d connections",
-                     soft, r->n);
+                     "the server's descriptor limit is %llu: it cannot hold %d connections", soft,
+                     r->n);
     }
 
     iconn_t *cs = calloc((size_t)(r->n ? r->n : 1), sizeof *cs);
@@ -865,7 +900,7 @@ static void s_idle(idle_t *r)
         }
         int n = epoll_wait(s_epfd, evs, 256, 100);
         for (int i = 0; i < n; i++)
-            s_iconn_event(evs[i].data.ptr, evs[i].events, r);
+            s_iconn_event(evs[i].data.ptr, r);
     }
     for (int i = 0; i < opened; i++)
         if (cs[i].state < 2) { /* not served in time */
@@ -904,16 +939,31 @@ static const char *s_verdict(bool ok)
     return ok ? "aim met" : "aim MISSED";
 }
 
+/* Where the CPU time of the measured window went: each part the bench can
+ * name, and the rest (kernel softirq, other processes on the machine). */
 static void s_cpu_line(const char *what, const phase_t *ph)
 {
     double wall = s_cfg.duration;
-    double srv = ph->cpu1.server - ph->cpu0.server;
-    double self = ph->cpu1.self - ph->cpu0.self;
-    double all = ph->cpu1.machine - ph->cpu0.machine;
-    printf("  CPU during %-8s server %3.0f%%, bench/api %3.0f%%, Redis+PostgreSQL+kernel+other "
-           "%3.0f%%, machine %3.0f%% of %ld%%\n",
-           what, ph->cpu0.server >= 0 ? 100 * srv / wall : 0.0, 100 * self / wall,
-           100 * (all - srv - self) / wall, 100 * all / wall, 100 * sysconf(_SC_NPROCESSORS_ONLN));
+    double all = ph->cpu1.machine - ph->cpu0.machine, rest = all;
+    char line[512];
+    int n = snprintf(line, sizeof line, "  CPU during %-8s", what);
+    const struct {
+        const char *name;
+        double t0, t1;
+    } parts[] = {{"server", ph->cpu0.server, ph->cpu1.server},
+                 {"bench/api", ph->cpu0.self, ph->cpu1.self},
+                 {"PostgreSQL", ph->cpu0.pg, ph->cpu1.pg},
+                 {"Redis", ph->cpu0.redis, ph->cpu1.redis}};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        if (parts[i].t0 < 0 || parts[i].t1 < 0)
+            continue;
+        double t = parts[i].t1 - parts[i].t0;
+        rest -= t;
+        n += snprintf(line + n, sizeof line - (size_t)n, " %s %.0f%%,", parts[i].name,
+                      100 * t / wall);
+    }
+    printf("%s kernel+other %.0f%%; machine %.0f%% of %ld%%\n", line, 100 * rest / wall,
+           100 * all / wall, 100 * sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 static void s_phase_rows(const char *route, const phase_t *ph, double aim)
@@ -924,9 +974,8 @@ static void s_phase_rows(const char *route, const phase_t *ph, double aim)
            ph->p99, ph->p999, ph->max, ph->nlat);
     printf("  status      2xx %llu  4xx %llu  5xx %llu  other %llu;  errors: non-2xx %llu, "
            "connection %llu, unanswered %llu\n",
-           (unsigned long long)ph->s2xx, (unsigned long long)ph->s4xx,
-           (unsigned long long)ph->s5xx, (unsigned long long)ph->sother,
-           (unsigned long long)(ph->s4xx + ph->s5xx + ph->sother),
+           (unsigned long long)ph->s2xx, (unsigned long long)ph->s4xx, (unsigned long long)ph->s5xx,
+           (unsigned long long)ph->sother, (unsigned long long)(ph->s4xx + ph->s5xx + ph->sother),
            (unsigned long long)ph->conn_errors, (unsigned long long)ph->unanswered);
     if (ph->cancel)
         printf("  cancel mix  \"success\":true %llu (pending -> user_cancelled), "
@@ -950,7 +999,8 @@ static void s_usage(FILE *f)
             "  --url URL        attach to a running server instead of starting one\n"
             "  --pid PID        its process, for RSS and CPU (without it: not measured)\n"
             "Without --url it starts $IMAGEJOBS_BIN serve --generators 0 against\n"
-            "$IMAGEJOBS_BENCH_REDIS and $IMAGEJOBS_BENCH_DATABASE: `cmd/imagejobs-local bench api`.\n",
+            "$IMAGEJOBS_BENCH_REDIS and $IMAGEJOBS_BENCH_DATABASE, as\n"
+            "`cmd/imagejobs-local bench api` sets them.\n",
             MAX_DEPTH);
 }
 
@@ -1021,6 +1071,25 @@ int main(int argc, char **argv)
                "what the bench and the server need: fewer connections are measured\n",
                (unsigned long long)rl.rlim_max, s_cfg.idle);
 
+    /* cmd/imagejobs-local bench: its PostgreSQL and Redis, for the CPU split */
+    const char *pgdir = getenv("IMAGEJOBS_BENCH_PG_DIR");
+    if (pgdir && !s_cfg.url) {
+        char path[512];
+        FILE *f;
+        snprintf(path, sizeof path, "%s/data/postmaster.pid", pgdir);
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%d", &s_cfg.pg_pid) != 1)
+                s_cfg.pg_pid = 0;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "%s/../redis.pid", pgdir);
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%d", &s_cfg.redis_pid) != 1)
+                s_cfg.redis_pid = 0;
+            fclose(f);
+        }
+    }
+
     if (s_cfg.url)
         s_parse_url(s_cfg.url);
     else
@@ -1035,8 +1104,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < s_nids; i++) {
         char req[160];
         resp_t r;
-        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-                 s_ids[i]);
+        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", s_ids[i]);
         if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
             s_die("warm-up GET /api/jobs/%s failed (status %d)", s_ids[i], r.status);
     }
@@ -1066,8 +1134,8 @@ int main(int argc, char **argv)
            ntohs(s_cfg.addr.sin_port));
     printf("load: %d keep-alive connections, %d request%s in flight each, closed loop; "
            "%.1f s warm-up + %.1f s measured per route; %zu pending jobs\n",
-           s_cfg.connections, s_cfg.depth, s_cfg.depth > 1 ? "s" : "", s_cfg.warmup,
-           s_cfg.duration, s_nids);
+           s_cfg.connections, s_cfg.depth, s_cfg.depth > 1 ? "s" : "", s_cfg.warmup, s_cfg.duration,
+           s_nids);
     printf("note: the load generator (one thread), the server, Redis and PostgreSQL share "
            "this machine's %ld CPUs\n\n",
            sysconf(_SC_NPROCESSORS_ONLN));
@@ -1092,8 +1160,7 @@ int main(int argc, char **argv)
             snprintf(what, sizeof what, "server RSS with %d held", idle.served);
             printf("%-34s %12.1f MB      (server descriptors open: %d)\n", what,
                    idle.rss_with / 1e6, idle.server_fds);
-            double per = idle.served ? (double)(idle.rss_with - idle.rss_before) / idle.served
-                                     : 0;
+            double per = idle.served ? (double)(idle.rss_with - idle.rss_before) / idle.served : 0;
             printf("%-34s %12.0f B       <= %6.0f B       %s\n", "per idle connection", per,
                    AIM_CONN_BYTES, s_verdict(idle.served > 0 && per <= AIM_CONN_BYTES));
             printf("  = (RSS with them - RSS idle) / %d; measured before the load phases; "
@@ -1102,8 +1169,8 @@ int main(int argc, char **argv)
         }
     }
     if (s_cfg.started)
-        printf("\nserver stopped by SIGTERM: exit status %d after %.2f s%s\n", exit_status,
-               stop_s, exit_status == 0 ? "" : " (log: see below)");
+        printf("\nserver stopped by SIGTERM: exit status %d after %.2f s%s\n", exit_status, stop_s,
+               exit_status == 0 ? "" : " (log: see below)");
     if (s_cfg.started && exit_status != 0)
         printf("server log: %s\n", s_cfg.log_path);
     free(get.lat);
