@@ -64,6 +64,7 @@ typedef struct {
 
     cancel_t cancel;
     int64_t observed_us;
+    int64_t cancel_requested_us; /* from the event; 0 when the store told us */
     uint64_t steps_at_stop;
 
     msg_t *pending;    /* IMAGE_READY or TASK_STOPPED awaiting the store */
@@ -98,6 +99,7 @@ static void s_item_clear(gen_actor_t *g)
     g->lost = false;
     g->cancel = CANCEL_NONE;
     g->observed_us = 0;
+    g->cancel_requested_us = 0;
     g->steps_at_stop = 0;
     ev_timer_stop(g->loop, &g->lease);
 }
@@ -119,13 +121,15 @@ static void s_drop(gen_actor_t *g)
 
 /* ------------------------------------------------------------ cancel */
 
-/* A cancel for the running job, from an event or from the store. */
-static void s_cancel(gen_actor_t *g, cancel_t mode)
+/* A cancel for the running job, from an event (requested_us: when the
+ * cancel was received) or from the store (requested_us 0). */
+static void s_cancel(gen_actor_t *g, cancel_t mode, int64_t requested_us)
 {
     if (!g->have_item || g->cancel != CANCEL_NONE || g->phase == STOPPING)
         return;
     g->cancel = mode;
     g->observed_us = s_now_us();
+    g->cancel_requested_us = requested_us;
     log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
              (unsigned long long)g->item.combination,
              mode == CANCEL_IMMEDIATE ? "immediate" : "after current image",
@@ -155,7 +159,7 @@ static void s_on_cancel_event(actor_t *self, msg_t *msg)
         return;
     }
     if (g->have_item && strcmp(msg->job_cancel.job_id, g->item.job_id) == 0)
-        s_cancel(g, s_mode(msg->job_cancel.mode));
+        s_cancel(g, s_mode(msg->job_cancel.mode), msg->job_cancel.requested_at_us);
 }
 
 /* ------------------------------------------------------------ stopping */
@@ -203,6 +207,12 @@ static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
     msg_set_str(&m->task_stopped.error, error);
     m->task_stopped.steps_done = g->steps_at_stop;
     msg_set_str(&m->task_stopped.instance, g->instance);
+    if (strcmp(outcome, "cancelled") == 0 && g->cancel_requested_us > 0) {
+        m->task_stopped.cancel_requested_at_us = g->cancel_requested_us;
+        msg_set_str(&m->task_stopped.cancel_mode, g->cancel == CANCEL_AFTER_IMAGE
+                                                      ? "after_current_image"
+                                                      : "immediate");
+    }
     if (strcmp(outcome, "cancelled") == 0)
         log_info("%s/%llu stopped %lld us after the cancel was observed",
                  g->item.job_id, (unsigned long long)g->item.combination,
@@ -238,7 +248,7 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
     msg_destroy(&g->pending);
     g->index++;
     if (reply->image_recorded.cancel_mode)
-        s_cancel(g, s_mode(reply->image_recorded.cancel_mode)); /* durable */
+        s_cancel(g, s_mode(reply->image_recorded.cancel_mode), 0); /* durable */
     if (g->cancel != CANCEL_NONE)
         s_stop(g, "cancelled", NULL);
     else if (actor_is_stopping(g->self))
@@ -355,7 +365,7 @@ static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
         return;
     }
     if (status == 0 && reply->type == MSG_REDIS_FLAG && reply->redis_flag.set) {
-        s_cancel(g, CANCEL_IMMEDIATE);
+        s_cancel(g, CANCEL_IMMEDIATE, 0); /* the seed's flag: PostgreSQL has it */
         s_stop(g, "cancelled", NULL);
         return;
     }
@@ -405,7 +415,7 @@ static void s_on_lease(actor_t *self, int status, msg_t *reply, void *arg)
         return;
     if (status == 0 && reply->type == MSG_LEASE_STATE) {
         if (reply->lease_state.cancel_mode && !g->cfg.poll_mode)
-            s_cancel(g, s_mode(reply->lease_state.cancel_mode));
+            s_cancel(g, s_mode(reply->lease_state.cancel_mode), 0);
         return;
     }
     if (status == 0 && reply->type == MSG_ERROR && reply->error.code == -ENOENT) {
@@ -465,7 +475,7 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
              (unsigned long long)g->item.height, (unsigned long long)g->item.steps);
     ev_timer_again(g->loop, &g->lease);
     if (g->item.cancel_mode && !g->cfg.poll_mode)
-        s_cancel(g, s_mode(g->item.cancel_mode));
+        s_cancel(g, s_mode(g->item.cancel_mode), 0);
     s_next_image(g);
 }
 

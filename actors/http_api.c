@@ -525,9 +525,13 @@ static void s_redis_cancel_reply(actor_t *self, int status, msg_t *reply, void *
     free(job_id);
 }
 
-/* The store has recorded the cancel: tell the generators of this instance
- * (bus) and of every instance (Redis), whether or not the client waits. */
-static void s_broadcast_cancel(actor_t *self, const cancel_t *cx)
+/* Tells the generators of this instance at once, before the store has
+ * written the cancel (no waiting on the store's reply, whatever it says): the PostgreSQL round trip (behind whatever else the
+ * store's pipeline holds) is not in the time to stop. A generator that
+ * stops records the cancel itself (TASK_STOPPED carries it), so the job
+ * ends user_cancelled whichever write lands first; for a job that is not
+ * running here the event finds nobody and costs nothing. */
+static void s_publish_cancel(actor_t *self, const cancel_t *cx)
 {
     const http_config_t *cfg = http_config(self);
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
@@ -538,7 +542,15 @@ static void s_broadcast_cancel(actor_t *self, const cancel_t *cx)
     if (actor_publish(self, "cancel", ev) < 0)
         log_warn("cannot publish the cancel of job %s", cx->job_id);
     msg_destroy(&ev);
+}
 
+/* Every other instance, at once too (Redis: the seed's flag and the pub/sub
+ * event): their generators' stops carry the cancel to the store just as
+ * ours do. For a job that is not running anywhere, the flag expires in an
+ * hour and the event finds nobody, as the seed says of stale flags. */
+static void s_broadcast_cancel(actor_t *self, const cancel_t *cx)
+{
+    const http_config_t *cfg = http_config(self);
     msg_t *rc = msg_new(MSG_REDIS_CANCEL);
     msg_set_str(&rc->redis_cancel.job_id, cx->job_id);
     msg_set_str(&rc->redis_cancel.mode, cx->mode);
@@ -572,7 +584,6 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
     if (pending || strcmp(prior, "processing") == 0) {
         /* running or waiting (a repeated cancel of a job still stopping
          * lands here too): stopped now, or as the mode says */
-        s_broadcast_cancel(self, cx);
         if (x) {
             const char *message = pending ? "Job cancelled before it started."
                                   : cx->mode == s_after_current_image
@@ -625,8 +636,14 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
     msg_set_str(&m->job_cancel_request.job_id, cx->job_id);
     msg_set_str(&m->job_cancel_request.mode, mode);
     m->job_cancel_request.received_at_us = cx->received_at_us;
-    if (s_ask(x, http_config(self)->store, &m, s_job_cancelled, cx, "database") < 0)
+    /* the store first, then the event: the store reads the request before
+     * any stop the event causes, whenever it can */
+    if (s_ask(x, http_config(self)->store, &m, s_job_cancelled, cx, "database") < 0) {
         free(cx);
+        return;
+    }
+    s_publish_cancel(self, cx);
+    s_broadcast_cancel(self, cx);
 }
 
 /* ------------------------------------------------------------ attachments */

@@ -48,7 +48,7 @@
  * libpq's buffers, not throughput: 256 groups are far more than one
  * round trip's worth. */
 #define MAX_INFLIGHT 256
-#define MAX_PARAMS 8
+#define MAX_PARAMS 10
 #define MAX_COMBINATIONS 10000
 /* Advisory lock key of store_migrate(): "imagejob" in ASCII. */
 #define MIGRATE_LOCK_KEY "7596553454011015010"
@@ -134,6 +134,7 @@ enum {
     ST_WORK_CLAIM,
     ST_JOB_LOCK,
     ST_IMAGE_RECORD,
+    ST_CANCEL_FROM_STOP,
     ST_TASK_STOP,
     ST_LEASE_RENEW,
     ST_COUNT
@@ -233,8 +234,12 @@ static const stmt_t s_stmts[ST_COUNT] = {
         "                       ELSE j.finished_at END"
         "  FROM locked WHERE j.id = locked.id"
         "  RETURNING j.status, j.cancel_requested_at)"
-        "SELECT p.status, COALESCE(u.status, p.status), p.completed_images, p.total_images,"
-        "       p.cancel_requested_at IS NOT NULL,"
+        "SELECT CASE WHEN u.status IS NULL AND p.status = 'user_cancelled'"
+        "             AND p.cancel_requested_at = " FROM_US("$3") " THEN 'processing'"
+        "             ELSE p.status END,"
+        "       COALESCE(u.status, p.status), p.completed_images, p.total_images,"
+        "       p.cancel_requested_at IS DISTINCT FROM " FROM_US("$3")
+        "       AND p.cancel_requested_at IS NOT NULL,"
         "       COALESCE((extract(epoch FROM COALESCE(u.cancel_requested_at,"
         "                 p.cancel_requested_at)) * 1000000)::int8, 0)"
         "FROM prior p LEFT JOIN upd u ON true"},
@@ -308,6 +313,21 @@ static const stmt_t s_stmts[ST_COUNT] = {
      * writers of one job take turns and never deadlock. */
     [ST_JOB_LOCK] = {"ij_job_lock", 1, {OID_UUID},
         "SELECT status FROM jobs WHERE id = $1 FOR NO KEY UPDATE"},
+
+    /* The TASK_STOPPED parameters ($1 id, $3 outcome, $8 cancel received
+     * at (µs), $9 its mode): a generator stopped by a cancel event, which
+     * the HTTP actor publishes before its own write of the cancel, records
+     * the cancel if that write has not landed yet, so the job still ends
+     * user_cancelled (and the cancel is durable even if that write never
+     * lands). The same µs value lets the cancel statement recognise it. */
+    [ST_CANCEL_FROM_STOP] = {"ij_cancel_from_stop", 9,
+        {OID_UUID, OID_INT4, OID_TEXT, OID_INT8, OID_INT8, OID_TEXT, OID_TEXT, OID_INT8,
+         OID_TEXT},
+        "UPDATE jobs SET"
+        "  cancel_requested_at = COALESCE(cancel_requested_at, " FROM_US("$8") "),"
+        "  cancel_mode = COALESCE(cancel_mode, $9)"
+        "WHERE id = $1 AND $3 = 'cancelled' AND $8 > 0 AND $9 IS NOT NULL"
+        "  AND status IN ('pending', 'processing')"},
 
     /* $1 id, $2 combination, $3 image index, $4 new attachment id, $5 png,
      * $6 width, $7 height, $8 lease (s): one image, idempotent on (job,
@@ -401,7 +421,7 @@ typedef void (*op_done_fn)(store_t *st, op_t *op);
 typedef struct {
     const char *what;
     int nstmts;
-    int stmts[4];
+    int stmts[5];
     int binary; /* results in binary format (bytea without hex) */
     op_done_fn done;
 } op_kind_t;
@@ -1490,7 +1510,7 @@ static void s_task_stop_done(store_t *st, op_t *op)
         s_reply_error(st, op, -ENOENT, "Job not found");
         return;
     }
-    const PGresult *r = op->res[1];
+    const PGresult *r = op->res[2];
     if (PQntuples(r) != 1) {
         s_reply_error(st, op, -ENOENT, "job %s has no such combination", op->job_id);
         return;
@@ -1504,7 +1524,7 @@ static void s_task_stop_done(store_t *st, op_t *op)
         snprintf(detail, sizeof detail, "not applied: combination is %s%s%s",
                  PQgetvalue(r, 0, 1), holder ? ", claimed by " : "", holder ? holder : "");
     } else {
-        const PGresult *fin = op->res[3];
+        const PGresult *fin = op->res[4];
         if (PQntuples(fin) == 1)
             snprintf(detail, sizeof detail, "combination %s; job %s", now, s_val(fin, 0, 0));
         else
@@ -1517,8 +1537,8 @@ static void s_task_stop_done(store_t *st, op_t *op)
 
 static const op_kind_t s_task_stop_kind = {
     .what = "task stop",
-    .nstmts = 4,
-    .stmts = {ST_JOB_LOCK, ST_TASK_STOP, ST_TASKS_CANCEL, ST_JOB_FINISH},
+    .nstmts = 5,
+    .stmts = {ST_JOB_LOCK, ST_CANCEL_FROM_STOP, ST_TASK_STOP, ST_TASKS_CANCEL, ST_JOB_FINISH},
     .done = s_task_stop_done};
 
 static void s_on_task_stopped(actor_t *self, msg_t *msg)
@@ -1542,6 +1562,11 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
                  "outcome must be completed, cancelled, failed or released");
         return;
     }
+    if (b->cancel_mode && strcmp(b->cancel_mode, "immediate") != 0
+        && strcmp(b->cancel_mode, "after_current_image") != 0) {
+        s_refuse(st, msg, -EINVAL, "cancel_mode must be immediate or after_current_image");
+        return;
+    }
     op_t *op = s_op_new(&s_task_stop_kind, msg);
     snprintf(op->job_id, sizeof op->job_id, "%s", b->job_id);
     s_param_str(op, b->job_id);
@@ -1551,6 +1576,8 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     s_param_i64(op, b->stopped_at_us);
     s_param_str(op, b->error && *b->error ? b->error : NULL);
     s_param_str(op, b->instance ? b->instance : "");
+    s_param_i64(op, b->cancel_requested_at_us);
+    s_param_str(op, b->cancel_mode);
     s_submit(st, op);
 }
 

@@ -85,7 +85,7 @@ static struct {
 } s_opt = {
     .jobs = 40, .combinations = 4, .images = 20, .steps = 30, .size = 256,
     .delay_max_ms = 1500, .floor_samples = 20000, .seed = 1,
-    .csv = "cancel-latency.csv", .logs = "cancel-latency-logs", .backend = "cpu",
+    .backend = "cpu",
 };
 
 static void s_usage(FILE *f)
@@ -111,10 +111,12 @@ static void s_usage(FILE *f)
             "  --floor-samples N  samples per floor (default 20000)\n"
             "  --seed N           random seed of the cancel moments (default 1)\n"
             "  --backend B        serve's --backend (default cpu)\n"
-            "  --csv FILE         every sample (default cancel-latency.csv)\n"
+            "  --csv FILE         every sample (default: bench/cancel-latency.csv in\n"
+            "                     the build tree, next to $IMAGEJOBS_BIN)\n"
             "  --plot FILE.png    plot the stop-latency distributions (gnuplot,\n"
             "                     installed with apt-get when missing)\n"
-            "  --logs DIR         the servers' logs (default cancel-latency-logs)\n"
+            "  --logs DIR         the servers' logs (default: bench/cancel-latency-logs\n"
+            "                     in the build tree)\n"
             "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
             "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the poll and\n"
             "                     cross-instance groups use DBNAME_poll and DBNAME_cross\n"
@@ -203,12 +205,26 @@ static void s_parse_args(int argc, char **argv)
         s_opt.redis = getenv("IMAGEJOBS_BENCH_REDIS");
     if (!s_opt.database)
         s_opt.database = getenv("IMAGEJOBS_BENCH_DATABASE");
-    if (!s_opt.redis || !s_opt.database || !getenv("IMAGEJOBS_BIN")) {
+    const char *bin = getenv("IMAGEJOBS_BIN");
+    if (!s_opt.redis || !s_opt.database || !bin) {
         fprintf(stderr, "cancel-latency: needs IMAGEJOBS_BIN, a Redis (--redis or "
                         "IMAGEJOBS_BENCH_REDIS) and a PostgreSQL (--database or "
                         "IMAGEJOBS_BENCH_DATABASE); cmd/imagejobs-local bench cancel-latency "
                         "sets them all up\n");
         exit(2);
+    }
+    /* outputs go to the build tree by default, never the source tree */
+    static char csv[PATH_MAX], logs[PATH_MAX];
+    const char *slash = strrchr(bin, '/');
+    int dirlen = slash ? (int)(slash - bin) : 1;
+    const char *dir = slash ? bin : ".";
+    if (!s_opt.csv) {
+        snprintf(csv, sizeof csv, "%.*s/bench/cancel-latency.csv", dirlen, dir);
+        s_opt.csv = csv;
+    }
+    if (!s_opt.logs) {
+        snprintf(logs, sizeof logs, "%.*s/bench/cancel-latency-logs", dirlen, dir);
+        s_opt.logs = logs;
     }
 }
 
@@ -678,7 +694,10 @@ static void s_fail(const bench_mode_t *m, const char *job, json_t *doc, const ch
     va_start(ap, fmt);
     fprintf(stderr, "FAIL %s job %s: ", m->name, job ? job : "-");
     vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (server log %s)\n", s_srv[m->server == SRV_A ? SRV_B : m->server].log);
+    if (m->cross)
+        fprintf(stderr, " (server logs %s, %s)\n", s_srv[SRV_A].log, s_srv[SRV_B].log);
+    else
+        fprintf(stderr, " (server log %s)\n", s_srv[m->server].log);
     va_end(ap);
     if (doc) {
         char *text = json_dumps(doc, JSON_COMPACT);
@@ -737,9 +756,12 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
                (long long)sum, json_array_size(combos));
         return -1;
     }
-    if (done < at_cancel) {
-        s_fail(m, id, job, "completed_images went down: %lld at the cancel, %lld at the end",
-               (long long)at_cancel, (long long)done);
+    /* each combination may finish at most the image it had in flight (or
+     * was recording) when the cancel was written */
+    if (done < at_cancel || done > at_cancel + s_opt.combinations) {
+        s_fail(m, id, job, "%lld images at the cancel, %lld at the end: more than one per "
+               "combination after the cancel, or fewer", (long long)at_cancel,
+               (long long)done);
         return -1;
     }
     int64_t req = s_iso_us(json_object_get(job, "cancel_requested_at"));
@@ -842,6 +864,7 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
         s_fail(m, id, r.json, "cancel answered HTTP %d %s", r.status, r.body ? r.body : "");
         api_response_free(&r);
         m->failed++;
+        m->broken = true; /* its generators may still be busy with this job */
         return;
     }
     json_int_t at_cancel = json_integer_value(json_object_get(r.json, "completed_images"));
@@ -906,6 +929,22 @@ static void s_select_modes(void)
 
 /* ================================================================ report */
 
+/* The 1-minute load average: how busy the machine was besides us. */
+static char s_load_start[16];
+
+static const char *s_loadavg(void)
+{
+    static char buf[16];
+    snprintf(buf, sizeof buf, "?");
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%15s", buf) != 1)
+            snprintf(buf, sizeof buf, "?");
+        fclose(f);
+    }
+    return buf;
+}
+
 static void s_machine(void)
 {
     char model[256] = "?";
@@ -924,7 +963,8 @@ static void s_machine(void)
             }
         fclose(f);
     }
-    printf("machine: %ld cores, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
+    printf("machine: %ld cores, %s, load average %s at the start, %s at the end\n",
+           sysconf(_SC_NPROCESSORS_ONLN), model, s_load_start, s_loadavg());
 }
 
 static void s_floor_row(const char *what, series_t *s)
@@ -963,6 +1003,7 @@ int main(int argc, char **argv)
     atexit(s_stop_servers_at_exit);
     log_set_level(LOG_WARN);
     double t_start = s_mono();
+    snprintf(s_load_start, sizeof s_load_start, "%s", s_loadavg());
 
     if (mkdir(s_opt.logs, 0755) < 0 && errno != EEXIST)
         s_die("cannot create %s: %s", s_opt.logs, strerror(errno));
@@ -1043,10 +1084,13 @@ int main(int argc, char **argv)
         bench_mode_t *m = &s_modes[i];
         if (!m->on)
             continue;
+        char jobs[64];
+        snprintf(jobs, sizeof jobs, "  %d jobs, %d failed", m->jobs, m->failed);
         for (int k = 0; k < M_COUNT; k++) {
             series_t *s = &m->m[k];
             s_sort(s);
-            printf("%-33s %-12s %6zu %9.3f %9.3f %9.3f %9.3f\n", k ? "" : m->name,
+            printf("%-33s %-12s %6zu %9.3f %9.3f %9.3f %9.3f\n",
+                   k == 0 ? m->name : k == 1 ? jobs : "",
                    s_measure[k], s->n, s_pct(s, .5), s_pct(s, .9), s_pct(s, .99),
                    s->n ? s->v[s->n - 1] : NAN);
         }

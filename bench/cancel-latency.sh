@@ -62,16 +62,16 @@ while IFS= read -r name; do
 done <"$tmp/modes"
 
 gnuplot <<GP
-set terminal pngcairo size 1100,650 font ",11"
+set terminal pngcairo size 1100,700 font ",11" noenhanced
 set output '$png'
-set title "Cancel -> combination stopped (server timestamps), per combination"
+set title "cancel received -> combination stopped (server timestamps), one sample per combination"
 set xlabel "stop latency, ms (log scale)"
 set ylabel "fraction of combinations stopped"
 set logscale x 10
 set format x "%g"
 set yrange [0:1.02]
 set grid xtics mxtics ytics
-set key right bottom
+set key below
 plot $plot
 GP
 echo "cancel-latency.sh: wrote $png" >&2

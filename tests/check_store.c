@@ -928,12 +928,72 @@ START_TEST(test_cancel_processing_job_then_stops_end_it)
     /* ended: no more images, the cancel reports it */
     r = s_image(&s_a, id, 0, 1);
     s_expect_error(&r, -ENOENT);
-    r = s_cancel(&s_a, id, NULL, at);
+    r = s_cancel(&s_a, id, NULL, at + 2000);
     ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
     ck_assert_str_eq(r->job_cancel_result.prior_status, "user_cancelled");
     ck_assert_str_eq(r->job_cancel_result.status, "user_cancelled");
     ck_assert_uint_eq(r->job_cancel_result.completed_images, 2);
     msg_destroy(&r);
+}
+END_TEST
+
+/* The HTTP actor publishes a cancel before the store writes it, so the
+ * generators' stops can reach the store first: they carry the cancel, the
+ * job still ends user_cancelled, and the cancel's own statement, arriving
+ * last, still answers as the first cancel of a running job. */
+START_TEST(test_stops_ahead_of_the_cancel_record_it)
+{
+    char id[UUID_STR_LEN];
+    s_create(&s_a, 2, 3, id);
+    for (int i = 0; i < 2; i++) {
+        msg_t *r = s_claim(&s_a);
+        ck_assert_int_eq(r->type, MSG_WORK_ITEM);
+        msg_destroy(&r);
+    }
+    msg_t *r = s_image(&s_a, id, 1, 0);
+    ck_assert_int_eq(r->type, MSG_IMAGE_RECORDED);
+    msg_destroy(&r);
+
+    int64_t at = s_now_us();
+    for (uint64_t comb = 0; comb < 2; comb++) {
+        msg_t *req = s_stop_req(id, comb, "cancelled", s_a.name, at + 300, at + 310, NULL);
+        req->task_stopped.cancel_requested_at_us = at;
+        msg_set_str(&req->task_stopped.cancel_mode, "immediate");
+        r = s_call(&s_a, &req);
+        ck_assert_int_eq(r->type, MSG_OK);
+        msg_destroy(&r);
+    }
+    json_t *doc = s_get(&s_a, id);
+    ck_assert_str_eq(s_jstr(doc, "job_status"), "user_cancelled");
+    ck_assert_str_eq(s_jstr(doc, "cancel_mode"), "immediate");
+    char iso[40];
+    s_iso(at, iso);
+    ck_assert_str_eq(s_jstr(doc, "cancel_requested_at"), iso);
+    json_decref(doc);
+
+    r = s_cancel(&s_a, id, "immediate", at); /* the HTTP actor's write, last */
+    ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
+    ck_assert_str_eq(r->job_cancel_result.prior_status, "processing");
+    ck_assert(!r->job_cancel_result.already_requested);
+    ck_assert_uint_eq(r->job_cancel_result.completed_images, 1);
+    msg_destroy(&r);
+    r = s_cancel(&s_a, id, "immediate", at + 5000); /* a later one: already over */
+    ck_assert_str_eq(r->job_cancel_result.prior_status, "user_cancelled");
+    msg_destroy(&r);
+
+    /* a stop that carries no cancel (a completion) records none */
+    char id2[UUID_STR_LEN];
+    s_create(&s_a, 1, 1, id2);
+    r = s_claim(&s_a);
+    msg_destroy(&r);
+    msg_t *req = s_stop_req(id2, 0, "completed", s_a.name, 0, 0, NULL);
+    req->task_stopped.cancel_requested_at_us = at;
+    msg_set_str(&req->task_stopped.cancel_mode, "immediate");
+    r = s_call(&s_a, &req);
+    msg_destroy(&r);
+    doc = s_get(&s_a, id2);
+    ck_assert(json_is_null(json_object_get(doc, "cancel_requested_at")));
+    json_decref(doc);
 }
 END_TEST
 
@@ -1407,6 +1467,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_image_recording_is_idempotent);
     tcase_add_test(tc, test_cancel_pending_job_ends_it_at_once);
     tcase_add_test(tc, test_cancel_processing_job_then_stops_end_it);
+    tcase_add_test(tc, test_stops_ahead_of_the_cancel_record_it);
     tcase_add_test(tc, test_job_ends_in_the_right_status_once);
     tcase_add_test(tc, test_last_two_stops_race_and_finish_once);
     tcase_add_test(tc, test_released_task_is_claimable_again);
