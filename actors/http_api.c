@@ -525,8 +525,9 @@ static void s_redis_cancel_reply(actor_t *self, int status, msg_t *reply, void *
     free(job_id);
 }
 
-/* Tells the generators of this instance at once, before the store has
- * written the cancel (no waiting on the store's reply, whatever it says): the PostgreSQL round trip (behind whatever else the
+/* Tells the generators of this instance (bus) and of the others (Redis
+ * PUBLISH) at once, before the store has written the cancel (no waiting on
+ * the store's reply, whatever it says): the PostgreSQL round trip (behind whatever else the
  * store's pipeline holds) is not in the time to stop. A generator that
  * stops records the cancel itself (TASK_STOPPED carries it), so the job
  * ends user_cancelled whichever write lands first; for a job that is not
@@ -542,12 +543,21 @@ static void s_publish_cancel(actor_t *self, const cancel_t *cx)
     if (actor_publish(self, "cancel", ev) < 0)
         log_warn("cannot publish the cancel of job %s", cx->job_id);
     msg_destroy(&ev);
+
+    /* and to the other instances, the event alone (no flag: see
+     * REDIS_CANCEL_EVENT); the flag follows once the store has the cancel */
+    msg_t *re = msg_new(MSG_REDIS_CANCEL_EVENT);
+    msg_set_str(&re->redis_cancel_event.job_id, cx->job_id);
+    msg_set_str(&re->redis_cancel_event.mode, cx->mode);
+    re->redis_cancel_event.requested_at_us = cx->received_at_us;
+    if (actor_send(self, cfg->redis, re) < 0)
+        log_debug("no %s actor for the cancel event of job %s", cfg->redis, cx->job_id);
+    msg_destroy(&re);
 }
 
-/* Every other instance, at once too (Redis: the seed's flag and the pub/sub
- * event): their generators' stops carry the cancel to the store just as
- * ours do. For a job that is not running anywhere, the flag expires in an
- * hour and the event finds nobody, as the seed says of stale flags. */
+/* The store has the cancel of a running or pending job: the seed's Redis
+ * flag (and the event again, for an instance that missed the first one),
+ * whether or not the client waits. */
 static void s_broadcast_cancel(actor_t *self, const cancel_t *cx)
 {
     const http_config_t *cfg = http_config(self);
@@ -584,6 +594,7 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
     if (pending || strcmp(prior, "processing") == 0) {
         /* running or waiting (a repeated cancel of a job still stopping
          * lands here too): stopped now, or as the mode says */
+        s_broadcast_cancel(self, cx);
         if (x) {
             const char *message = pending ? "Job cancelled before it started."
                                   : cx->mode == s_after_current_image
@@ -643,7 +654,6 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
         return;
     }
     s_publish_cancel(self, cx);
-    s_broadcast_cancel(self, cx);
 }
 
 /* ------------------------------------------------------------ attachments */

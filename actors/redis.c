@@ -878,6 +878,37 @@ static void s_handle_cancel(actor_t *self, msg_t *msg)
     s_cancel_send(st, op);
 }
 
+static void s_on_event_published(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    s_conn_replied(ac->data, ac, reply);
+}
+
+/* REDIS_CANCEL_EVENT: the PUBLISH alone, best effort, no reply. */
+static void s_handle_cancel_event(actor_t *self, msg_t *msg)
+{
+    redis_state_t *st = actor_state(self);
+    const msg_redis_cancel_event_t *rq = &msg->redis_cancel_event;
+    cancel_t c = {.mode = MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
+    if (!uuid_valid(rq->job_id)
+        || (rq->mode && s_mode_parse(rq->mode, strlen(rq->mode), &c.mode) < 0)
+        || c.requested_at_us <= 0 || c.requested_at_us > MAX_REQUESTED_AT_US) {
+        log_warn("malformed cancel event from %s dropped", msg->sender);
+        return;
+    }
+    if (!s_cmd_ready(st))
+        return; /* see messages.def: the durable path covers it */
+    memcpy(c.job_id, rq->job_id, UUID_STR_LEN);
+    s_lowercase(c.job_id);
+    conn_t *conn = &st->cmd;
+    char payload[PAYLOAD_MAX];
+    int n = snprintf(payload, sizeof payload, "%s %s %" PRId64 " %s", c.job_id,
+                     s_mode_names[c.mode], c.requested_at_us, st->instance);
+    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b",
+                          REDIS_CANCEL_CHANNEL, payload, (size_t)n)
+        == REDIS_OK)
+        s_conn_sent(conn);
+}
+
 static void s_handle_flag_get(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
@@ -1024,6 +1055,7 @@ static const actor_spec_t s_spec = {
     .handlers =
         {
             [MSG_REDIS_CANCEL] = s_handle_cancel,
+            [MSG_REDIS_CANCEL_EVENT] = s_handle_cancel_event,
             [MSG_REDIS_FLAG_GET] = s_handle_flag_get,
             [MSG_HEALTH_CHECK] = s_handle_health,
         },

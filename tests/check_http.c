@@ -434,6 +434,16 @@ static void s_cancel_roundtrip(client_t *c, const char *raw, const char *mode, m
     s_read_ok(c, r);
 }
 
+/* The early PUBLISH to other instances (no reply expected). */
+static void s_expect_redis_event(int64_t requested_at_us, const char *mode)
+{
+    msg_t *re = s_expect_msg(s_redis, MSG_REDIS_CANCEL_EVENT);
+    ck_assert_str_eq(re->redis_cancel_event.job_id, JOB);
+    ck_assert_str_eq(re->redis_cancel_event.mode, mode);
+    ck_assert_int_eq(re->redis_cancel_event.requested_at_us, requested_at_us);
+    msg_destroy(&re);
+}
+
 /* The cancel went out on the bus and to the redis actor (answered OK). */
 static void s_expect_broadcast(const char *mode)
 {
@@ -444,6 +454,7 @@ static void s_expect_broadcast(const char *mode)
     ck_assert_str_eq(ev->job_cancel.origin, INSTANCE);
     ck_assert_int_gt(ev->job_cancel.requested_at_us, s_now_us() - 60 * 1000000LL);
     ck_assert_int_le(ev->job_cancel.requested_at_us, s_now_us());
+    s_expect_redis_event(ev->job_cancel.requested_at_us, mode);
     msg_t *rc = s_expect_msg(s_redis, MSG_REDIS_CANCEL);
     ck_assert_str_eq(rc->redis_cancel.job_id, JOB);
     ck_assert_str_eq(rc->redis_cancel.mode, mode);
@@ -459,12 +470,16 @@ static void s_expect_no_broadcast(void)
     s_expect_none(s_redis, 50);
 }
 
-/* A well-formed cancel goes out before the store answers, whatever it
- * answers (generators stop first; their stops record the cancel if the
- * store's own write comes later): exactly one broadcast, nothing more. */
+/* A well-formed cancel goes out as events before the store answers,
+ * whatever it answers (generators stop first; their stops record the
+ * cancel if the store's own write comes later); the seed's Redis flag only
+ * for a job the store found running or pending. */
 static void s_expect_early_broadcast_only(void)
 {
-    s_expect_broadcast("immediate");
+    msg_t *ev = s_expect_msg(s_bus, MSG_JOB_CANCEL);
+    ck_assert_str_eq(ev->job_cancel.job_id, JOB);
+    s_expect_redis_event(ev->job_cancel.requested_at_us, "immediate");
+    msg_destroy(&ev);
     s_expect_no_broadcast();
 }
 

@@ -713,6 +713,51 @@ START_TEST(test_cancel_sets_flag_and_publishes)
 }
 END_TEST
 
+/* REDIS_CANCEL_EVENT: the PUBLISH alone, at once, and no flag (the HTTP
+ * actor sends it before the store has checked the job exists). */
+START_TEST(test_cancel_event_publishes_without_a_flag)
+{
+    NEED_REDIS();
+    int port = s_shared_port();
+    redisContext *c = s_sync(port);
+    redisContext *sub = s_sync(port);
+    redisReply *r = s_cmd(sub, "SUBSCRIBE %s", REDIS_CANCEL_CHANNEL);
+    freeReplyObject(r);
+    actor_t *a = s_start(getenv("IMAGEJOBS_TEST_REDIS"), 0);
+    s_wait_health(true);
+
+    char id[UUID_STR_LEN];
+    s_new_id(id);
+    msg_t *m = msg_new(MSG_REDIS_CANCEL_EVENT);
+    msg_set_str(&m->redis_cancel_event.job_id, id);
+    msg_set_str(&m->redis_cancel_event.mode, "immediate");
+    m->redis_cancel_event.requested_at_us = 1764158400654321LL;
+    ck_assert_int_eq(mailbox_send(s_test, REDIS_ACTOR_NAME, m), 0);
+    msg_destroy(&m);
+
+    char want[256];
+    snprintf(want, sizeof want, "%s immediate 1764158400654321 %s", id, s_instance);
+    for (;;) { /* other programs may share the server: skip their messages */
+        ck_assert_int_eq(redisGetReply(sub, (void **)&r), REDIS_OK);
+        ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+        int ours = strncmp(r->element[2]->str, id, 36) == 0;
+        if (ours)
+            ck_assert_str_eq(r->element[2]->str, want);
+        freeReplyObject(r);
+        if (ours)
+            break;
+    }
+    r = s_cmd(c, "EXISTS job:%s:cancelled", id);
+    ck_assert_int_eq(r->integer, 0);
+    freeReplyObject(r);
+    ck_assert_ptr_null(mailbox_recv(s_test, 100)); /* no reply */
+
+    redis_destroy(&a);
+    redisFree(sub);
+    redisFree(c);
+}
+END_TEST
+
 START_TEST(test_remote_cancel_reaches_the_bus_own_is_skipped)
 {
     NEED_REDIS();
@@ -1289,6 +1334,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_bad_config_fails_with_reason);
     tcase_add_test(tc, test_starts_while_redis_is_down_and_answers_eagain);
     tcase_add_test(tc, test_cancel_sets_flag_and_publishes);
+    tcase_add_test(tc, test_cancel_event_publishes_without_a_flag);
     tcase_add_test(tc, test_remote_cancel_reaches_the_bus_own_is_skipped);
     tcase_add_test(tc, test_malformed_messages_are_dropped_and_the_actor_keeps_working);
     tcase_add_test(tc, test_flag_get);
