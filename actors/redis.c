@@ -610,6 +610,31 @@ static void s_on_payload(redis_state_t *st, const char *p, size_t len)
     msg_destroy(&ev);
 }
 
+/* A job created on another instance: wake this instance's idle generators.
+ * Strictly "<uuid> <instance>"; anything else is dropped. */
+static void s_on_work_payload(redis_state_t *st, const char *p, size_t len)
+{
+    char id[UUID_STR_LEN];
+    if (len < 38 || len > 36 + 1 + REDIS_INSTANCE_MAX || p[36] != ' ') {
+        log_debug("malformed message on %s dropped", REDIS_WORK_CHANNEL);
+        return;
+    }
+    memcpy(id, p, 36);
+    id[36] = '\0';
+    const char *origin = p + 37;
+    size_t olen = len - 37;
+    if (!uuid_valid(id) || !s_instance_valid(origin, olen)) {
+        log_debug("malformed message on %s dropped", REDIS_WORK_CHANNEL);
+        return;
+    }
+    if (olen == strlen(st->instance) && memcmp(origin, st->instance, olen) == 0)
+        return; /* ours: the store woke our generators already */
+    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+    msg_set_str(&ev->work_available.job_id, id);
+    actor_publish(st->self, "work", ev);
+    msg_destroy(&ev);
+}
+
 static void s_publish_recheck(redis_state_t *st)
 {
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
@@ -646,6 +671,8 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
         return;
     }
     if (s_reply_is(r->element[0], "subscribe")) {
+        if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL))
+            return; /* the work channel's confirmation: nothing to do */
         c->state = CONN_READY;
         c->backoff = BACKOFF_FIRST_S;
         if (c->outage_logged)
@@ -661,6 +688,11 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
             s_publish_recheck(st);
         }
     } else if (s_reply_is(r->element[0], "message")) {
+        if (s_reply_is(r->element[1], REDIS_WORK_CHANNEL)
+            && r->element[2]->type == REDIS_REPLY_STRING) {
+            s_on_work_payload(st, r->element[2]->str, r->element[2]->len);
+            return;
+        }
         if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL)
             || r->element[2]->type != REDIS_REPLY_STRING) {
             log_debug("message on an unexpected channel dropped");
@@ -758,8 +790,8 @@ static void s_on_connect(const redisAsyncContext *ac, int status)
         c->state = CONN_SUBSCRIBING;
         rc = redisAsyncCommand(w, NULL, NULL, "CLIENT SETNAME %s", name);
         if (rc == REDIS_OK)
-            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s",
-                                   REDIS_CANCEL_CHANNEL);
+            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s",
+                                   REDIS_CANCEL_CHANNEL, REDIS_WORK_CHANNEL);
     } else {
         rc = redisAsyncCommand(w, s_on_hello, c, "CLIENT SETNAME %s", name);
     }
@@ -883,6 +915,25 @@ static void s_on_event_published(redisAsyncContext *ac, void *reply, void *privd
     s_conn_replied(ac->data, ac, reply);
 }
 
+/* WORK_AVAILABLE on our bus (the store created a job): tell the other
+ * instances, best effort (their sweep is the fallback). What we put on the
+ * bus ourselves, from another instance, is not sent back. */
+static void s_handle_work(actor_t *self, msg_t *msg)
+{
+    redis_state_t *st = actor_state(self);
+    if (strcmp(msg->sender, actor_name(self)) == 0 || !s_cmd_ready(st)
+        || !uuid_valid(msg->work_available.job_id))
+        return;
+    conn_t *conn = &st->cmd;
+    char payload[PAYLOAD_MAX];
+    int n = snprintf(payload, sizeof payload, "%s %s", msg->work_available.job_id,
+                     st->instance);
+    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b",
+                          REDIS_WORK_CHANNEL, payload, (size_t)n)
+        == REDIS_OK)
+        s_conn_sent(conn);
+}
+
 /* REDIS_CANCEL_EVENT: the PUBLISH alone, best effort, no reply. */
 static void s_handle_cancel_event(actor_t *self, msg_t *msg)
 {
@@ -994,6 +1045,10 @@ static void s_conn_init(redis_state_t *st, conn_t *c, const char *role)
 static int s_init(actor_t *self, void *arg)
 {
     const start_arg_t *a = arg;
+    if (actor_subscribe(self, "work") < 0) { /* jobs created here: tell the others */
+        actor_fail(self, "cannot subscribe to the bus");
+        return -1;
+    }
     redis_state_t *st = calloc(1, sizeof *st);
     if (!st)
         abort();
@@ -1056,6 +1111,7 @@ static const actor_spec_t s_spec = {
         {
             [MSG_REDIS_CANCEL] = s_handle_cancel,
             [MSG_REDIS_CANCEL_EVENT] = s_handle_cancel_event,
+            [MSG_WORK_AVAILABLE] = s_handle_work,
             [MSG_REDIS_FLAG_GET] = s_handle_flag_get,
             [MSG_HEALTH_CHECK] = s_handle_health,
         },

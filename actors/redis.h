@@ -44,6 +44,9 @@
 
 #define REDIS_ACTOR_NAME "redis"
 #define REDIS_CANCEL_CHANNEL "imagejobs:cancel"
+/* "<jobId> <instance>": a job was created, idle generators elsewhere may
+ * claim its combinations now rather than at their next sweep. */
+#define REDIS_WORK_CHANNEL "imagejobs:work"
 /* Cancels remembered while Redis is down (cfg.queue_max 0). */
 #define REDIS_QUEUE_MAX_DEFAULT 100000
 /* Longest instance name, including the terminating NUL. */

@@ -758,6 +758,66 @@ START_TEST(test_cancel_event_publishes_without_a_flag)
 }
 END_TEST
 
+/* Work wake-ups between instances: a job created here is announced on
+ * imagejobs:work; one announced by another instance wakes our generators
+ * (bus topic "work"); our own announcement is not echoed back. */
+START_TEST(test_work_wakeups_cross_redis)
+{
+    NEED_REDIS();
+    int port = s_shared_port();
+    redisContext *c = s_sync(port);
+    redisContext *sub = s_sync(port);
+    redisReply *r = s_cmd(sub, "SUBSCRIBE %s", REDIS_WORK_CHANNEL);
+    freeReplyObject(r);
+    mailbox_t *work = mailbox_new(s_rt, "work-listener");
+    ck_assert_ptr_nonnull(work);
+    ck_assert_int_eq(mailbox_subscribe(work, "work"), 0);
+    actor_t *a = s_start(getenv("IMAGEJOBS_TEST_REDIS"), 0);
+    s_wait_health(true);
+
+    char id[UUID_STR_LEN], remote[UUID_STR_LEN];
+    s_new_id(id);
+    s_new_id(remote);
+    msg_t *m = msg_new(MSG_WORK_AVAILABLE); /* as the store publishes it */
+    msg_set_str(&m->work_available.job_id, id);
+    ck_assert_int_ge(mailbox_publish(s_test, "work", m), 1);
+    msg_destroy(&m);
+    char want[256];
+    snprintf(want, sizeof want, "%s %s", id, s_instance);
+    for (;;) {
+        ck_assert_int_eq(redisGetReply(sub, (void **)&r), REDIS_OK);
+        int ours = strncmp(r->element[2]->str, id, 36) == 0;
+        if (ours)
+            ck_assert_str_eq(r->element[2]->str, want);
+        freeReplyObject(r);
+        if (ours)
+            break;
+    }
+    msg_t *echo = mailbox_recv(work, 100); /* our own publish reached us... */
+    ck_assert_ptr_nonnull(echo);
+    ck_assert_str_eq(echo->work_available.job_id, id);
+    msg_destroy(&echo);
+
+    r = s_cmd(c, "PUBLISH %s %s", REDIS_WORK_CHANNEL, "not-a-uuid other-instance");
+    freeReplyObject(r);
+    char payload[128];
+    snprintf(payload, sizeof payload, "%s other-instance", remote);
+    r = s_cmd(c, "PUBLISH %s %s", REDIS_WORK_CHANNEL, payload);
+    freeReplyObject(r);
+    msg_t *ev = mailbox_recv(work, 5000);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_eq(ev->type, MSG_WORK_AVAILABLE);
+    ck_assert_str_eq(ev->work_available.job_id, remote); /* the malformed one dropped */
+    msg_destroy(&ev);
+    ck_assert_ptr_null(mailbox_recv(work, 200)); /* ...and nothing more: no echo */
+
+    redis_destroy(&a);
+    mailbox_destroy(&work);
+    redisFree(sub);
+    redisFree(c);
+}
+END_TEST
+
 START_TEST(test_remote_cancel_reaches_the_bus_own_is_skipped)
 {
     NEED_REDIS();
@@ -1335,6 +1395,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_starts_while_redis_is_down_and_answers_eagain);
     tcase_add_test(tc, test_cancel_sets_flag_and_publishes);
     tcase_add_test(tc, test_cancel_event_publishes_without_a_flag);
+    tcase_add_test(tc, test_work_wakeups_cross_redis);
     tcase_add_test(tc, test_remote_cancel_reaches_the_bus_own_is_skipped);
     tcase_add_test(tc, test_malformed_messages_are_dropped_and_the_actor_keeps_working);
     tcase_add_test(tc, test_flag_get);
