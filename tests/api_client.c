@@ -221,3 +221,62 @@ int api_stop(pid_t pid, double timeout_s)
     waitpid(pid, &st, 0);
     return -1;
 }
+
+pid_t api_spawn(int port, const char *const *args, const char *log_path)
+{
+    const char *bin = getenv("IMAGEJOBS_BIN");
+    if (!bin)
+        return -1;
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[64] = {bin, "serve", "--listen", listen};
+    int argc = 4;
+    for (int i = 0; args && args[i] && argc < 62; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    return pid < 0 ? -1 : pid;
+}
+
+int api_wait_ready(int port, pid_t pid, double timeout_s)
+{
+    double deadline = s_now() + timeout_s;
+    while (s_now() < deadline) {
+        api_response_t r;
+        if (api_request(port, "GET", "/readyz", NULL, NULL, 0, &r) == 0) {
+            int ok = r.status == 200;
+            api_response_free(&r);
+            if (ok)
+                return 0;
+        }
+        if (kill(pid, 0) < 0)
+            return -1;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1; /* it died (and is collected) */
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling a condition with a deadline */
+    }
+    return -1;
+}
+
+int api_kill(pid_t pid)
+{
+    int st = 0;
+    kill(pid, SIGKILL);
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return st;
+}

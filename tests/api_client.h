@@ -38,4 +38,15 @@ pid_t api_serve(int port, const char *const *args, const char *log_path, double 
  * it had to be killed. */
 int api_stop(pid_t pid, double timeout_s);
 
+/* Starts `$IMAGEJOBS_BIN serve` as api_serve does, without waiting. Returns
+ * the pid, or -1. */
+pid_t api_spawn(int port, const char *const *args, const char *log_path);
+
+/* Waits (up to timeout_s) until /readyz on port answers 200. 0, or -1 when
+ * pid died or the time ran out (pid is left running then). */
+int api_wait_ready(int port, pid_t pid, double timeout_s);
+
+/* SIGKILL and collect; returns the wait status. */
+int api_kill(pid_t pid);
+
 #endif

@@ -1,0 +1,750 @@
+/*
+ * check_instances.c - several `imagejobs serve` instances against one Redis
+ * and one PostgreSQL (DESIGN.md, "Several instances"; issue 5), end to end:
+ * real processes on their own ports, driven over HTTP, checked through the
+ * API, SQL and Redis.
+ *
+ * Every test makes a database of its own (ij_instances_<pid>, dropped at
+ * the end), so that no other test program's server, running in parallel
+ * under make -j, claims its work; the instances it starts use that
+ * database and the suite's Redis (the Redis outage test starts a private
+ * redis-server instead: stopping the shared one would break the others).
+ * Leases are short (--lease 3; renewed every second) so that crash
+ * recovery is quick. Nothing waits a fixed time for an event: conditions
+ * are polled with deadlines, and nothing asserts how fast anything is
+ * except where a comment says why the bound is generous.
+ *
+ * Not here: the PostgreSQL outage of issue 5 (it needs a PostgreSQL of its
+ * own; stopping the suite's would break the tests running beside this one).
+ */
+#include "config.h"
+
+#include "tests/api_client.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void s_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* What a test started; the exit handler ends what is left of it, so that a
+ * failing test (Check forks each one and exits the child) leaves nothing
+ * running and no database behind. */
+typedef struct {
+    char name[32];
+    int port;
+    pid_t pid; /* 0 once stopped */
+} inst_t;
+
+#define MAX_INST 4
+static inst_t s_inst[MAX_INST];
+static int s_ninst;
+static char s_dbname[64];
+static char s_conninfo[1024]; /* the test's own database */
+static pid_t s_redis_pid;     /* a private redis-server, or 0 */
+static int s_redis_port;
+static bool s_cleanup_registered;
+
+/* conninfo of IMAGEJOBS_TEST_DATABASE with dbname replaced. */
+static void s_conninfo_for(const char *dbname, char *out, size_t len)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(getenv("IMAGEJOBS_TEST_DATABASE"), &err);
+    ck_assert_msg(opts != NULL, "IMAGEJOBS_TEST_DATABASE: %s", err ? err : "?");
+    size_t n = 0;
+    out[0] = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = strcmp(o->keyword, "dbname") ? o->val : dbname;
+        if (!v || !*v)
+            continue;
+        n += (size_t)snprintf(out + n, len - n, "%s%s='", n ? " " : "", o->keyword);
+        for (const char *p = v; *p && n + 3 < len; p++) {
+            if (*p == '\'' || *p == '\\')
+                out[n++] = '\\';
+            out[n++] = *p;
+        }
+        n += (size_t)snprintf(out + n, len - n, "'");
+        ck_assert_uint_lt(n, len);
+    }
+    PQconninfoFree(opts);
+}
+
+static PGconn *s_connect(const char *conninfo)
+{
+    PGconn *db = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
+    return db;
+}
+
+static void s_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "does not exist, skipping" */
+}
+
+static void s_admin(const char *sql)
+{
+    char ci[1024];
+    s_conninfo_for("postgres", ci, sizeof ci);
+    PGconn *db = PQconnectdb(ci);
+    if (PQstatus(db) == CONNECTION_OK) {
+        PQsetNoticeProcessor(db, s_quiet, NULL);
+        PGresult *r = PQexec(db, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fprintf(stderr, "check_instances: %s: %s", sql, PQerrorMessage(db));
+        PQclear(r);
+    }
+    PQfinish(db);
+}
+
+static void s_cleanup(void)
+{
+    for (int i = 0; i < s_ninst; i++)
+        if (s_inst[i].pid > 0) {
+            api_kill(s_inst[i].pid);
+            s_inst[i].pid = 0;
+        }
+    if (s_redis_pid > 0) {
+        kill(s_redis_pid, SIGKILL);
+        waitpid(s_redis_pid, NULL, 0);
+        s_redis_pid = 0;
+    }
+    if (s_dbname[0]) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
+        s_admin(sql);
+        s_dbname[0] = 0;
+    }
+}
+
+/* A fresh database of this test's own; its conninfo in s_conninfo. */
+static void s_make_database(void)
+{
+    if (!s_cleanup_registered) {
+        atexit(s_cleanup);
+        s_cleanup_registered = true;
+    }
+    snprintf(s_dbname, sizeof s_dbname, "ij_instances_%d", (int)getpid());
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
+    s_admin(sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
+    s_admin(sql);
+    s_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
+    PQfinish(s_connect(s_conninfo)); /* it exists */
+}
+
+/* Starts an instance (not waiting for it); redis: a URL or NULL for the
+ * suite's. */
+static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
+{
+    ck_assert_int_lt(s_ninst, MAX_INST);
+    inst_t *in = &s_inst[s_ninst++];
+    snprintf(in->name, sizeof in->name, "%s-%d", name, (int)getpid());
+    in->port = api_free_port();
+    ck_assert_int_gt(in->port, 0);
+    const char *args[] = {"--redis", redis ? redis : getenv("IMAGEJOBS_TEST_REDIS"),
+                          "--database", s_conninfo, "--generators", "2", "--lease", lease,
+                          "--instance", in->name, NULL};
+    char log[256];
+    snprintf(log, sizeof log, "tests/check_instances.%s.log", in->name);
+    in->pid = api_spawn(in->port, args, log);
+    ck_assert_int_gt(in->pid, 0);
+    return in;
+}
+
+static void s_ready(inst_t *in)
+{
+    ck_assert_msg(api_wait_ready(in->port, in->pid, 60) == 0,
+                  "instance %s did not become ready (see tests/check_instances.%s.log)",
+                  in->name, in->name);
+}
+
+/* Starts n instances together and waits until all are ready. */
+static void s_start(int n, inst_t **out, const char *redis, const char *lease)
+{
+    static const char *const names[] = {"A", "B", "C", "D"};
+    for (int i = 0; i < n; i++)
+        out[i] = s_spawn(names[i], redis, lease);
+    for (int i = 0; i < n; i++)
+        s_ready(out[i]);
+}
+
+/* SIGTERM; must exit 0 within timeout_s. */
+static void s_stop(inst_t *in, double timeout_s)
+{
+    int st = api_stop(in->pid, timeout_s);
+    in->pid = 0;
+    ck_assert_msg(st == 0, "instance %s exited with %d on SIGTERM (-1: not within %.0f s)",
+                  in->name, st, timeout_s);
+}
+
+static void s_stop_all(void)
+{
+    for (int i = 0; i < s_ninst; i++)
+        if (s_inst[i].pid > 0)
+            s_stop(&s_inst[i], 10);
+}
+
+static api_response_t s_call(inst_t *in, const char *method, const char *path,
+                             const char *headers, const char *body)
+{
+    api_response_t r;
+    int rc = api_request(in->port, method, path, headers, body, body ? strlen(body) : 0, &r);
+    ck_assert_msg(rc == 0, "%s %s on %s: no response", method, path, in->name);
+    return r;
+}
+
+static const char *s_str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
+    return json_string_value(v);
+}
+
+static json_int_t s_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
+    return json_integer_value(v);
+}
+
+/* A job of n combinations (seeds 1..n). Returns its id (caller frees). */
+static char *s_create(inst_t *in, int combos, int size, int steps, int images)
+{
+    char body[1024];
+    int n = snprintf(body, sizeof body, "{\"prompt\":\"a harbour seen from %s\",\"combinations\":[",
+                     in->name);
+    for (int i = 0; i < combos; i++)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s{\"seed\":%d}", i ? "," : "", i + 1);
+    snprintf(body + n, sizeof body - (size_t)n,
+             "],\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d}", images,
+             size, size, steps);
+    api_response_t r = s_call(in, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
+    ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
+    ck_assert_int_eq(s_int(r.json, "total_images"), combos * images);
+    char *id = strdup(s_str(r.json, "job_id"));
+    api_response_free(&r);
+    return id;
+}
+
+static json_t *s_get(inst_t *in, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s", id);
+    api_response_t r = s_call(in, "GET", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "get on %s: %d %s", in->name, r.status, r.body);
+    json_t *j = json_incref(r.json);
+    ck_assert_ptr_nonnull(j);
+    api_response_free(&r);
+    return j;
+}
+
+static int s_final(const char *status)
+{
+    return !strcmp(status, "completed") || !strcmp(status, "failed")
+           || !strcmp(status, "user_cancelled");
+}
+
+static json_t *s_wait_final(inst_t *in, const char *id, double timeout_s)
+{
+    double deadline = s_now() + timeout_s;
+    for (;;) {
+        json_t *j = s_get(in, id);
+        if (s_final(s_str(j, "job_status")))
+            return j;
+        json_decref(j);
+        ck_assert_msg(s_now() < deadline, "job %s did not end within %.0f s", id, timeout_s);
+        s_pause_ms(50);
+    }
+}
+
+/* Combinations of the job in status 'processing' (per the API). */
+static int s_processing(inst_t *in, const char *id)
+{
+    json_t *j = s_get(in, id);
+    int n = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(j, "combinations"), i, c) n +=
+        !strcmp(s_str(c, "status"), "processing");
+    json_decref(j);
+    return n;
+}
+
+static long s_sql_long(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long v = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+/* Counters, ids and rows agree; no (combination, image) twice; no image
+ * made after the job ended. */
+static void s_assert_consistent(PGconn *db, const char *id, json_t *job)
+{
+    json_int_t done = s_int(job, "completed_images");
+    json_t *ids = json_object_get(job, "generated_attach_ids");
+    ck_assert(json_is_array(ids));
+    ck_assert_int_eq((json_int_t)json_array_size(ids), done);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
+                     done);
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(distinct (combination, image_index)) from "
+                                "attachments where job_id = $1",
+                                id),
+                     done);
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(distinct x) from jobs, "
+                                "unnest(generated_attach_ids) x where id = $1",
+                                id),
+                     done);
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(*) from jobs j, unnest(j.generated_attach_ids) x "
+                                "where j.id = $1 and not exists (select 1 from attachments a "
+                                "where a.id = x and a.job_id = j.id)",
+                                id),
+                     0);
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(*) from attachments a join jobs j on j.id = "
+                                "a.job_id where j.id = $1 and a.created_at > j.finished_at",
+                                id),
+                     0);
+    /* each combination's counter is its rows */
+    ck_assert_int_eq(s_sql_long(db,
+                                "select count(*) from job_tasks t where t.job_id = $1 and "
+                                "t.completed_images <> (select count(*) from attachments a "
+                                "where a.job_id = t.job_id and a.combination = t.combination)",
+                                id),
+                     0);
+    json_int_t sum = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(job, "combinations"), i, c) sum +=
+        s_int(c, "completed_images");
+    ck_assert_int_eq(sum, done);
+}
+
+/* A completed job: every image there, exactly once. */
+static void s_assert_complete(PGconn *db, const char *id, json_t *job, int total)
+{
+    ck_assert_str_eq(s_str(job, "job_status"), "completed");
+    ck_assert_int_eq(s_int(job, "completed_images"), total);
+    s_assert_consistent(db, id, job);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
+                                    "status <> 'completed'",
+                                id),
+                     0);
+}
+
+/* Polls key in Redis (port) until it reads "true". */
+static void s_wait_flag(int port, const char *id, double timeout_s)
+{
+    double deadline = s_now() + timeout_s;
+    for (;;) {
+        redisContext *rc = redisConnect("127.0.0.1", port);
+        if (rc && !rc->err) {
+            redisReply *get = redisCommand(rc, "GET job:%s:cancelled", id);
+            int ok = get && get->type == REDIS_REPLY_STRING && !strcmp(get->str, "true");
+            if (get)
+                freeReplyObject(get);
+            redisFree(rc);
+            if (ok)
+                return;
+        } else if (rc) {
+            redisFree(rc);
+        }
+        ck_assert_msg(s_now() < deadline, "job:%s:cancelled not in Redis :%d within %.0f s", id,
+                      port, timeout_s);
+        s_pause_ms(50);
+    }
+}
+
+/* ------------------------------------------------------------ spread */
+
+/* A job created on A spreads over A, B and C: the Redis wake-up
+ * (imagejobs:work) reaches B and C at once, so even a small job (it ends
+ * in about a second) does not run on A alone, as it would if they waited
+ * for their 2 s sweep. */
+START_TEST(test_six_combinations_spread_over_three_instances)
+{
+    s_make_database();
+    inst_t *in[3];
+    s_start(3, in, NULL, "3");
+    char *id = s_create(in[0], 6, 128, 20, 3);
+    json_t *job = s_wait_final(in[1], id, 50);
+    PGconn *db = s_connect(s_conninfo);
+    s_assert_complete(db, id, job, 18);
+    json_decref(job);
+    /* with 6 combinations and 2 generators each, all 3 are likely: 2 is
+     * what cannot fail by chance */
+    long holders = s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
+                                  "job_id = $1",
+                              id);
+    ck_assert_msg(holders >= 2, "all 6 combinations ran on %ld instance(s)", holders);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
+                                    "claimed_by is null",
+                                id),
+                     0);
+    /* the same document from every instance */
+    for (int i = 0; i < 3; i++) {
+        json_t *j = s_get(in[i], id);
+        ck_assert_str_eq(s_str(j, "job_status"), "completed");
+        ck_assert_int_eq(s_int(j, "completed_images"), 18);
+        json_decref(j);
+    }
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------------------------ cancel */
+
+START_TEST(test_cancel_through_one_instance_stops_all)
+{
+    s_make_database();
+    inst_t *in[3];
+    s_start(3, in, NULL, "3");
+    char *id = s_create(in[1], 6, 256, 80, 10);
+    /* 6 combinations, 6 generators: wait until every one runs somewhere */
+    double deadline = s_now() + 30;
+    while (s_processing(in[2], id) < 6) {
+        ck_assert_msg(s_now() < deadline, "the 6 combinations never all ran");
+        s_pause_ms(20);
+    }
+    PGconn *db = s_connect(s_conninfo);
+    ck_assert_int_ge(s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
+                                    "job_id = $1 and status = 'processing'",
+                                id),
+                     3);
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    api_response_t r = s_call(in[0], "POST", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
+    ck_assert(json_is_true(json_object_get(r.json, "success")));
+    api_response_free(&r);
+
+    json_t *job = s_wait_final(in[2], id, 30);
+    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
+    ck_assert(json_is_string(json_object_get(job, "finished_at")));
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(job, "combinations"), i, c)
+    {
+        ck_assert_str_eq(s_str(c, "status"), "cancelled");
+        ck_assert_msg(json_is_string(json_object_get(c, "cancel_observed_at")),
+                      "combination %zu: no cancel_observed_at", i);
+        ck_assert(json_is_string(json_object_get(c, "stopped_at")));
+    }
+    ck_assert_int_lt(s_int(job, "completed_images"), 60);
+    s_assert_consistent(db, id, job);
+    json_decref(job);
+    s_wait_flag(atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")), id, 10);
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------------------------ kill -9 */
+
+START_TEST(test_kill9_one_instance_job_still_completes_once)
+{
+    s_make_database();
+    inst_t *in[2];
+    s_start(2, in, NULL, "3");
+    char *id = s_create(in[0], 4, 256, 40, 4);
+    PGconn *db = s_connect(s_conninfo);
+    /* both hold claims, and B has recorded an image of one of its own:
+     * whoever takes it over must resume at the next image */
+    const char *params[2] = {id, in[1]->name};
+    double deadline = s_now() + 30;
+    for (;;) {
+        PGresult *res = PQexecParams(db,
+                                     "select count(distinct claimed_by), count(*) filter "
+                                     "(where claimed_by = $2 and completed_images > 0) from "
+                                     "job_tasks where job_id = $1 and status = 'processing'",
+                                     2, NULL, params, NULL, NULL, 0);
+        ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+        int ready = atol(PQgetvalue(res, 0, 0)) == 2 && atol(PQgetvalue(res, 0, 1)) >= 1;
+        PQclear(res);
+        if (ready)
+            break;
+        ck_assert_msg(s_now() < deadline, "the two instances never both held claims");
+        s_pause_ms(20);
+    }
+    ck_assert_int_eq(WTERMSIG(api_kill(in[1]->pid)), SIGKILL);
+    in[1]->pid = 0;
+    /* what B held when it died, unfinished */
+    PGresult *res = PQexecParams(db,
+                                 "select count(*) from job_tasks where job_id = $1 and "
+                                 "claimed_by = $2 and status = 'processing'",
+                                 2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    long held = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    ck_assert_int_ge(held, 1);
+
+    json_t *job = s_wait_final(in[0], id, 55);
+    s_assert_complete(db, id, job, 16);
+    json_decref(job);
+    /* B's combinations were taken over by A once their lease ran out */
+    res = PQexecParams(db,
+                       "select count(*) from job_tasks where job_id = $1 and "
+                       "claimed_by = $2",
+                       2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    ck_assert_int_eq(atol(PQgetvalue(res, 0, 0)), 0);
+    PQclear(res);
+    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1", id), 4);
+    params[1] = in[0]->name;
+    res = PQexecParams(db,
+                       "select count(*) from job_tasks where job_id = $1 and "
+                       "claimed_by = $2",
+                       2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(atol(PQgetvalue(res, 0, 0)), 4);
+    PQclear(res);
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------------------------ SIGTERM */
+
+START_TEST(test_sigterm_one_instance_other_resumes_before_lease)
+{
+    s_make_database();
+    inst_t *in[2];
+    s_start(2, in, NULL, "30");
+    char *id = s_create(in[0], 4, 256, 40, 4);
+    PGconn *db = s_connect(s_conninfo);
+    const char *params[2] = {id, in[1]->name};
+    double deadline = s_now() + 30;
+    for (;;) {
+        PGresult *res = PQexecParams(db,
+                                     "select count(*) from job_tasks where job_id = $1 and "
+                                     "claimed_by = $2 and status = 'processing'",
+                                     2, NULL, params, NULL, NULL, 0);
+        ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+        long held = atol(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        if (held >= 1)
+            break;
+        ck_assert_msg(s_now() < deadline, "B never held a claim");
+        s_pause_ms(20);
+    }
+    double t_term = s_now();
+    s_stop(in[1], 5); /* exits 0 within 5 s */
+    /* what B gave back: unfinished, and no longer B's */
+    PGresult *res = PQexecParams(db,
+                                 "select count(*) from job_tasks where job_id = $1 and "
+                                 "claimed_by = $2 and status <> 'completed'",
+                                 2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(atol(PQgetvalue(res, 0, 0)), 0);
+    PQclear(res);
+
+    /* A resumes B's combinations at once, not when B's 30 s lease would
+     * have run out: the whole job ends within 25 s of the SIGTERM. The
+     * remaining work takes a few seconds on A alone; 25 s is a generous
+     * bound that only a claim waiting out the lease could break. */
+    json_t *job = s_wait_final(in[0], id, 25 - (s_now() - t_term));
+    s_assert_complete(db, id, job, 16);
+    json_decref(job);
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------------------------ Redis outage */
+
+static void s_redis_start(int port, const char *dir)
+{
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char log[512];
+        snprintf(log, sizeof log, "%s/redis.log", dir);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", dir, (char *)NULL);
+        _exit(127);
+    }
+    s_redis_pid = pid;
+    s_redis_port = port;
+    double deadline = s_now() + 10;
+    for (;;) {
+        redisContext *rc = redisConnect("127.0.0.1", port);
+        int ok = 0;
+        if (rc && !rc->err) {
+            redisReply *r = redisCommand(rc, "PING");
+            ok = r && r->type == REDIS_REPLY_STATUS;
+            if (r)
+                freeReplyObject(r);
+        }
+        if (rc)
+            redisFree(rc);
+        if (ok)
+            return;
+        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "redis-server exited (%s/redis.log)",
+                      dir);
+        ck_assert_msg(s_now() < deadline, "redis-server on %d never answered", port);
+        s_pause_ms(20);
+    }
+}
+
+static void s_redis_stop(void)
+{
+    kill(s_redis_pid, SIGTERM);
+    ck_assert_int_eq(waitpid(s_redis_pid, NULL, 0), s_redis_pid);
+    s_redis_pid = 0;
+}
+
+START_TEST(test_redis_outage_cancel_is_kept_and_flag_written)
+{
+    s_make_database();
+    char dir[] = "/tmp/ij-instances-redis-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    int port = api_free_port();
+    s_redis_start(port, dir);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    inst_t *in[1];
+    s_start(1, in, url, "3");
+    char *id = s_create(in[0], 2, 256, 80, 10);
+    double deadline = s_now() + 30;
+    while (s_processing(in[0], id) < 1) {
+        ck_assert_msg(s_now() < deadline, "the job never started");
+        s_pause_ms(20);
+    }
+    s_redis_stop();
+
+    /* PostgreSQL holds the cancel: the API answers as usual */
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    api_response_t r = s_call(in[0], "POST", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "cancel with Redis down: %d %s", r.status, r.body);
+    ck_assert(json_is_true(json_object_get(r.json, "success")));
+    api_response_free(&r);
+
+    s_redis_start(port, dir); /* back on the same port */
+    json_t *job = s_wait_final(in[0], id, 30);
+    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
+    PGconn *db = s_connect(s_conninfo);
+    s_assert_consistent(db, id, job);
+    PQfinish(db);
+    json_decref(job);
+    /* the seed's flag, written once Redis is back */
+    s_wait_flag(port, id, 20);
+    free(id);
+    s_stop_all();
+    s_redis_stop();
+    s_cleanup();
+    char log[512];
+    snprintf(log, sizeof log, "%s/redis.log", dir);
+    unlink(log);
+    rmdir(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ migration */
+
+START_TEST(test_two_instances_started_together_migrate_once)
+{
+    s_make_database(); /* fresh: no schema yet */
+    inst_t *in[2];
+    s_start(2, in, NULL, "3");
+    PGconn *db = s_connect(s_conninfo);
+    long rows = s_sql_long(db, "select count(*) from schema_version where $1 = $1", "x");
+    ck_assert_int_ge(rows, 1);
+    ck_assert_int_eq(s_sql_long(db, "select count(distinct version) from schema_version "
+                                    "where $1 = $1",
+                                "x"),
+                     rows);
+    ck_assert_int_eq(s_sql_long(db, "select max(version) from schema_version where $1 = $1",
+                                "x"),
+                     rows);
+    ck_assert_int_eq(s_sql_long(db, "select min(version) from schema_version where $1 = $1",
+                                "x"),
+                     1);
+    PQfinish(db);
+    /* both serve: a job made on one completes and reads the same on the other */
+    char *id = s_create(in[0], 1, 64, 2, 1);
+    json_t *job = s_wait_final(in[1], id, 30);
+    ck_assert_str_eq(s_str(job, "job_status"), "completed");
+    json_decref(job);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+static Suite *s_suite(void)
+{
+    Suite *s = suite_create("instances");
+    TCase *tc = tcase_create("several instances");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_two_instances_started_together_migrate_once);
+    tcase_add_test(tc, test_six_combinations_spread_over_three_instances);
+    tcase_add_test(tc, test_cancel_through_one_instance_stops_all);
+    tcase_add_test(tc, test_kill9_one_instance_job_still_completes_once);
+    tcase_add_test(tc, test_sigterm_one_instance_other_resumes_before_lease);
+    tcase_add_test(tc, test_redis_outage_cancel_is_kept_and_flag_written);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (!getenv("IMAGEJOBS_TEST_REDIS") || !getenv("IMAGEJOBS_TEST_REDIS_PORT")
+        || !getenv("IMAGEJOBS_TEST_DATABASE") || !getenv("IMAGEJOBS_BIN")) {
+        printf("SKIP: the instance tests need IMAGEJOBS_TEST_REDIS(_PORT), "
+               "IMAGEJOBS_TEST_DATABASE and IMAGEJOBS_BIN (cmd/imagejobs-local test)\n");
+        return 77;
+    }
+    SRunner *sr = srunner_create(s_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
