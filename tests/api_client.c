@@ -159,51 +159,15 @@ int api_free_port(void)
 
 pid_t api_serve(int port, const char *const *args, const char *log_path, double timeout_s)
 {
-    const char *bin = getenv("IMAGEJOBS_BIN");
-    if (!bin)
-        return -1;
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[64] = {bin, "serve", "--listen", listen};
-    int argc = 4;
-    for (int i = 0; args && args[i] && argc < 62; i++)
-        argv[argc++] = args[i];
-    argv[argc] = NULL;
-
-    pid_t pid = fork();
+    pid_t pid = api_spawn(port, args, log_path);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        /* the test process may have these blocked (the runtime does) */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(bin, (char *const *)argv);
-        _exit(127);
+    if (api_wait_ready(port, pid, timeout_s) < 0) {
+        kill(pid, SIGKILL); /* if it died, this is a no-op */
+        waitpid(pid, NULL, 0);
+        return -1;
     }
-    double deadline = s_now() + timeout_s;
-    while (s_now() < deadline) {
-        api_response_t r;
-        if (api_request(port, "GET", "/readyz", NULL, NULL, 0, &r) == 0) {
-            int ok = r.status == 200;
-            api_response_free(&r);
-            if (ok)
-                return pid;
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return -1; /* it died */
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* polling a condition with a deadline */
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
+    return pid;
 }
 
 int api_stop(pid_t pid, double timeout_s)
@@ -241,6 +205,7 @@ pid_t api_spawn(int port, const char *const *args, const char *log_path)
             dup2(fd, STDOUT_FILENO);
             dup2(fd, STDERR_FILENO);
         }
+        /* the test process may have these blocked (the runtime does) */
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
