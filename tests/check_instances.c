@@ -14,8 +14,9 @@
  * are polled with deadlines, and nothing asserts how fast anything is
  * except where a comment says why the bound is generous.
  *
- * Not here: the PostgreSQL outage of issue 5 (it needs a PostgreSQL of its
- * own; stopping the suite's would break the tests running beside this one).
+ * The PostgreSQL outage test starts a private PostgreSQL (initdb in a
+ * temporary directory, as the postgres user when run as root) for the same
+ * reason: stopping the suite's would break the tests running beside it.
  */
 #include "config.h"
 
@@ -24,6 +25,8 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
+#include <pwd.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <signal.h>
@@ -31,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -687,6 +691,281 @@ START_TEST(test_redis_outage_cancel_is_kept_and_flag_written)
 }
 END_TEST
 
+/* ------------------------------------------------------------ PostgreSQL outage */
+
+/* A private PostgreSQL (stopping the suite's would break the test
+ * programs running beside this one): its directory, or "" when none. The
+ * directory is named after the runner's pid; the runner's teardown
+ * (s_pg_teardown) ends what a failed test left there: a failed assertion
+ * leaves the test's process with _exit, so its atexit handlers never run. */
+static char s_pg_dir[64];
+static int s_pg_port;
+static pid_t s_runner_pid; /* main's pid */
+
+/* Runs a PostgreSQL program (argv[0]: its name in IMAGEJOBS_TEST_PGBIN) as
+ * postgres when we are root (they refuse root), from s_pg_dir, output to
+ * s_pg_dir/cmd.log. Returns its exit status, -1 when it did not exit. */
+static int s_pg_run(const char *const *argv)
+{
+    const char *bin = getenv("IMAGEJOBS_TEST_PGBIN");
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", bin ? bin : "/usr/lib/postgresql/15/bin", argv[0]);
+    const char *full[16];
+    int n = 0;
+    if (geteuid() == 0) {
+        full[n++] = "runuser";
+        full[n++] = "-u";
+        full[n++] = "postgres";
+        full[n++] = "--";
+    }
+    full[n++] = path;
+    for (int i = 1; argv[i] && n < 15; i++)
+        full[n++] = argv[i];
+    full[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char log[128];
+        snprintf(log, sizeof log, "%s/cmd.log", s_pg_dir);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        if (chdir(s_pg_dir) != 0)
+            _exit(126);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(full[0], (char *const *)full);
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int s_pg_ctl_start(void)
+{
+    char data[128], log[128], opts[256];
+    snprintf(data, sizeof data, "%s/data", s_pg_dir);
+    snprintf(log, sizeof log, "%s/pg.log", s_pg_dir);
+    snprintf(opts, sizeof opts,
+             "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
+             "-c synchronous_commit=off",
+             s_pg_port, s_pg_dir);
+    const char *argv[] = {"pg_ctl", "-D", data, "-l", log, "-w", "-t", "30",
+                          "-o", opts, "start", NULL};
+    return s_pg_run(argv);
+}
+
+static int s_pg_ctl_stop(const char *mode)
+{
+    char data[128];
+    snprintf(data, sizeof data, "%s/data", s_pg_dir);
+    const char *argv[] = {"pg_ctl", "-D", data, "-m", mode, "-w", "-t", "30", "stop", NULL};
+    return s_pg_run(argv);
+}
+
+/* Stops the private PostgreSQL if it runs and removes its directory. */
+static void s_pg_cleanup(void)
+{
+    if (!s_pg_dir[0])
+        return;
+    char pidfile[128];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", s_pg_dir);
+    if (access(pidfile, F_OK) == 0)
+        s_pg_ctl_stop("immediate");
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", s_pg_dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    s_pg_dir[0] = 0;
+}
+
+/* In the runner, after the test case: kills an instance a failed test left
+ * (its pid in DIR/instance.pid, if it still runs imagejobs), then stops
+ * that PostgreSQL and removes its directory. */
+static void s_pg_teardown(void)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "/tmp/ij-instances-pg-%d-*", (int)s_runner_pid);
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) != 0)
+        return;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        if (strlen(g.gl_pathv[i]) >= sizeof s_pg_dir)
+            continue;
+        strcpy(s_pg_dir, g.gl_pathv[i]);
+        char path[128], comm[64] = "";
+        snprintf(path, sizeof path, "%s/instance.pid", s_pg_dir);
+        FILE *f = fopen(path, "r");
+        int pid = 0;
+        if (f) {
+            if (fscanf(f, "%d", &pid) != 1)
+                pid = 0;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/proc/%d/comm", pid);
+        f = pid > 0 ? fopen(path, "r") : NULL;
+        if (f) {
+            if (!fgets(comm, sizeof comm, f))
+                comm[0] = 0;
+            fclose(f);
+        }
+        if (!strncmp(comm, "imagejobs", 9))
+            kill(pid, SIGKILL);
+        s_pg_cleanup();
+    }
+    globfree(&g);
+}
+
+/* Makes and starts the private PostgreSQL on a free port; its conninfo
+ * (database postgres: the instance migrates it) in s_conninfo. */
+static void s_pg_start_private(void)
+{
+    snprintf(s_pg_dir, sizeof s_pg_dir, "/tmp/ij-instances-pg-%d-XXXXXX", (int)s_runner_pid);
+    ck_assert_ptr_nonnull(mkdtemp(s_pg_dir));
+    if (geteuid() == 0) {
+        /* postgres must own it and reach it (/tmp is world-traversable) */
+        struct passwd *pw = getpwnam("postgres");
+        ck_assert_msg(pw != NULL, "no postgres user to run PostgreSQL as");
+        ck_assert_int_eq(chown(s_pg_dir, pw->pw_uid, pw->pw_gid), 0);
+    }
+    ck_assert_int_eq(chmod(s_pg_dir, 0755), 0);
+    char data[128];
+    snprintf(data, sizeof data, "%s/data", s_pg_dir);
+    const char *initdb[] = {"initdb", "-D", data, "-U", "postgres", "-A", "trust",
+                            "-E", "UTF8", "--no-locale", NULL};
+    ck_assert_msg(s_pg_run(initdb) == 0, "initdb failed (see %s/cmd.log)", s_pg_dir);
+    s_pg_port = api_free_port();
+    ck_assert_int_gt(s_pg_port, 0);
+    ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not start (see %s/pg.log)", s_pg_dir);
+    snprintf(s_conninfo, sizeof s_conninfo,
+             "host=127.0.0.1 port=%d dbname=postgres user=postgres", s_pg_port);
+    PQfinish(s_connect(s_conninfo));
+}
+
+/* Whether a line with both a and b occurs in path after its first from
+ * bytes. */
+static bool s_file_has(const char *path, long from, const char *a, const char *b)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool found = false;
+    if (fseek(f, from, SEEK_SET) == 0) {
+        char line[2048];
+        while (!found && fgets(line, sizeof line, f))
+            found = strstr(line, a) && strstr(line, b);
+    }
+    fclose(f);
+    return found;
+}
+
+static long s_file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+/* PostgreSQL stops mid-job for a few seconds: the API answers 503 for what
+ * needs it, the instance stays up, a finished image is held, and once
+ * PostgreSQL is back (same port, no restart of the instance) the job
+ * completes with every image exactly once. */
+START_TEST(test_postgres_outage_job_completes)
+{
+    s_pg_start_private();
+    inst_t *in[1];
+    s_start(1, in, NULL, "10");
+    char pidfile[128];
+    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
+    FILE *pf = fopen(pidfile, "w");
+    ck_assert_ptr_nonnull(pf);
+    fprintf(pf, "%d\n", (int)in[0]->pid);
+    fclose(pf);
+    char log[256];
+    snprintf(log, sizeof log, "tests/check_instances.%s.log", in[0]->name);
+    char *id = s_create(in[0], 2, 256, 40, 4);
+
+    /* at least one image recorded, and the job not over */
+    double deadline = s_now() + 30;
+    for (;;) {
+        json_t *j = s_get(in[0], id);
+        json_int_t done = s_int(j, "completed_images");
+        json_decref(j);
+        ck_assert_msg(done < 8, "the job ended before PostgreSQL could be stopped");
+        if (done >= 1)
+            break;
+        ck_assert_msg(s_now() < deadline, "no image recorded within 30 s");
+        s_pause_ms(20);
+    }
+    long log_at = s_file_size(log);
+    ck_assert_msg(s_pg_ctl_stop("fast") == 0, "pg_ctl stop failed (see %s/cmd.log)", s_pg_dir);
+
+    /* the API answers 503 with a JSON error; the instance stays alive */
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s", id);
+    api_response_t r = s_call(in[0], "GET", path, NULL, NULL);
+    ck_assert_msg(r.status == 503, "get with PostgreSQL down: %d %s", r.status, r.body);
+    ck_assert_msg(json_is_string(json_object_get(r.json, "error")), "503 body: %s", r.body);
+    api_response_free(&r);
+    r = s_call(in[0], "GET", "/healthz", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    api_response_free(&r);
+    ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
+
+    /* generation goes on: both combinations finish an image the store
+     * cannot record, and hold it (about an image's time, a second or two) */
+    char held[2][160];
+    for (int c = 0; c < 2; c++)
+        snprintf(held[c], sizeof held[c], "of %s/%d (", id, c);
+    deadline = s_now() + 20;
+    while (!s_file_has(log, log_at, held[0], "; holding it")
+           || !s_file_has(log, log_at, held[1], "; holding it")) {
+        ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
+        ck_assert_msg(s_now() < deadline, "not both combinations held an image within 20 s "
+                      "(see %s)", log);
+        s_pause_ms(50);
+    }
+    ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
+    r = s_call(in[0], "GET", path, NULL, NULL);
+    ck_assert_msg(r.status == 503, "get with PostgreSQL down: %d %s", r.status, r.body);
+    api_response_free(&r);
+
+    /* back on the same port: the held images are recorded, the job ends */
+    ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not restart (see %s/pg.log)", s_pg_dir);
+    /* 503 until the store has reconnected (its backoff is at most 5 s) */
+    json_t *job = NULL;
+    deadline = s_now() + 30;
+    for (;;) {
+        r = s_call(in[0], "GET", path, NULL, NULL);
+        ck_assert_msg(r.status == 200 || r.status == 503, "get: %d %s", r.status, r.body);
+        if (r.status == 200 && s_final(s_str(r.json, "job_status")))
+            job = json_incref(r.json);
+        api_response_free(&r);
+        if (job)
+            break;
+        ck_assert_msg(s_now() < deadline, "job %s did not end within 30 s of the restart", id);
+        s_pause_ms(50);
+    }
+    PGconn *db = s_connect(s_conninfo);
+    s_assert_complete(db, id, job, 8);
+    PQfinish(db);
+    json_decref(job);
+    free(id);
+    s_stop_all();
+    ck_assert_msg(s_pg_ctl_stop("fast") == 0, "pg_ctl stop failed (see %s/cmd.log)", s_pg_dir);
+    s_pg_cleanup();
+}
+END_TEST
+
 /* ------------------------------------------------------------ migration */
 
 START_TEST(test_two_instances_started_together_migrate_once)
@@ -724,12 +1003,14 @@ static Suite *s_suite(void)
     Suite *s = suite_create("instances");
     TCase *tc = tcase_create("several instances");
     tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, NULL, s_pg_teardown);
     tcase_add_test(tc, test_two_instances_started_together_migrate_once);
     tcase_add_test(tc, test_six_combinations_spread_over_three_instances);
     tcase_add_test(tc, test_cancel_through_one_instance_stops_all);
     tcase_add_test(tc, test_kill9_one_instance_job_still_completes_once);
     tcase_add_test(tc, test_sigterm_one_instance_other_resumes_before_lease);
     tcase_add_test(tc, test_redis_outage_cancel_is_kept_and_flag_written);
+    tcase_add_test(tc, test_postgres_outage_job_completes);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -742,6 +1023,7 @@ int main(void)
                "IMAGEJOBS_TEST_DATABASE and IMAGEJOBS_BIN (cmd/imagejobs-local test)\n");
         return 77;
     }
+    s_runner_pid = getpid();
     SRunner *sr = srunner_create(s_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
