@@ -162,6 +162,15 @@ static void s_on_cancel_event(actor_t *self, msg_t *msg)
         s_cancel(g, s_mode(msg->job_cancel.mode), msg->job_cancel.requested_at_us);
 }
 
+/* g->pending (a recording or a stop) goes to the store again after the
+ * backoff, which doubles up to 5 s. */
+static void s_retry_later(gen_actor_t *g)
+{
+    ev_timer_set(&g->retry, g->backoff, 0.);
+    ev_timer_start(g->loop, &g->retry);
+    g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+}
+
 /* ------------------------------------------------------------ stopping */
 
 static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
@@ -173,9 +182,7 @@ static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
         log_warn("store did not take the stop of %s/%llu (%s); retrying",
                  g->item.job_id, (unsigned long long)g->item.combination,
                  status ? strerror(-status) : reply->error.reason);
-        ev_timer_set(&g->retry, g->backoff, 0.);
-        ev_timer_start(g->loop, &g->retry);
-        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+        s_retry_later(g);
         return;
     }
     msg_destroy(&g->pending);
@@ -240,9 +247,7 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
                  (unsigned long long)g->index, g->item.job_id,
                  (unsigned long long)g->item.combination,
                  status ? strerror(-status) : reply->error.reason);
-        ev_timer_set(&g->retry, g->backoff, 0.);
-        ev_timer_start(g->loop, &g->retry);
-        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+        s_retry_later(g);
         return;
     }
     msg_destroy(&g->pending);
@@ -262,9 +267,7 @@ static void s_send_pending(gen_actor_t *g)
     actor_reply_fn cb = g->pending->type == MSG_IMAGE_READY ? s_on_recorded : s_on_stopped;
     if (actor_request(g->self, g->store, g->pending, g->cfg.request_timeout_s, cb, g) < 0) {
         log_warn("cannot reach %s: %s; retrying", g->store, strerror(errno));
-        ev_timer_set(&g->retry, g->backoff, 0.);
-        ev_timer_start(g->loop, &g->retry);
-        g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
+        s_retry_later(g);
     }
 }
 
