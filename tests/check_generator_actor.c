@@ -378,8 +378,7 @@ START_TEST(test_shutdown_gives_the_claim_back)
     cfg.lease_renew_s = 0.02;
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 3, 0);
-    /* a renewal shows it holds the claim (a reply still in its inbox when it
-     * stops is never seen: that claim comes back when its lease runs out) */
+    /* a renewal shows it is rendering the claimed work */
     msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
     msg_destroy(&renew);
     actor_destroy(&g);
@@ -389,6 +388,23 @@ START_TEST(test_shutdown_gives_the_claim_back)
     ck_assert_int_eq(stop->type, MSG_TASK_STOPPED);
     ck_assert_str_eq(stop->task_stopped.outcome, "released");
     ck_assert_str_eq(stop->task_stopped.instance, "test-instance");
+    ck_assert_str_eq(stop->task_stopped.job_id, JOB);
+    msg_destroy(&stop);
+}
+END_TEST
+
+/* A claim whose reply is still in the inbox when the stop comes is given
+ * back too: a stop first handles what the inbox holds. */
+START_TEST(test_claim_arriving_with_the_stop_is_given_back)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    s_give_work(req, 1024, 200, 3, 0);
+    msg_destroy(&req);
+    actor_destroy(&g); /* races the reply on purpose: either order must release */
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, "released");
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
     msg_destroy(&stop);
 }
@@ -443,6 +459,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_poll_mode_reads_the_redis_flag_before_each_image);
     tcase_add_test(tc, test_unrecorded_image_is_held_and_sent_again);
     tcase_add_test(tc, test_shutdown_gives_the_claim_back);
+    tcase_add_test(tc, test_claim_arriving_with_the_stop_is_given_back);
     tcase_add_test(tc, test_lost_claim_is_dropped_without_a_stop);
     tcase_add_test(tc, test_cuda_without_a_device_is_a_clear_error);
     suite_add_tcase(s, tc);
