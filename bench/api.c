@@ -24,6 +24,8 @@
  */
 #include "config.h"
 
+#include "bench/util.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -82,12 +84,6 @@ static int64_t s_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void s_sleep(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void s_die(const char *fmt, ...)
@@ -441,7 +437,7 @@ static void s_server_start(void)
             s_die("the server exited at start-up (status %d); see %s",
                   WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), s_cfg.log_path);
         }
-        s_sleep(0.05); /* polling a condition with a deadline */
+        bench_sleep(0.05); /* polling a condition with a deadline */
     }
     s_die("the server was not ready within 60 s; see %s", s_cfg.log_path);
 }
@@ -457,7 +453,7 @@ static int s_server_stop(double *took_s)
             *took_s = (double)(s_now_ns() - t0) / 1e9;
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
-        s_sleep(0.01);
+        bench_sleep(0.01);
     }
     kill(s_cfg.pid, SIGKILL);
     waitpid(s_cfg.pid, &st, 0);
@@ -909,7 +905,7 @@ static void s_idle(idle_t *r)
     r->setup_s = (double)(s_now_ns() - t0) / 1e9;
 
     /* let the server settle (its frees, its allocator), then read */
-    s_sleep(1.0);
+    bench_sleep(1.0);
     r->rss_with = s_rss();
     r->server_fds = s_cfg.pid > 0 ? s_fd_count(s_cfg.pid) : -1;
 
@@ -1110,7 +1106,7 @@ int main(int argc, char **argv)
     }
     s_bconn_close(&b);
     free(b.buf);
-    s_sleep(0.5);
+    bench_sleep(0.5);
     long long rss_idle = s_rss();
 
     /* idle connections before the load, so that their cost is measured

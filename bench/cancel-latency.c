@@ -40,6 +40,8 @@
  */
 #include "config.h"
 
+#include "bench/util.h"
+
 #include "runtime/actor.h"
 #include "runtime/log.h"
 #include "runtime/mailbox.h"
@@ -230,12 +232,6 @@ static void s_parse_args(int argc, char **argv)
 
 /* ================================================================ helpers */
 
-static double s_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int64_t s_mono_ns(void)
 {
@@ -244,14 +240,6 @@ static int64_t s_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void s_sleep(double s)
-{
-    if (s <= 0)
-        return;
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 static void s_die(const char *fmt, ...)
 {
@@ -281,11 +269,6 @@ static void s_push(series_t *s, double x)
     s->v[s->n++] = x;
 }
 
-static int s_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Nearest-rank percentile of a sorted series (p in 0..1). */
 static double s_pct(const series_t *s, double p)
@@ -299,7 +282,7 @@ static double s_pct(const series_t *s, double p)
 static void s_sort(series_t *s)
 {
     if (s->n)
-        qsort(s->v, s->n, sizeof *s->v, s_cmp_double);
+        qsort(s->v, s->n, sizeof *s->v, bench_cmp_double);
 }
 
 /* "2026-11-26T13:32:08.418054Z" (the GET document's format) -> µs since the
@@ -833,32 +816,32 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
     m->jobs++;
 
     /* every combination claimed and running */
-    double deadline = s_mono() + 30;
+    double deadline = bench_mono() + 30;
     json_t *job = NULL;
     for (;;) {
         job = s_get_job(port, id);
         if (job && s_all_processing(job, k))
             break;
-        if (s_mono() > deadline) {
+        if (bench_mono() > deadline) {
             s_fail(m, id, job, "its %d combinations were not all processing within 30 s", k);
             json_decref(job);
             m->broken = true;
             return;
         }
         json_decref(job);
-        s_sleep(0.005);
+        bench_sleep(0.005);
     }
     json_decref(job);
 
     /* a random moment within the images in flight */
-    s_sleep((double)(rand_r(rng) % ((unsigned)s_opt.delay_max_ms * 1000 + 1)) / 1e6);
+    bench_sleep((double)(rand_r(rng) % ((unsigned)s_opt.delay_max_ms * 1000 + 1)) / 1e6);
 
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
     const char *hdr = m->body ? "Content-Type: application/json\r\n" : NULL;
-    double t0 = s_mono();
+    double t0 = bench_mono();
     int rc = api_request(port, "POST", path, hdr, m->body, m->body ? strlen(m->body) : 0, &r);
-    double t1 = s_mono();
+    double t1 = bench_mono();
     if (rc < 0 || r.status != 200 || !json_is_true(json_object_get(r.json, "success"))
         || strcmp(s_jstr(r.json, "current_status"), "processing") != 0) {
         s_fail(m, id, r.json, "cancel answered HTTP %d %s", r.status, r.body ? r.body : "");
@@ -878,7 +861,7 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
         const char *st = job ? s_jstr(job, "job_status") : "";
         if (!strcmp(st, "user_cancelled") || !strcmp(st, "completed") || !strcmp(st, "failed"))
             break;
-        double now = s_mono();
+        double now = bench_mono();
         if (now > deadline) {
             s_fail(m, id, job, "still %s 60 s after its cancel", st);
             json_decref(job);
@@ -888,9 +871,9 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
         }
         json_decref(job);
         double wait = (now - t0) / 20;
-        s_sleep(wait < 0.001 ? 0.001 : wait > 0.010 ? 0.010 : wait);
+        bench_sleep(wait < 0.001 ? 0.001 : wait > 0.010 ? 0.010 : wait);
     }
-    double t2 = s_mono();
+    double t2 = bench_mono();
     if (s_check_and_record(m, id, job, at_cancel) == 0) {
         s_push(&m->m[M_RESPONSE], (t1 - t0) * 1e3);
         s_push(&m->m[M_CANCELLED], (t2 - t0) * 1e3);
@@ -1002,7 +985,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, s_on_signal);
     atexit(s_stop_servers_at_exit);
     log_set_level(LOG_WARN);
-    double t_start = s_mono();
+    double t_start = bench_mono();
     snprintf(s_load_start, sizeof s_load_start, "%s", s_loadavg());
 
     if (mkdir(s_opt.logs, 0755) < 0 && errno != EEXIST)
@@ -1150,7 +1133,7 @@ int main(int argc, char **argv)
         jobs += s_modes[i].jobs;
     printf("\n%d jobs, %d problems; samples in %s%s%s; server logs in %s/; %.0f s\n", jobs,
            s_failures, s_opt.csv, s_opt.plot ? ", plot in " : "", s_opt.plot ? s_opt.plot : "",
-           s_opt.logs, s_mono() - t_start);
+           s_opt.logs, bench_mono() - t_start);
     if (s_failures)
         printf("RESULT: FAILED (%d problems, listed on stderr)\n", s_failures);
     if (ev->on && poll->on)

@@ -29,6 +29,8 @@
  */
 #include "config.h"
 
+#include "bench/util.h"
+
 #include "tests/api_client.h"
 
 #include <errno.h>
@@ -158,21 +160,7 @@ static void s_parse_args(int argc, char **argv)
 
 /* ================================================================ helpers */
 
-static double s_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
-static void s_sleep(double s)
-{
-    if (s <= 0)
-        return;
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 static void s_die(const char *fmt, ...)
 {
@@ -201,11 +189,6 @@ typedef struct {
     size_t n;
 } series_t;
 
-static int s_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Nearest-rank percentile (p in 0..1) of a sorted series. */
 static double s_pct(const series_t *s, double p)
@@ -240,7 +223,7 @@ static series_t s_sql_series(PGconn *db, const char *sql, size_t *flagged)
             (*flagged)++;
     }
     PQclear(r);
-    qsort(s.v, s.n, sizeof *s.v, s_cmp_double);
+    qsort(s.v, s.n, sizeof *s.v, bench_cmp_double);
     return s;
 }
 
@@ -358,7 +341,7 @@ static int s_cancel(int i, const char *id)
 static int s_wait(PGconn *db, const char *sql, const char *id, long want, double timeout_s,
                   double interval_s, const char *what)
 {
-    double deadline = s_mono() + timeout_s;
+    double deadline = bench_mono() + timeout_s;
     const char *p[1] = {id};
     for (;;) {
         PGresult *r = s_sql(db, sql, id ? 1 : 0, p);
@@ -366,11 +349,11 @@ static int s_wait(PGconn *db, const char *sql, const char *id, long want, double
         PQclear(r);
         if (v == want)
             return 0;
-        if (s_mono() > deadline) {
+        if (bench_mono() > deadline) {
             s_fail("%s%s%s: not done within %.0f s", what, id ? " " : "", id ? id : "", timeout_s);
             return -1;
         }
-        s_sleep(interval_s);
+        bench_sleep(interval_s);
     }
 }
 
@@ -483,7 +466,7 @@ static void s_run_row(PGconn *admin, int n, row_t *row, unsigned *rng)
 
     /* (b) enqueue-to-start, one job at a time on an idle system */
     for (int j = 0; j < s_opt.enqueue_jobs; j++) {
-        s_sleep(0.02 + (double)(rand_r(rng) % 20000) / 1e6); /* every generator idle again */
+        bench_sleep(0.02 + (double)(rand_r(rng) % 20000) / 1e6); /* every generator idle again */
         if (s_create(0, "enqueue", j, 1, 64, 1, 1, id, sizeof id) < 0)
             break;
         created++;
@@ -505,7 +488,7 @@ static void s_run_row(PGconn *admin, int n, row_t *row, unsigned *rng)
         created++;
         if (s_wait(db, SQL_TASKS_PROCESSING, id, n * GENERATORS, 30, 0.005, "cancel job") < 0)
             break;
-        s_sleep((double)(rand_r(rng) % 300000) / 1e6);
+        bench_sleep((double)(rand_r(rng) % 300000) / 1e6);
         if (s_cancel(0, id) < 0 || s_wait(db, SQL_JOB_ENDED, id, 1, 30, 0.002, "cancelled job") < 0)
             break;
     }
@@ -558,7 +541,7 @@ int main(int argc, char **argv)
 
     char load0[32], load1[32];
     s_loadavg(load0, sizeof load0);
-    double t0 = s_mono();
+    double t0 = bench_mono();
     unsigned rng = 1;
     row_t rows[MAX_INSTANCES] = {0};
     for (int n = 1; n <= s_opt.max_instances; n++) {
@@ -569,7 +552,7 @@ int main(int argc, char **argv)
 
     printf("bench/scale: %d generators per instance, one Redis, one PostgreSQL; %.0f s, load "
            "average %s -> %s\n",
-           GENERATORS, s_mono() - t0, load0, s_loadavg(load1, sizeof load1));
+           GENERATORS, bench_mono() - t0, load0, s_loadavg(load1, sizeof load1));
     printf("claims: %d jobs x %d combinations (64x64, 1 step, 1 image) at once; enqueue: %d "
            "jobs one at a time on instance 1;\ncancel: %d jobs of 2 x instances combinations "
            "cancelled on instance 1 (times in ms)\n\n",
