@@ -119,6 +119,15 @@ static void s_ok(const msg_t *req)
     s_reply(s_store, req, msg_new(MSG_OK));
 }
 
+/* The generator ends its combination with `outcome`; the store takes it. */
+static void s_expect_stopped(const char *outcome)
+{
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    ck_assert_str_eq(stop->task_stopped.outcome, outcome);
+    s_ok(stop);
+    msg_destroy(&stop);
+}
+
 static void s_lease_state(const msg_t *req, const char *cancel_mode)
 {
     msg_t *r = msg_new(MSG_LEASE_STATE);
@@ -270,10 +279,7 @@ START_TEST(test_durable_cancel_from_the_store_stops_before_next_image)
     msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
     s_recorded(img, "immediate"); /* a cancel the events never brought */
     msg_destroy(&img);
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
-    s_ok(stop);
-    msg_destroy(&stop);
+    s_expect_stopped("cancelled");
     actor_destroy(&g);
 }
 END_TEST
@@ -338,10 +344,7 @@ START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
             msg_destroy(&img);
         }
     }
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
-    s_ok(stop);
-    msg_destroy(&stop);
+    s_expect_stopped("cancelled");
     actor_destroy(&g);
 }
 END_TEST
@@ -364,10 +367,7 @@ START_TEST(test_unrecorded_image_is_held_and_sent_again)
     s_recorded(again, NULL);
     msg_destroy(&again);
     msg_destroy(&img);
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "completed");
-    s_ok(stop);
-    msg_destroy(&stop);
+    s_expect_stopped("completed");
     actor_destroy(&g);
 }
 END_TEST
