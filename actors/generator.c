@@ -23,7 +23,10 @@
 #include "actors/generator.h"
 
 #include "actors/generator/png.h"
+#include "runtime/backoff.h"
+#include "runtime/clock.h"
 #include "runtime/log.h"
+#include "runtime/names.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -31,11 +34,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 /* Nice value of generator threads (the rest of the process stays at 0). */
 #define GENERATOR_NICE 10
+/* A recording or a stop the store could not take is sent again after
+ * RETRY_FIRST_S, doubling up to RETRY_MAX_S. */
+#define RETRY_FIRST_S 0.2
+#define RETRY_MAX_S 5.0
 
 typedef enum { IDLE, CHECKING, RUNNING, RECORDING, STOPPING } phase_t;
 typedef enum { CANCEL_NONE, CANCEL_IMMEDIATE, CANCEL_AFTER_IMAGE } cancel_t;
@@ -68,15 +74,9 @@ typedef struct {
     uint64_t steps_at_stop;
 
     msg_t *pending;    /* IMAGE_READY or TASK_STOPPED awaiting the store */
-    double backoff;
+    backoff_t backoff;
 } gen_actor_t;
 
-static int64_t s_now_us(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-}
 
 static void s_ask_work(gen_actor_t *g);
 static void s_next_image(gen_actor_t *g);
@@ -128,7 +128,7 @@ static void s_cancel(gen_actor_t *g, cancel_t mode, int64_t requested_us)
     if (!g->have_item || g->cancel != CANCEL_NONE || g->phase == STOPPING)
         return;
     g->cancel = mode;
-    g->observed_us = s_now_us();
+    g->observed_us = clock_wall_us();
     g->cancel_requested_us = requested_us;
     log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
              (unsigned long long)g->item.combination,
@@ -163,12 +163,11 @@ static void s_on_cancel_event(actor_t *self, msg_t *msg)
 }
 
 /* g->pending (a recording or a stop) goes to the store again after the
- * backoff, which doubles up to 5 s. */
+ * backoff, which doubles up to RETRY_MAX_S. */
 static void s_retry_later(gen_actor_t *g)
 {
-    ev_timer_set(&g->retry, g->backoff, 0.);
+    ev_timer_set(&g->retry, backoff_next(&g->backoff), 0.);
     ev_timer_start(g->loop, &g->retry);
-    g->backoff = g->backoff < 5. ? g->backoff * 2 : 5.;
 }
 
 /* ------------------------------------------------------------ stopping */
@@ -210,7 +209,7 @@ static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
     m->task_stopped.combination = g->item.combination;
     msg_set_str(&m->task_stopped.outcome, outcome);
     m->task_stopped.observed_at_us = g->observed_us;
-    m->task_stopped.stopped_at_us = s_now_us();
+    m->task_stopped.stopped_at_us = clock_wall_us();
     msg_set_str(&m->task_stopped.error, error);
     m->task_stopped.steps_done = g->steps_at_stop;
     msg_set_str(&m->task_stopped.instance, g->instance);
@@ -226,7 +225,7 @@ static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
                  (long long)(m->task_stopped.stopped_at_us - g->observed_us));
     msg_destroy(&g->pending);
     g->pending = m;
-    g->backoff = 0.2;
+    backoff_reset(&g->backoff);
     s_send_pending(g);
 }
 
@@ -303,7 +302,7 @@ static void s_image_done(gen_actor_t *g)
     g->phase = RECORDING;
     msg_destroy(&g->pending);
     g->pending = m;
-    g->backoff = 0.2;
+    backoff_reset(&g->backoff);
     s_send_pending(g);
 }
 
@@ -517,8 +516,8 @@ static int s_init(actor_t *self, void *arg)
     g->cfg = *cfg;
     snprintf(g->name, sizeof g->name, "%s", actor_name(self));
     snprintf(g->instance, sizeof g->instance, "%s", cfg->instance ? cfg->instance : "local");
-    snprintf(g->store, sizeof g->store, "%s", cfg->store ? cfg->store : "store");
-    snprintf(g->redis, sizeof g->redis, "%s", cfg->redis ? cfg->redis : "redis");
+    snprintf(g->store, sizeof g->store, "%s", cfg->store ? cfg->store : ACTOR_STORE);
+    snprintf(g->redis, sizeof g->redis, "%s", cfg->redis ? cfg->redis : ACTOR_REDIS);
     g->cfg.name = g->cfg.instance = g->cfg.store = g->cfg.redis = NULL; /* not kept */
     if (g->cfg.sweep_s <= 0)
         g->cfg.sweep_s = 2.;
@@ -526,6 +525,7 @@ static int s_init(actor_t *self, void *arg)
         g->cfg.lease_renew_s = 5.;
     if (g->cfg.request_timeout_s <= 0)
         g->cfg.request_timeout_s = 10.;
+    backoff_init(&g->backoff, RETRY_FIRST_S, RETRY_MAX_S, 0);
     actor_set_state(self, g);
 
     /* Generation is batch work: the control path (HTTP, store, Redis,
@@ -560,8 +560,8 @@ static int s_init(actor_t *self, void *arg)
     ev_init(&g->retry, s_retry_cb);
     g->retry.data = g;
 
-    if ((!g->cfg.poll_mode && actor_subscribe(self, "cancel") < 0)
-        || actor_subscribe(self, "work") < 0) {
+    if ((!g->cfg.poll_mode && actor_subscribe(self, TOPIC_CANCEL) < 0)
+        || actor_subscribe(self, TOPIC_WORK) < 0) {
         actor_fail(self, "cannot subscribe to the bus");
         gen_backend_close(&g->backend);
         free(g);
@@ -605,7 +605,7 @@ static void s_fini(actor_t *self)
         msg_set_str(&m->task_stopped.job_id, g->item.job_id);
         m->task_stopped.combination = g->item.combination;
         msg_set_str(&m->task_stopped.outcome, "released");
-        m->task_stopped.stopped_at_us = s_now_us();
+        m->task_stopped.stopped_at_us = clock_wall_us();
         m->task_stopped.steps_done = gen_steps_done(g->backend);
         msg_set_str(&m->task_stopped.instance, g->instance);
         actor_send(self, g->store, m);

@@ -26,6 +26,7 @@
 #include "actors/http.h"
 
 #include "actors/http_api.h"
+#include "runtime/clock.h"
 #include "runtime/log.h"
 
 #include <assert.h>
@@ -139,12 +140,6 @@ static void s_conn_flush(conn_t *c);
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t s_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void s_buf_add(buf_t *b, const char *data, size_t len)
 {
@@ -562,7 +557,7 @@ static int s_on_message_complete(http_parser *p)
     c->in_body = false;
     if (p->upgrade) /* what follows is not HTTP: answer, then close */
         c->req->keep_alive = false;
-    c->req->view.received_at_us = s_now_us();
+    c->req->view.received_at_us = clock_wall_us();
     /* stop here: the next pipelined request waits for this one's response */
     http_parser_pause(p, 1);
     return 0;

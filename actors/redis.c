@@ -36,7 +36,10 @@
 
 #include "actors/redis.h"
 
+#include "runtime/backoff.h"
+#include "runtime/clock.h"
 #include "runtime/log.h"
+#include "runtime/names.h"
 #include "runtime/uuid.h"
 
 #include <ctype.h>
@@ -91,7 +94,7 @@ typedef struct {
     redisAsyncContext *ac;      /* NULL while down */
     conn_state_t state;
     ev_timer retry;
-    double backoff;             /* the next retry's delay */
+    backoff_t backoff;          /* the next retry's delay */
     ev_tstamp since;            /* when CONNECTING or SUBSCRIBING began */
     ev_tstamp progress;         /* last reply, or first command after idle */
     unsigned inflight;          /* commands awaiting a reply */
@@ -113,17 +116,10 @@ typedef struct queued {
     cancel_t c;
 } queued_t;
 
-/* Who waits for the answer to a request: enough of the request to reply. */
-typedef struct {
-    bool waiting;
-    uint64_t corr;
-    char sender[MSG_NAME_MAX];
-} requester_t;
-
 typedef struct {
     redis_state_t *st;
     cancel_t c;
-    requester_t req;
+    actor_caller_t req;
     bool from_queue;   /* counts against the flush window */
     int replies_due;   /* of SET and PUBLISH */
     bool lost;         /* a reply came back NULL */
@@ -133,7 +129,7 @@ typedef struct {
 
 typedef struct {
     redis_state_t *st;
-    requester_t req;
+    actor_caller_t req;
 } flag_op_t;
 
 struct redis_state {
@@ -159,7 +155,6 @@ struct redis_state {
     unsigned flushing; /* queued cancels in flight */
 
     uint64_t dropped; /* malformed channel messages */
-    uint64_t rng;
 };
 
 /* What redis_start hands to init (valid during actor_new only). */
@@ -177,12 +172,6 @@ static void s_flush(redis_state_t *st);
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t s_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static int s_mode_parse(const char *s, size_t len, cancel_mode_t *mode)
 {
@@ -226,52 +215,6 @@ static void s_sanitize(char *out, size_t outlen, const char *in, size_t len)
     out[n] = '\0';
 }
 
-static uint64_t s_random(redis_state_t *st)
-{
-    uint64_t x = st->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return st->rng = x;
-}
-
-/* ------------------------------------------------------------ replies */
-
-static void s_requester_set(requester_t *r, const msg_t *msg)
-{
-    r->waiting = true;
-    r->corr = msg->corr;
-    snprintf(r->sender, sizeof r->sender, "%s", msg->sender);
-}
-
-/* Sends reply (consumed) to whoever waits on r, once. */
-static void s_answer(redis_state_t *st, requester_t *r, msg_t **reply)
-{
-    if (r->waiting) {
-        msg_t request = {.corr = r->corr};
-        memcpy(request.sender, r->sender, sizeof request.sender);
-        if (actor_reply(st->self, &request, *reply) < 0)
-            log_debug("reply to %s lost: %s", r->sender, strerror(errno));
-        r->waiting = false;
-    }
-    msg_destroy(reply);
-}
-
-static void s_answer_error(redis_state_t *st, requester_t *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void s_answer_error(redis_state_t *st, requester_t *r, int code, const char *fmt, ...)
-{
-    char reason[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
-    va_end(ap);
-    msg_t *reply = msg_new(MSG_ERROR);
-    reply->error.code = code;
-    msg_set_str(&reply->error.reason, reason);
-    s_answer(st, r, &reply);
-}
 
 /* ------------------------------------------------------------ queue */
 
@@ -382,7 +325,7 @@ static void s_cancel_done(cancel_op_t *op)
     if (op->from_queue)
         st->flushing--;
     if (st->stopping) {
-        s_answer_error(st, &op->req, -EAGAIN, "redis actor stopping");
+        actor_reply_error(st->self, &op->req, -EAGAIN, "redis actor stopping");
         free(op);
         return;
     }
@@ -390,12 +333,12 @@ static void s_cancel_done(cancel_op_t *op)
         int kept = s_queue_push(st, &op->c);
         log_debug("cancel of %s not acknowledged (connection lost); %s", op->c.job_id,
                   kept == 0 ? "queued" : "queue full");
-        s_answer_error(st, &op->req, -EAGAIN,
+        actor_reply_error(st->self, &op->req, -EAGAIN,
                        kept == 0 ? "redis connection lost; the cancel is queued for it"
                                  : "redis connection lost; cancel queue full, not kept");
     } else if (op->error[0]) {
         log_warn("redis refused the cancel of %s: %s", op->c.job_id, op->error);
-        s_answer_error(st, &op->req, -EIO, "redis: %s", op->error);
+        actor_reply_error(st->self, &op->req, -EIO, "redis: %s", op->error);
     } else {
         s_queue_forget(st, op->c.job_id); /* a duplicate queued meanwhile */
         msg_t *ok = msg_new(MSG_OK);
@@ -403,7 +346,8 @@ static void s_cancel_done(cancel_op_t *op)
         snprintf(detail, sizeof detail, "flag set; published to %lld subscribers",
                  op->receivers);
         msg_set_str(&ok->ok.detail, detail);
-        s_answer(st, &op->req, &ok);
+        actor_reply_to(st->self, &op->req, ok);
+        msg_destroy(&ok);
     }
     free(op);
     s_flush(st);
@@ -497,17 +441,18 @@ static void s_on_flag(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     s_conn_replied(&st->cmd, ac, r);
     if (!r) {
-        s_answer_error(st, &op->req, -EAGAIN,
+        actor_reply_error(st->self, &op->req, -EAGAIN,
                        st->stopping ? "redis actor stopping" : "redis connection lost");
     } else if (r->type == REDIS_REPLY_ERROR) {
         char why[160];
         s_sanitize(why, sizeof why, r->str, r->len);
-        s_answer_error(st, &op->req, -EIO, "redis: %s", why);
+        actor_reply_error(st->self, &op->req, -EIO, "redis: %s", why);
     } else {
         msg_t *flag = msg_new(MSG_REDIS_FLAG);
         flag->redis_flag.set =
             r->type == REDIS_REPLY_STRING && r->len == 4 && memcmp(r->str, "true", 4) == 0;
-        s_answer(st, &op->req, &flag);
+        actor_reply_to(st->self, &op->req, flag);
+        msg_destroy(&flag);
     }
     free(op);
 }
@@ -603,7 +548,7 @@ static void s_on_payload(redis_state_t *st, const char *p, size_t len)
     msg_set_str(&ev->job_cancel.mode, s_mode_names[pl.mode]);
     ev->job_cancel.requested_at_us = pl.requested_at_us;
     msg_set_str(&ev->job_cancel.origin, pl.origin);
-    if (actor_publish(st->self, "cancel", ev) < 0)
+    if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
         log_error("cannot publish the cancel of %s on the bus", pl.job_id);
     else
         log_debug("cancel of %s from %s published on the bus", pl.job_id, pl.origin);
@@ -631,7 +576,7 @@ static void s_on_work_payload(redis_state_t *st, const char *p, size_t len)
         return; /* ours: the store woke our generators already */
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
     msg_set_str(&ev->work_available.job_id, id);
-    actor_publish(st->self, "work", ev);
+    actor_publish(st->self, TOPIC_WORK, ev);
     msg_destroy(&ev);
 }
 
@@ -639,9 +584,9 @@ static void s_publish_recheck(redis_state_t *st)
 {
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.mode, "recheck");
-    ev->job_cancel.requested_at_us = s_now_us();
+    ev->job_cancel.requested_at_us = clock_wall_us();
     msg_set_str(&ev->job_cancel.origin, st->instance);
-    if (actor_publish(st->self, "cancel", ev) < 0)
+    if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
         log_error("cannot publish the recheck on the bus");
     msg_destroy(&ev);
 }
@@ -674,7 +619,7 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
         if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL))
             return; /* the work channel's confirmation: nothing to do */
         c->state = CONN_READY;
-        c->backoff = BACKOFF_FIRST_S;
+        backoff_reset(&c->backoff);
         if (c->outage_logged)
             log_info("subscriber: back on %s, subscribed to %s", st->url,
                      REDIS_CANCEL_CHANNEL);
@@ -723,10 +668,8 @@ static void s_conn_down(conn_t *c, const char *why)
     } else {
         log_debug("%s: %s still unreachable: %s", c->role, st->url, c->error);
     }
-    /* jitter of +-25%, so that instances do not retry in step */
-    double delay = c->backoff * (0.75 + (double)(s_random(st) % 1000) / 2000.0);
-    c->backoff = c->backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : c->backoff * 2;
-    ev_timer_set(&c->retry, delay, 0.);
+    /* jittered, so that instances do not retry in step */
+    ev_timer_set(&c->retry, backoff_next(&c->backoff), 0.);
     ev_timer_start(st->loop, &c->retry);
 }
 
@@ -756,7 +699,7 @@ static void s_on_hello(redisAsyncContext *ac, void *reply, void *privdata)
     if (st->stopping || c->ac != ac)
         return;
     c->state = CONN_READY;
-    c->backoff = BACKOFF_FIRST_S;
+    backoff_reset(&c->backoff);
     if (c->outage_logged)
         log_info("commands: back on %s (%zu queued cancels to write)", st->url, st->queued);
     else
@@ -870,22 +813,21 @@ static void s_handle_cancel(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
     const msg_redis_cancel_t *rq = &msg->redis_cancel;
-    requester_t req;
-    s_requester_set(&req, msg);
+    actor_caller_t req = actor_caller(msg);
 
     cancel_t c = {.mode = MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
     if (!uuid_valid(rq->job_id)) {
-        s_answer_error(st, &req, -EINVAL, "job_id is not a UUID");
+        actor_reply_error(st->self, &req, -EINVAL, "job_id is not a UUID");
         return;
     }
     if (rq->mode && s_mode_parse(rq->mode, strlen(rq->mode), &c.mode) < 0) {
-        s_answer_error(st, &req, -EINVAL, "mode must be immediate or after_current_image");
+        actor_reply_error(st->self, &req, -EINVAL, "mode must be immediate or after_current_image");
         return;
     }
     if (c.requested_at_us == 0)
-        c.requested_at_us = s_now_us();
+        c.requested_at_us = clock_wall_us();
     if (c.requested_at_us < 0 || c.requested_at_us > MAX_REQUESTED_AT_US) {
-        s_answer_error(st, &req, -EINVAL, "requested_at_us out of range");
+        actor_reply_error(st->self, &req, -EINVAL, "requested_at_us out of range");
         return;
     }
     memcpy(c.job_id, rq->job_id, UUID_STR_LEN);
@@ -893,11 +835,11 @@ static void s_handle_cancel(actor_t *self, msg_t *msg)
 
     if (!s_cmd_ready(st)) {
         if (s_queue_push(st, &c) == 0)
-            s_answer_error(st, &req, -EAGAIN,
+            actor_reply_error(st->self, &req, -EAGAIN,
                            "redis unavailable (%s); the cancel is queued for its return",
                            st->cmd.error[0] ? st->cmd.error : s_state_names[st->cmd.state]);
         else
-            s_answer_error(st, &req, -EAGAIN,
+            actor_reply_error(st->self, &req, -EAGAIN,
                            "redis unavailable; cancel queue full, the flag is not kept");
         return;
     }
@@ -963,14 +905,13 @@ static void s_handle_cancel_event(actor_t *self, msg_t *msg)
 static void s_handle_flag_get(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
-    requester_t req;
-    s_requester_set(&req, msg);
+    actor_caller_t req = actor_caller(msg);
     if (!uuid_valid(msg->redis_flag_get.job_id)) {
-        s_answer_error(st, &req, -EINVAL, "job_id is not a UUID");
+        actor_reply_error(st->self, &req, -EINVAL, "job_id is not a UUID");
         return;
     }
     if (!s_cmd_ready(st)) {
-        s_answer_error(st, &req, -EAGAIN, "redis unavailable (%s)",
+        actor_reply_error(st->self, &req, -EAGAIN, "redis unavailable (%s)",
                        st->cmd.error[0] ? st->cmd.error : s_state_names[st->cmd.state]);
         return;
     }
@@ -984,7 +925,7 @@ static void s_handle_flag_get(actor_t *self, msg_t *msg)
     op->req = req;
     if (redisAsyncCommand(st->cmd.ac, s_on_flag, op, "GET job:%s:cancelled", id) != REDIS_OK) {
         st->cmd.state = CONN_CLOSING;
-        s_answer_error(st, &op->req, -EAGAIN, "redis connection lost");
+        actor_reply_error(st->self, &op->req, -EAGAIN, "redis connection lost");
         free(op);
         return;
     }
@@ -1010,8 +951,6 @@ static void s_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
 static void s_handle_health(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
-    requester_t req;
-    s_requester_set(&req, msg);
     char detail[768];
     size_t n = 0;
     detail[0] = '\0';
@@ -1027,7 +966,8 @@ static void s_handle_health(actor_t *self, msg_t *msg)
     msg_t *h = msg_new(MSG_HEALTH);
     h->health.ok = st->cmd.state == CONN_READY && st->sub.state == CONN_READY;
     msg_set_str(&h->health.detail, detail);
-    s_answer(st, &req, &h);
+    actor_reply(self, msg, h);
+    msg_destroy(&h);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1037,7 +977,8 @@ static void s_conn_init(redis_state_t *st, conn_t *c, const char *role)
     c->st = st;
     c->role = role;
     c->state = CONN_DOWN;
-    c->backoff = BACKOFF_FIRST_S;
+    uint64_t seed = (uint64_t)clock_wall_us() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)c;
+    backoff_init(&c->backoff, BACKOFF_FIRST_S, BACKOFF_MAX_S, seed | 1);
     ev_timer_init(&c->retry, s_retry_cb, 0., 0.);
     c->retry.data = c;
 }
@@ -1045,7 +986,7 @@ static void s_conn_init(redis_state_t *st, conn_t *c, const char *role)
 static int s_init(actor_t *self, void *arg)
 {
     const start_arg_t *a = arg;
-    if (actor_subscribe(self, "work") < 0) { /* jobs created here: tell the others */
+    if (actor_subscribe(self, TOPIC_WORK) < 0) { /* jobs created here: tell the others */
         actor_fail(self, "cannot subscribe to the bus");
         return -1;
     }
@@ -1060,9 +1001,6 @@ static int s_init(actor_t *self, void *arg)
     snprintf(st->path, sizeof st->path, "%s", a->path);
     snprintf(st->instance, sizeof st->instance, "%s", a->instance);
     st->queue_max = a->queue_max ? a->queue_max : REDIS_QUEUE_MAX_DEFAULT;
-    st->rng = (uint64_t)s_now_us() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)st;
-    if (!st->rng)
-        st->rng = 1;
     s_conn_init(st, &st->cmd, "commands");
     s_conn_init(st, &st->sub, "subscriber");
     ev_timer_init(&st->watchdog, s_watchdog_cb, WATCHDOG_PERIOD_S, WATCHDOG_PERIOD_S);
@@ -1213,7 +1151,7 @@ actor_t *redis_start(runtime_t *rt, const redis_config_t *cfg, char *err, size_t
     a.url = cfg->url;
     a.instance = cfg->instance;
     a.queue_max = cfg->queue_max;
-    return actor_new(rt, REDIS_ACTOR_NAME, &s_spec, &a, err, errlen);
+    return actor_new(rt, ACTOR_REDIS, &s_spec, &a, err, errlen);
 }
 
 void redis_destroy(actor_t **ap)

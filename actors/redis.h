@@ -40,9 +40,10 @@
 #include <stddef.h>
 
 #include "runtime/actor.h"
+#include "runtime/names.h"
 #include "runtime/runtime.h"
 
-#define REDIS_ACTOR_NAME "redis"
+#define REDIS_ACTOR_NAME ACTOR_REDIS
 #define REDIS_CANCEL_CHANNEL "imagejobs:cancel"
 /* "<jobId> <instance>": a job was created, idle generators elsewhere may
  * claim its combinations now rather than at their next sweep. */

@@ -11,7 +11,9 @@
 #include "actors/redis.h"
 #include "actors/store.h"
 #include "runtime/actor.h"
+#include "runtime/backoff.h"
 #include "runtime/log.h"
+#include "runtime/names.h"
 #include "runtime/options.h"
 #include "runtime/runtime.h"
 
@@ -94,7 +96,8 @@ static int s_migrate_until_done(const char *conninfo)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    double backoff = 0.2;
+    backoff_t backoff;
+    backoff_init(&backoff, 0.2, 5.0, 0);
     char err[512], last[512] = "";
     for (;;) {
         if (store_migrate(conninfo, err, sizeof err) == 0)
@@ -103,11 +106,11 @@ static int s_migrate_until_done(const char *conninfo)
             log_warn("schema not applied yet (%s); retrying", err);
             snprintf(last, sizeof last, "%s", err);
         }
-        struct timespec ts = {(time_t)backoff, (long)((backoff - (time_t)backoff) * 1e9)};
+        double delay = backoff_next(&backoff);
+        struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig > 0)
             return sig;
-        backoff = backoff < 5. ? backoff * 2 : 5.;
     }
 }
 
@@ -193,7 +196,7 @@ static int s_serve(int argc, char **argv)
     unsigned threads = (unsigned)(ngen > 0 && cores / ngen > 1 ? cores / ngen : 1);
     for (long i = 0; i < ngen; i++) {
         char name[32];
-        snprintf(name, sizeof name, "generator-%ld", i);
+        snprintf(name, sizeof name, ACTOR_GENERATOR_PREFIX "%ld", i);
         generator_config_t gcfg = {
             .name = name,
             .instance = instance,

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 /* Messages handled per loop iteration before other watchers get a turn. */
 #define INBOX_BATCH 64
@@ -113,6 +114,44 @@ int actor_reply(actor_t *self, const msg_t *request, msg_t *reply)
     reply->corr = request->corr;
     reply->flags |= MSG_FLAG_REPLY;
     return mailbox_send(self->mailbox, request->sender, reply);
+}
+
+actor_caller_t actor_caller(const msg_t *request)
+{
+    actor_caller_t c;
+    memcpy(c.sender, request->sender, sizeof c.sender);
+    c.sender[sizeof c.sender - 1] = '\0';
+    c.corr = request->corr;
+    return c;
+}
+
+int actor_reply_to(actor_t *self, const actor_caller_t *to, msg_t *reply)
+{
+    if (!to->sender[0])
+        return 0;
+    reply->corr = to->corr;
+    reply->flags |= MSG_FLAG_REPLY;
+    if (mailbox_send(self->mailbox, to->sender, reply) < 0) {
+        log_debug("%s: reply %s to %s not delivered: %s", self->name,
+                  msg_type_name(reply->type), to->sender, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int actor_reply_error(actor_t *self, const actor_caller_t *to, int code, const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    msg_t *m = msg_new(MSG_ERROR);
+    m->error.code = code;
+    msg_set_str(&m->error.reason, reason);
+    int rc = actor_reply_to(self, to, m);
+    msg_destroy(&m);
+    return rc;
 }
 
 /* Every request still waiting learns that it never will get its reply. */
@@ -244,7 +283,13 @@ static void *s_thread(void *arg)
         s_started(self, -1);
         return NULL;
     }
-    zwatch_init(&self->inbox_watch, s_inbox_cb, mailbox_inbox(self->mailbox), EV_READ);
+    if (zwatch_init(&self->inbox_watch, s_inbox_cb, mailbox_inbox(self->mailbox), EV_READ) < 0) {
+        actor_fail(self, "cannot watch mailbox %s: %s", self->name, zmq_strerror(errno));
+        mailbox_destroy(&self->mailbox);
+        ev_loop_destroy(self->loop);
+        s_started(self, -1);
+        return NULL;
+    }
     self->inbox_watch.data = self;
     zwatch_start(self->loop, &self->inbox_watch);
     ev_async_init(&self->stop_async, s_stop_cb);

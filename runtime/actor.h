@@ -86,6 +86,26 @@ int actor_send(actor_t *self, const char *to, msg_t *msg);
 /* Sends reply (borrowed) to the sender of request, with its correlation id. */
 int actor_reply(actor_t *self, const msg_t *request, msg_t *reply);
 
+/* Where a request came from: what an actor keeps to answer it later, once
+ * the asynchronous work it started (a statement, a Redis command) is done.
+ * An empty sender means nobody waits for the answer. */
+typedef struct {
+    char sender[MSG_NAME_MAX];
+    uint64_t corr;
+} actor_caller_t;
+
+/* The caller of request. */
+actor_caller_t actor_caller(const msg_t *request);
+
+/* Sends reply (borrowed) to a saved caller. A caller that stopped meanwhile
+ * is logged at debug level: returns -1. Nobody waiting (empty sender): 0. */
+int actor_reply_to(actor_t *self, const actor_caller_t *to, msg_t *reply);
+
+/* Answers the caller with MSG_ERROR: code (a negative errno) and a reason
+ * formatted from fmt. */
+int actor_reply_error(actor_t *self, const actor_caller_t *to, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Sends request (borrowed) to `to` with a fresh correlation id; cb runs
  * exactly once: with the reply, or after timeout_s with -ETIMEDOUT, or with
  * -ECANCELED if the actor stops first. Returns 0, or -1 if the send failed

@@ -14,6 +14,7 @@
 
 #include "runtime/mailbox.h"
 
+#include "runtime/clock.h"
 #include "runtime/log.h"
 
 #include <errno.h>
@@ -326,16 +327,10 @@ int mailbox_try_recv(mailbox_t *mb, msg_t **out)
     return 1;
 }
 
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 msg_t *mailbox_recv(mailbox_t *mb, int timeout_ms)
 {
-    int64_t deadline = s_now_ms() + timeout_ms;
+    int64_t deadline = (clock_mono_ns() / 1000000) + timeout_ms;
     for (;;) {
         msg_t *msg = NULL;
         int rc = mailbox_try_recv(mb, &msg);
@@ -345,7 +340,7 @@ msg_t *mailbox_recv(mailbox_t *mb, int timeout_ms)
             continue;
         long wait = -1;
         if (timeout_ms >= 0) {
-            wait = (long)(deadline - s_now_ms());
+            wait = (long)(deadline - (clock_mono_ns() / 1000000));
             if (wait < 0)
                 return NULL;
         }

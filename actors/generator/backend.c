@@ -10,6 +10,7 @@
 #include "actors/generator/backend.h"
 
 #include "actors/generator/engines.h"
+#include "runtime/clock.h"
 #include "runtime/log.h"
 
 #include <stdio.h>
@@ -248,12 +249,6 @@ uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t he
     return (height + rows - 1) / rows;
 }
 
-static double s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, double *ms_per_step,
                     char *err, size_t errlen)
@@ -268,7 +263,7 @@ int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, 
         gen_abort(b);
         return -1;
     }
-    double t0 = s_now_ms();
+    double t0 = clock_mono_ms();
     for (;;) {
         gen_status_t st = gen_advance(b);
         if (st == GEN_DONE)
@@ -288,7 +283,7 @@ int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, 
         }
     }
     if (ms_per_step)
-        *ms_per_step = (s_now_ms() - t0) / p->steps;
+        *ms_per_step = (clock_mono_ms() - t0) / p->steps;
     memcpy(rgb, gen_pixels(b), len);
     *rgb_out = rgb;
     return 0;

@@ -8,6 +8,7 @@
 
 #include "actors/generator/backend.h"
 #include "actors/generator/png.h"
+#include "runtime/clock.h"
 #include "runtime/options.h"
 
 #include <errno.h>
@@ -30,12 +31,6 @@ static const option_t s_options[R_NOPTS] = {
     [R_OUTPUT] = {"output", NULL, NULL, "FILE.png", NULL, "where to write the PNG", 'o'},
 };
 
-static double s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int s_parse_u64(const char *s, uint64_t *out)
 {
@@ -104,13 +99,13 @@ int render_main(int argc, char **argv)
     }
     uint8_t *rgb = NULL, *png = NULL;
     size_t png_len = 0;
-    double ms_step = 0, t0 = s_now_ms(), t_png = 0;
+    double ms_step = 0, t0 = clock_mono_ms(), t_png = 0;
     rc = gen_render_sync(b, &p, &rgb, &ms_step, err, sizeof err);
-    double t_gen = s_now_ms() - t0;
+    double t_gen = clock_mono_ms() - t0;
     if (rc == 0) {
-        double t1 = s_now_ms();
+        double t1 = clock_mono_ms();
         rc = gen_png_encode(rgb, p.width, p.height, &png, &png_len, err, sizeof err);
-        t_png = s_now_ms() - t1;
+        t_png = clock_mono_ms() - t1;
     }
     if (rc == 0)
         rc = gen_png_write_file(v[R_OUTPUT], png, png_len, err, sizeof err);
