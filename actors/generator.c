@@ -14,9 +14,14 @@
  * recorded image, to each lease renewal, and after a Redis reconnect
  * ("recheck"), so a lost pub/sub message never lets a job run to its end.
  *
+ * A finished image is encoded to PNG on a helper thread (runtime/offload.h):
+ * the encode takes milliseconds (tens at 2048x2048), and the loop must keep
+ * reading its inbox meanwhile, so that a cancel is observed at once.
+ *
  * Phases of one combination:
- *   IDLE -> (poll mode: CHECKING) -> RUNNING -> RECORDING -> next image ...
- *   ... -> STOPPING (TASK_STOPPED sent, retried until the store has it) -> IDLE
+ *   IDLE -> (poll mode: CHECKING) -> RUNNING -> ENCODING -> RECORDING -> next
+ *   image ... -> STOPPING (TASK_STOPPED sent, retried until the store has
+ *   it) -> IDLE
  */
 #include "config.h"
 
@@ -27,6 +32,7 @@
 #include "runtime/clock.h"
 #include "runtime/log.h"
 #include "runtime/names.h"
+#include "runtime/offload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -43,7 +49,7 @@
 #define RETRY_FIRST_S 0.2
 #define RETRY_MAX_S 5.0
 
-typedef enum { IDLE, CHECKING, RUNNING, RECORDING, STOPPING } phase_t;
+typedef enum { IDLE, CHECKING, RUNNING, ENCODING, RECORDING, STOPPING } phase_t;
 typedef enum { CANCEL_NONE, CANCEL_IMMEDIATE, CANCEL_AFTER_IMAGE } cancel_t;
 
 typedef struct {
@@ -75,7 +81,25 @@ typedef struct {
 
     msg_t *pending;    /* IMAGE_READY or TASK_STOPPED awaiting the store */
     backoff_t backoff;
+
+    /* While encoding, the helper thread reads the backend's pixels: no
+     * gen_begin (so no new claim) until it is done. */
+    offload_t *encoder;
+    bool encoding;
+    bool closing;      /* fini: finished encodes are only freed */
 } gen_actor_t;
+
+/* One PNG encode, off the loop. */
+typedef struct {
+    const uint8_t *rgb; /* the backend's pixels */
+    uint32_t width, height;
+    uint64_t item_seq;  /* the claim it belongs to */
+    uint64_t index;     /* and the image */
+    uint8_t *png;
+    size_t len;
+    int rc;
+    char err[200];
+} encode_t;
 
 
 static void s_ask_work(gen_actor_t *g);
@@ -136,8 +160,9 @@ static void s_cancel(gen_actor_t *g, cancel_t mode, int64_t requested_us)
              gen_steps_done(g->backend));
     switch (g->phase) {
     case RUNNING:
+    case ENCODING:
         if (mode == CANCEL_IMMEDIATE)
-            s_stop(g, "cancelled", NULL); /* drops the half-made image */
+            s_stop(g, "cancelled", NULL); /* drops the image not yet recorded */
         break;
     case CHECKING:
     case RECORDING:
@@ -180,7 +205,7 @@ static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
     if (status != 0 || reply->type != MSG_OK) {
         log_warn("store did not take the stop of %s/%llu (%s); retrying",
                  g->item.job_id, (unsigned long long)g->item.combination,
-                 status ? strerror(-status) : reply->error.reason);
+                 actor_reply_reason(status, reply));
         s_retry_later(g);
         return;
     }
@@ -245,7 +270,7 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
         log_warn("store did not record image %llu of %s/%llu (%s); holding it",
                  (unsigned long long)g->index, g->item.job_id,
                  (unsigned long long)g->item.combination,
-                 status ? strerror(-status) : reply->error.reason);
+                 actor_reply_reason(status, reply));
         s_retry_later(g);
         return;
     }
@@ -277,19 +302,56 @@ static void s_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
         s_send_pending(g);
 }
 
-/* The image is finished: encode it (once, outside the step path) and hand
- * it to the store. */
+/* The helper thread's part: the encode itself. */
+static void s_encode_work(void *job)
+{
+    encode_t *e = job;
+    e->rc = gen_png_encode(e->rgb, e->width, e->height, &e->png, &e->len, e->err, sizeof e->err);
+}
+
+static void s_record(gen_actor_t *g, uint8_t **png, size_t len);
+
+/* Back on the loop: record the PNG, unless the combination stopped (or
+ * moved on) while it was being made. */
+static void s_encoded(void *job, int ran, void *arg)
+{
+    encode_t *e = job;
+    gen_actor_t *g = arg;
+    g->encoding = false;
+    if (!g->closing && ran && g->phase == ENCODING && g->have_item && e->item_seq == g->item_seq
+        && e->index == g->index) {
+        if (e->rc < 0)
+            s_stop(g, "failed", e->err);
+        else
+            s_record(g, &e->png, e->len);
+    }
+    free(e->png);
+    free(e);
+    if (!g->closing && g->phase == IDLE)
+        s_ask_work(g); /* a claim waited for the pixels to be free */
+}
+
+/* The image is finished: encode it on the helper thread. */
 static void s_image_done(gen_actor_t *g)
 {
     ev_idle_stop(g->loop, &g->slice);
-    uint8_t *png = NULL;
-    size_t len = 0;
-    char err[200];
+    encode_t *e = calloc(1, sizeof *e);
+    if (!e)
+        abort();
+    e->rgb = gen_pixels(g->backend);
+    e->width = (uint32_t)g->item.width;
+    e->height = (uint32_t)g->item.height;
+    e->item_seq = g->item_seq;
+    e->index = g->index;
+    g->phase = ENCODING;
+    g->encoding = true;
+    offload_submit(g->encoder, s_encode_work, e);
+}
+
+/* Hands a finished image (png consumed) to the store. */
+static void s_record(gen_actor_t *g, uint8_t **png, size_t len)
+{
     uint32_t w = (uint32_t)g->item.width, h = (uint32_t)g->item.height;
-    if (gen_png_encode(gen_pixels(g->backend), w, h, &png, &len, err, sizeof err) < 0) {
-        s_stop(g, "failed", err);
-        return;
-    }
     msg_t *m = msg_new(MSG_IMAGE_READY);
     msg_set_str(&m->image_ready.job_id, g->item.job_id);
     m->image_ready.combination = g->item.combination;
@@ -297,8 +359,9 @@ static void s_image_done(gen_actor_t *g)
     m->image_ready.width = w;
     m->image_ready.height = h;
     m->image_ready.final = g->index + 1 == g->item.images;
-    m->image_ready.png.data = png; /* ownership moves into the message */
+    m->image_ready.png.data = *png; /* ownership moves into the message */
     m->image_ready.png.size = len;
+    *png = NULL;
     g->phase = RECORDING;
     msg_destroy(&g->pending);
     g->pending = m;
@@ -455,9 +518,9 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
         return;
     }
     if (status != 0 || reply->type != MSG_WORK_ITEM) {
-        if (status != 0 || reply->error.code != -ENOENT)
+        if (status != 0 || reply->type != MSG_ERROR || reply->error.code != -ENOENT)
             log_debug("no work from %s: %s", g->store,
-                      status ? strerror(-status) : reply->error.reason);
+                      actor_reply_reason(status, reply));
         return; /* the sweep timer or a work event asks again */
     }
     if (g->have_item) /* cannot happen: we ask only when idle */
@@ -483,7 +546,7 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
 
 static void s_ask_work(gen_actor_t *g)
 {
-    if (g->phase != IDLE || g->asking || actor_is_stopping(g->self))
+    if (g->phase != IDLE || g->asking || g->encoding || actor_is_stopping(g->self))
         return;
     msg_t *m = msg_new(MSG_WORK_REQUEST);
     msg_set_str(&m->work_request.instance, g->instance);
@@ -545,6 +608,14 @@ static int s_init(actor_t *self, void *arg)
         return -1;
     }
     gen_backend_set_wakeup(g->backend, s_wakeup, g);
+    g->encoder = offload_new(g->loop, s_encoded, g);
+    if (!g->encoder) {
+        actor_fail(self, "cannot start the PNG encoder thread: %s", strerror(errno));
+        gen_backend_close(&g->backend);
+        free(g);
+        actor_set_state(self, NULL);
+        return -1;
+    }
 
     ev_idle_init(&g->slice, s_slice_cb);
     g->slice.data = g;
@@ -563,6 +634,7 @@ static int s_init(actor_t *self, void *arg)
     if ((!g->cfg.poll_mode && actor_subscribe(self, TOPIC_CANCEL) < 0)
         || actor_subscribe(self, TOPIC_WORK) < 0) {
         actor_fail(self, "cannot subscribe to the bus");
+        offload_destroy(&g->encoder);
         gen_backend_close(&g->backend);
         free(g);
         actor_set_state(self, NULL);
@@ -588,7 +660,7 @@ static bool s_stopping(actor_t *self)
     case RUNNING:
         s_stop(g, "released", NULL);
         return false;
-    default: /* CHECKING, RECORDING, STOPPING: their reply moves us on */
+    default: /* CHECKING, ENCODING, RECORDING, STOPPING: their reply moves us on */
         return false;
     }
 }
@@ -618,6 +690,8 @@ static void s_fini(actor_t *self)
     ev_timer_stop(g->loop, &g->sweep);
     ev_timer_stop(g->loop, &g->lease);
     ev_timer_stop(g->loop, &g->retry);
+    g->closing = true;
+    offload_destroy(&g->encoder); /* before the pixels it may read go */
     gen_backend_close(&g->backend); /* waits for the device: no more wakeups */
     msg_destroy(&g->pending);
     s_item_clear(g);
@@ -634,6 +708,12 @@ static const actor_spec_t s_spec = {
             [MSG_WORK_AVAILABLE] = s_on_work_event,
         },
 };
+
+unsigned generator_auto_count(long cores, int gpus)
+{
+    long n = gpus > 0 ? gpus : cores;
+    return n < 1 ? 1 : n > GENERATORS_MAX ? GENERATORS_MAX : (unsigned)n;
+}
 
 actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
                          size_t errlen)

@@ -31,6 +31,13 @@ typedef struct {
     double request_timeout_s; /* store/redis replies; default 10 */
 } generator_config_t;
 
+/* The most generator actors one process runs. */
+#define GENERATORS_MAX 64
+
+/* How many generators `--generators auto` starts: one per GPU when there
+ * are GPUs, else one per core; never more than GENERATORS_MAX, never 0. */
+unsigned generator_auto_count(long cores, int gpus);
+
 /* Starts the actor; returns once its backend is open (NULL + reason: e.g.
  * --backend=cuda with no device). The config is copied. */
 actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,

@@ -71,9 +71,7 @@
 #define MAX_REQUESTED_AT_US 4102444800000000LL /* 2100-01-01 */
 #define DROP_LOG_FIRST 10        /* malformed messages logged one by one */
 
-typedef enum { MODE_IMMEDIATE, MODE_AFTER_CURRENT_IMAGE } cancel_mode_t;
 
-static const char *const s_mode_names[] = {"immediate", "after_current_image"};
 
 typedef enum {
     CONN_DOWN,        /* no context; the retry timer is armed */
@@ -173,14 +171,10 @@ static void s_flush(redis_state_t *st);
 /* ------------------------------------------------------------ helpers */
 
 
+/* A cancel's mode: "none" is not one. */
 static int s_mode_parse(const char *s, size_t len, cancel_mode_t *mode)
 {
-    for (int m = 0; m < 2; m++)
-        if (len == strlen(s_mode_names[m]) && memcmp(s, s_mode_names[m], len) == 0) {
-            *mode = (cancel_mode_t)m;
-            return 0;
-        }
-    return -1;
+    return cancel_mode_parse(s, len, mode) == 0 && *mode != CANCEL_MODE_NONE ? 0 : -1;
 }
 
 /* 1 to 63 printable ASCII characters, no space: fits the payload and a
@@ -394,7 +388,7 @@ static void s_cancel_send(redis_state_t *st, cancel_op_t *op)
     conn_t *c = &st->cmd;
     char payload[PAYLOAD_MAX];
     int n = snprintf(payload, sizeof payload, "%s %s %" PRId64 " %s", op->c.job_id,
-                     s_mode_names[op->c.mode], op->c.requested_at_us, st->instance);
+                     cancel_mode_name(op->c.mode), op->c.requested_at_us, st->instance);
     op->replies_due = 0;
     if (redisAsyncCommand(c->ac, s_on_set, op, "SET job:%s:cancelled true EX %d",
                           op->c.job_id, FLAG_TTL_S)
@@ -545,7 +539,7 @@ static void s_on_payload(redis_state_t *st, const char *p, size_t len)
     }
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.job_id, pl.job_id);
-    msg_set_str(&ev->job_cancel.mode, s_mode_names[pl.mode]);
+    msg_set_str(&ev->job_cancel.mode, cancel_mode_name(pl.mode));
     ev->job_cancel.requested_at_us = pl.requested_at_us;
     msg_set_str(&ev->job_cancel.origin, pl.origin);
     if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
@@ -815,7 +809,7 @@ static void s_handle_cancel(actor_t *self, msg_t *msg)
     const msg_redis_cancel_t *rq = &msg->redis_cancel;
     actor_caller_t req = actor_caller(msg);
 
-    cancel_t c = {.mode = MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
+    cancel_t c = {.mode = CANCEL_MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
     if (!uuid_valid(rq->job_id)) {
         actor_reply_error(st->self, &req, -EINVAL, "job_id is not a UUID");
         return;
@@ -881,7 +875,7 @@ static void s_handle_cancel_event(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
     const msg_redis_cancel_event_t *rq = &msg->redis_cancel_event;
-    cancel_t c = {.mode = MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
+    cancel_t c = {.mode = CANCEL_MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
     if (!uuid_valid(rq->job_id)
         || (rq->mode && s_mode_parse(rq->mode, strlen(rq->mode), &c.mode) < 0)
         || c.requested_at_us <= 0 || c.requested_at_us > MAX_REQUESTED_AT_US) {
@@ -895,7 +889,7 @@ static void s_handle_cancel_event(actor_t *self, msg_t *msg)
     conn_t *conn = &st->cmd;
     char payload[PAYLOAD_MAX];
     int n = snprintf(payload, sizeof payload, "%s %s %" PRId64 " %s", c.job_id,
-                     s_mode_names[c.mode], c.requested_at_us, st->instance);
+                     cancel_mode_name(c.mode), c.requested_at_us, st->instance);
     if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b",
                           REDIS_CANCEL_CHANNEL, payload, (size_t)n)
         == REDIS_OK)

@@ -66,12 +66,10 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                          "debug, info, warn or error"},
 };
 
-#define MAX_GENERATORS 64
-
 typedef struct {
     runtime_t *rt;
     actor_t *store, *redis, *http;
-    actor_t *generators[MAX_GENERATORS];
+    actor_t *generators[GENERATORS_MAX];
     int ngenerators;
 } service_t;
 
@@ -152,8 +150,8 @@ static int s_serve(int argc, char **argv)
     int gpus = backend == GEN_BACKEND_CPU ? 0 : gen_cuda_device_count();
     long ngen;
     if (strcmp(v[SERVE_GENERATORS], "auto") == 0)
-        ngen = gpus > 0 ? gpus : cores;
-    else if (options_long("generators", v[SERVE_GENERATORS], 0, MAX_GENERATORS, &ngen, err,
+        ngen = generator_auto_count(cores, gpus);
+    else if (options_long("generators", v[SERVE_GENERATORS], 0, GENERATORS_MAX, &ngen, err,
                           sizeof err) < 0) {
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;

@@ -41,6 +41,29 @@ const char *msg_type_name(unsigned type)
     return type < MSG_TYPE_COUNT ? s_names[type] : "unknown";
 }
 
+/* The enumerations' texts and their two functions each. */
+#define VALUE(CONSTANT, text) text,
+#define ENUM(PREFIX, name, values)                                            \
+    static const char *const s_##name##_texts[PREFIX##_COUNT] = {values};     \
+    const char *name##_name(name##_t v)                                       \
+    {                                                                         \
+        return (unsigned)v < PREFIX##_COUNT ? s_##name##_texts[v] : "unknown"; \
+    }                                                                         \
+    int name##_parse(const char *s, size_t len, name##_t *out)                \
+    {                                                                         \
+        for (unsigned i = 0; i < PREFIX##_COUNT; i++)                         \
+            if (strlen(s_##name##_texts[i]) == len                            \
+                && memcmp(s_##name##_texts[i], s, len) == 0) {                \
+                *out = (name##_t)i;                                           \
+                return 0;                                                     \
+            }                                                                 \
+        return -1;                                                            \
+    }                                                                         \
+    enum { name##_COUNT_OF = PREFIX##_COUNT };
+#include "messages/messages.def"
+#undef ENUM
+#undef VALUE
+
 /* Number of body fields of each type. */
 #define FIELD_U64(f) +1
 #define FIELD_I64(f) +1
@@ -48,6 +71,7 @@ const char *msg_type_name(unsigned type)
 #define FIELD_BOOL(f) +1
 #define FIELD_STR(f) +1
 #define FIELD_BIN(f) +1
+#define FIELD_ENUM(f, e) +1
 static const unsigned s_field_count[MSG_TYPE_COUNT] = {
 #define MSG(TYPE, name, fields) 0 fields,
 #include "messages/messages.def"
@@ -59,6 +83,7 @@ static const unsigned s_field_count[MSG_TYPE_COUNT] = {
 #undef FIELD_BOOL
 #undef FIELD_STR
 #undef FIELD_BIN
+#undef FIELD_ENUM
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -75,6 +100,7 @@ msg_t *msg_new(msg_type_t type)
 #define FIELD_BOOL(f)
 #define FIELD_STR(f) free(body->f);
 #define FIELD_BIN(f) free(body->f.data);
+#define FIELD_ENUM(f, e)
 #define MSG(TYPE, name, fields)                                              \
     static void s_free_##name(msg_##name##_t *body)                          \
     {                                                                        \
@@ -89,6 +115,7 @@ msg_t *msg_new(msg_type_t type)
 #undef FIELD_BOOL
 #undef FIELD_STR
 #undef FIELD_BIN
+#undef FIELD_ENUM
 
 void msg_destroy(msg_t **msgp)
 {
@@ -158,6 +185,7 @@ static void s_pack_bin(msgpack_packer *pk, const msg_bin_t *b)
 #define FIELD_BOOL(f) body->f ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
 #define FIELD_STR(f) s_pack_str(pk, body->f);
 #define FIELD_BIN(f) s_pack_bin(pk, &body->f);
+#define FIELD_ENUM(f, e) msgpack_pack_unsigned_int(pk, (unsigned)body->f);
 #define MSG(TYPE, name, fields)                                              \
     static void s_pack_##name(msgpack_packer *pk, const msg_##name##_t *body) \
     {                                                                        \
@@ -172,6 +200,7 @@ static void s_pack_bin(msgpack_packer *pk, const msg_bin_t *b)
 #undef FIELD_BOOL
 #undef FIELD_STR
 #undef FIELD_BIN
+#undef FIELD_ENUM
 
 int msg_encode(const msg_t *msg, void **data, size_t *size)
 {
@@ -339,6 +368,14 @@ static int s_get_f64(const msgpack_object *o, double *out)
     return 0;
 }
 
+static int s_get_enum(const msgpack_object *o, unsigned count, unsigned *out)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 >= count)
+        return -1;
+    *out = (unsigned)o->via.u64;
+    return 0;
+}
+
 static int s_get_bool(const msgpack_object *o, bool *out)
 {
     if (o->type != MSGPACK_OBJECT_BOOLEAN)
@@ -383,6 +420,13 @@ static int s_get_bin(const msgpack_object *o, msg_bin_t *out)
 #define FIELD_BOOL(f) if (s_get_bool(&o[i++], &body->f) < 0) return #f;
 #define FIELD_STR(f) if (s_get_str(&o[i++], &body->f) < 0) return #f;
 #define FIELD_BIN(f) if (s_get_bin(&o[i++], &body->f) < 0) return #f;
+#define FIELD_ENUM(f, e)                                                     \
+    {                                                                        \
+        unsigned v_;                                                         \
+        if (s_get_enum(&o[i++], e##_COUNT_OF, &v_) < 0)                      \
+            return #f;                                                       \
+        body->f = (e##_t)v_;                                                 \
+    }
 /* Each returns NULL, or the name of the first field of the wrong type. */
 #define MSG(TYPE, name, fields)                                              \
     static const char *s_unpack_##name(const msgpack_object *o,              \
@@ -400,6 +444,7 @@ static int s_get_bin(const msgpack_object *o, msg_bin_t *out)
 #undef FIELD_BOOL
 #undef FIELD_STR
 #undef FIELD_BIN
+#undef FIELD_ENUM
 
 static msg_t *s_from_object(const msgpack_object *root, char *err, size_t errlen)
 {

@@ -23,6 +23,22 @@ typedef struct {
     size_t size;
 } msg_bin_t;
 
+/* The enumerations of the table: cancel_mode_t, job_status_t, ... */
+#define VALUE(CONSTANT, text) CONSTANT,
+#define ENUM(PREFIX, name, values) typedef enum { values PREFIX##_COUNT } name##_t;
+#include "messages/messages.def"
+#undef ENUM
+#undef VALUE
+
+/* For each enumeration: name_name(v) is the value's text ("immediate"), or
+ * "unknown" out of range; name_parse(s, len, &v) reads exactly that text
+ * (len bytes, not NUL-terminated) and returns 0, or -1 for anything else. */
+#define ENUM(PREFIX, name, values)                                            \
+    const char *name##_name(name##_t v);                                      \
+    int name##_parse(const char *s, size_t len, name##_t *out);
+#include "messages/messages.def"
+#undef ENUM
+
 /* One body struct per message type: msg_ping_t, msg_job_cancel_t, ... */
 #define FIELD_U64(f) uint64_t f;
 #define FIELD_I64(f) int64_t f;
@@ -30,6 +46,7 @@ typedef struct {
 #define FIELD_BOOL(f) bool f;
 #define FIELD_STR(f) char *f;
 #define FIELD_BIN(f) msg_bin_t f;
+#define FIELD_ENUM(f, e) e##_t f;
 #define MSG(TYPE, name, fields) typedef struct { fields } msg_##name##_t;
 #include "messages/messages.def"
 #undef MSG
@@ -39,6 +56,7 @@ typedef struct {
 #undef FIELD_BOOL
 #undef FIELD_STR
 #undef FIELD_BIN
+#undef FIELD_ENUM
 
 typedef enum {
 #define MSG(TYPE, name, fields) MSG_##TYPE,

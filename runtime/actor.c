@@ -116,6 +116,17 @@ int actor_reply(actor_t *self, const msg_t *request, msg_t *reply)
     return mailbox_send(self->mailbox, request->sender, reply);
 }
 
+const char *actor_reply_reason(int status, const msg_t *reply)
+{
+    if (status != 0)
+        return strerror(-status);
+    if (!reply)
+        return "no reply";
+    if (reply->type == MSG_ERROR)
+        return reply->error.reason ? reply->error.reason : "error without a reason";
+    return msg_type_name(reply->type); /* the caller did not expect this type */
+}
+
 actor_caller_t actor_caller(const msg_t *request)
 {
     actor_caller_t c;

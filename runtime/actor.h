@@ -106,6 +106,11 @@ int actor_reply_to(actor_t *self, const actor_caller_t *to, msg_t *reply);
 int actor_reply_error(actor_t *self, const actor_caller_t *to, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Why a request did not get the reply it wanted, for a log line: the
+ * status's strerror, an ERROR reply's reason, or the unexpected reply's
+ * type. Never NULL; static or owned by reply. */
+const char *actor_reply_reason(int status, const msg_t *reply);
+
 /* Sends request (borrowed) to `to` with a fresh correlation id; cb runs
  * exactly once: with the reply, or after timeout_s with -ETIMEDOUT, or with
  * -ECANCELED if the actor stops first. Returns 0, or -1 if the send failed

@@ -444,6 +444,45 @@ START_TEST(test_cuda_without_a_device_is_a_clear_error)
 }
 END_TEST
 
+/* --generators auto on a host with more cores (or GPUs) than the process
+ * has room for generators: serve once wrote past its array of 64. */
+START_TEST(test_auto_count_is_clamped)
+{
+    ck_assert_uint_eq(generator_auto_count(2, 0), 2);
+    ck_assert_uint_eq(generator_auto_count(0, 0), 1);
+    ck_assert_uint_eq(generator_auto_count(16, 4), 4);
+    ck_assert_uint_eq(generator_auto_count(GENERATORS_MAX, 0), GENERATORS_MAX);
+    ck_assert_uint_eq(generator_auto_count(192, 0), GENERATORS_MAX);
+    ck_assert_uint_eq(generator_auto_count(8, 200), GENERATORS_MAX);
+}
+END_TEST
+
+/* A reply of a type the generator did not ask for is logged and retried,
+ * never read as an ERROR (its reason pointer would be some other field). */
+START_TEST(test_unexpected_reply_type_is_held_and_retried)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 2, 1, 0);
+    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+    msg_t *wrong = msg_new(MSG_PONG); /* sent_ns overlays error.reason */
+    wrong->pong.sent_ns = 0x1234;
+    s_reply(s_store, img, wrong);
+    msg_t *again = s_expect(s_store, MSG_IMAGE_READY);
+    ck_assert_uint_eq(again->image_ready.image_index, 0);
+    s_recorded(again, NULL);
+    msg_destroy(&again);
+    msg_destroy(&img);
+    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *e = msg_new(MSG_ERROR); /* an ERROR with no reason at all */
+    e->error.code = -EAGAIN;
+    s_reply(s_store, stop, e);
+    msg_destroy(&stop);
+    s_expect_stopped("completed");
+    actor_destroy(&g);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("generator_actor");
@@ -462,6 +501,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_claim_arriving_with_the_stop_is_given_back);
     tcase_add_test(tc, test_lost_claim_is_dropped_without_a_stop);
     tcase_add_test(tc, test_cuda_without_a_device_is_a_clear_error);
+    tcase_add_test(tc, test_auto_count_is_clamped);
+    tcase_add_test(tc, test_unexpected_reply_type_is_held_and_retried);
     suite_add_tcase(s, tc);
     return s;
 }
