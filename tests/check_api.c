@@ -563,6 +563,45 @@ START_TEST(test_sigterm_releases_claims_and_keeps_images)
 }
 END_TEST
 
+/* The longest prompt and style the API accepts are generated, not refused
+ * by the generator later (the store joins them as "prompt, style": a job
+ * with 1,000 bytes of each once always ended failed). */
+START_TEST(test_longest_prompt_and_style_are_generated)
+{
+    char prompt[1001], style[1001];
+    memset(prompt, 'p', 1000);
+    prompt[1000] = '\0';
+    memset(style, 's', 1000);
+    style[1000] = '\0';
+    memcpy(prompt, "a lighthouse ", 13);
+    memcpy(style, "oil painting ", 13);
+    json_t *doc = json_pack("{s:s,s:[{s:i,s:s}],s:i,s:i,s:i}", "prompt", prompt,
+                            "combinations", "seed", 1, "style", style, "width", 64, "height",
+                            64, "steps", 1);
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    char *id = s_create(body, 1);
+    free(body);
+    json_t *job = s_wait_final(id, 60);
+    ck_assert_msg(strcmp(s_str(job, "job_status"), "completed") == 0, "ended %s: %s",
+                  s_str(job, "job_status"), json_string_value(json_object_get(job, "error")));
+    ck_assert_int_eq(s_int(job, "completed_images"), 1);
+    json_decref(job);
+    /* one byte more is refused at the door, with nothing created */
+    char longer[1002];
+    memset(longer, 'p', 1001);
+    longer[1001] = '\0';
+    doc = json_pack("{s:s}", "prompt", longer);
+    body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    api_response_t r = s_call("POST", "/api/jobs", "Content-Type: application/json\r\n", body);
+    ck_assert_int_eq(r.status, 400);
+    api_response_free(&r);
+    free(body);
+    free(id);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("api");
@@ -570,6 +609,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_cancel_errors_as_the_document);
     tcase_add_test(tc, test_cancel_completed_job);
+    tcase_add_test(tc, test_longest_prompt_and_style_are_generated);
     tcase_add_test(tc, test_cancel_running_job_answers_as_the_document);
     tcase_add_test(tc, test_after_current_image_keeps_the_inflight_image);
     tcase_add_test(tc, test_cancel_pending_job_at_once);

@@ -16,17 +16,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "messages/limits.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Limits of gen_params_t, checked by gen_params_check(). */
-#define GEN_PROMPT_MAX 1000
-#define GEN_SIZE_MIN 64
-#define GEN_SIZE_MAX 2048
-#define GEN_SIZE_MULTIPLE 8
-#define GEN_STEPS_MIN 1
-#define GEN_STEPS_MAX 200
+/* Limits of gen_params_t, checked by gen_params_check(): whatever a job
+ * may ask for (messages/limits.h). */
+#define GEN_PROMPT_MAX JOB_GENERATION_PROMPT_MAX
+#define GEN_SIZE_MIN JOB_SIZE_MIN
+#define GEN_SIZE_MAX JOB_SIZE_MAX
+#define GEN_SIZE_MULTIPLE JOB_SIZE_MULTIPLE
+#define GEN_STEPS_MIN JOB_STEPS_MIN
+#define GEN_STEPS_MAX JOB_STEPS_MAX
 
 typedef enum { GEN_BACKEND_AUTO, GEN_BACKEND_CPU, GEN_BACKEND_CUDA } gen_backend_kind_t;
 
