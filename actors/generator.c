@@ -12,7 +12,8 @@
  *
  * A cancel can also arrive durably, from the store: in the reply to each
  * recorded image, to each lease renewal, and after a Redis reconnect
- * ("recheck"), so a lost pub/sub message never lets a job run to its end.
+ * (CANCEL_RECHECK), so a lost pub/sub message never lets a job run to its
+ * end.
  *
  * A finished image is encoded to PNG on a helper thread (runtime/offload.h):
  * the encode takes milliseconds (tens at 2048x2048), and the loop must keep
@@ -50,7 +51,6 @@
 #define RETRY_MAX_S 5.0
 
 typedef enum { IDLE, CHECKING, RUNNING, ENCODING, RECORDING, STOPPING } phase_t;
-typedef enum { CANCEL_NONE, CANCEL_IMMEDIATE, CANCEL_AFTER_IMAGE } cancel_t;
 
 typedef struct {
     actor_t *self;
@@ -74,7 +74,7 @@ typedef struct {
     msg_work_item_t item; /* strings owned */
     uint64_t index;    /* image being made */
 
-    cancel_t cancel;
+    cancel_mode_t cancel; /* NONE until a cancel is observed */
     int64_t observed_us;
     int64_t cancel_requested_us; /* from the event; 0 when the store told us */
     uint64_t steps_at_stop;
@@ -104,24 +104,17 @@ typedef struct {
 
 static void s_ask_work(gen_actor_t *g);
 static void s_next_image(gen_actor_t *g);
-static void s_stop(gen_actor_t *g, const char *outcome, const char *error);
+static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error);
 static void s_send_pending(gen_actor_t *g);
-
-static cancel_t s_mode(const char *mode)
-{
-    return mode && strcmp(mode, "after_current_image") == 0 ? CANCEL_AFTER_IMAGE
-                                                             : CANCEL_IMMEDIATE;
-}
 
 static void s_item_clear(gen_actor_t *g)
 {
     free(g->item.job_id);
     free(g->item.prompt);
-    free(g->item.cancel_mode);
     memset(&g->item, 0, sizeof g->item);
     g->have_item = false;
     g->lost = false;
-    g->cancel = CANCEL_NONE;
+    g->cancel = CANCEL_MODE_NONE;
     g->observed_us = 0;
     g->cancel_requested_us = 0;
     g->steps_at_stop = 0;
@@ -147,22 +140,23 @@ static void s_drop(gen_actor_t *g)
 
 /* A cancel for the running job, from an event (requested_us: when the
  * cancel was received) or from the store (requested_us 0). */
-static void s_cancel(gen_actor_t *g, cancel_t mode, int64_t requested_us)
+static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
 {
-    if (!g->have_item || g->cancel != CANCEL_NONE || g->phase == STOPPING)
+    if (mode == CANCEL_MODE_NONE || !g->have_item || g->cancel != CANCEL_MODE_NONE
+        || g->phase == STOPPING)
         return;
     g->cancel = mode;
     g->observed_us = clock_wall_us();
     g->cancel_requested_us = requested_us;
     log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
              (unsigned long long)g->item.combination,
-             mode == CANCEL_IMMEDIATE ? "immediate" : "after current image",
+             cancel_mode_name(mode),
              gen_steps_done(g->backend));
     switch (g->phase) {
     case RUNNING:
     case ENCODING:
-        if (mode == CANCEL_IMMEDIATE)
-            s_stop(g, "cancelled", NULL); /* drops the image not yet recorded */
+        if (mode == CANCEL_MODE_IMMEDIATE)
+            s_stop(g, TASK_OUTCOME_CANCELLED, NULL); /* drops the image not yet recorded */
         break;
     case CHECKING:
     case RECORDING:
@@ -177,14 +171,17 @@ static void s_on_cancel_event(actor_t *self, msg_t *msg)
     gen_actor_t *g = actor_state(self);
     if (g->cfg.poll_mode) /* the seed's design: only the Redis flag counts */
         return;
-    if (!msg->job_cancel.job_id) {
-        /* Redis reconnected: events may have been lost; ask the store */
-        if (g->have_item && g->phase != STOPPING)
-            ev_feed_event(g->loop, &g->lease, EV_TIMER);
-        return;
-    }
-    if (g->have_item && strcmp(msg->job_cancel.job_id, g->item.job_id) == 0)
-        s_cancel(g, s_mode(msg->job_cancel.mode), msg->job_cancel.requested_at_us);
+    if (g->have_item && msg->job_cancel.job_id
+        && strcmp(msg->job_cancel.job_id, g->item.job_id) == 0)
+        s_cancel(g, msg->job_cancel.mode, msg->job_cancel.requested_at_us);
+}
+
+/* Redis reconnected: cancel events may have been lost; ask the store now. */
+static void s_on_recheck(actor_t *self, msg_t *msg)
+{
+    gen_actor_t *g = actor_state(self);
+    if (!g->cfg.poll_mode && g->have_item && g->phase != STOPPING)
+        ev_feed_event(g->loop, &g->lease, EV_TIMER);
 }
 
 /* g->pending (a recording or a stop) goes to the store again after the
@@ -219,7 +216,7 @@ static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
 }
 
 /* Ends the combination here: drops any in-flight image and tells the store. */
-static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
+static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
 {
     if (g->phase == RUNNING) {
         g->steps_at_stop = gen_steps_done(g->backend);
@@ -232,19 +229,17 @@ static void s_stop(gen_actor_t *g, const char *outcome, const char *error)
     msg_t *m = msg_new(MSG_TASK_STOPPED);
     msg_set_str(&m->task_stopped.job_id, g->item.job_id);
     m->task_stopped.combination = g->item.combination;
-    msg_set_str(&m->task_stopped.outcome, outcome);
+    m->task_stopped.outcome = outcome;
     m->task_stopped.observed_at_us = g->observed_us;
     m->task_stopped.stopped_at_us = clock_wall_us();
     msg_set_str(&m->task_stopped.error, error);
     m->task_stopped.steps_done = g->steps_at_stop;
     msg_set_str(&m->task_stopped.instance, g->instance);
-    if (strcmp(outcome, "cancelled") == 0 && g->cancel_requested_us > 0) {
+    if (outcome == TASK_OUTCOME_CANCELLED && g->cancel_requested_us > 0) {
         m->task_stopped.cancel_requested_at_us = g->cancel_requested_us;
-        msg_set_str(&m->task_stopped.cancel_mode, g->cancel == CANCEL_AFTER_IMAGE
-                                                      ? "after_current_image"
-                                                      : "immediate");
+        m->task_stopped.cancel_mode = g->cancel;
     }
-    if (strcmp(outcome, "cancelled") == 0)
+    if (outcome == TASK_OUTCOME_CANCELLED)
         log_info("%s/%llu stopped %lld us after the cancel was observed",
                  g->item.job_id, (unsigned long long)g->item.combination,
                  (long long)(m->task_stopped.stopped_at_us - g->observed_us));
@@ -276,12 +271,11 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
     }
     msg_destroy(&g->pending);
     g->index++;
-    if (reply->image_recorded.cancel_mode)
-        s_cancel(g, s_mode(reply->image_recorded.cancel_mode), 0); /* durable */
-    if (g->cancel != CANCEL_NONE)
-        s_stop(g, "cancelled", NULL);
+    s_cancel(g, reply->image_recorded.cancel_mode, 0); /* durable, if any */
+    if (g->cancel != CANCEL_MODE_NONE)
+        s_stop(g, TASK_OUTCOME_CANCELLED, NULL);
     else if (actor_is_stopping(g->self))
-        s_stop(g, "released", NULL); /* the image is safe: give the rest back */
+        s_stop(g, TASK_OUTCOME_RELEASED, NULL); /* the image is safe: give the rest back */
     else
         s_next_image(g);
 }
@@ -321,7 +315,7 @@ static void s_encoded(void *job, int ran, void *arg)
     if (!g->closing && ran && g->phase == ENCODING && g->have_item && e->item_seq == g->item_seq
         && e->index == g->index) {
         if (e->rc < 0)
-            s_stop(g, "failed", e->err);
+            s_stop(g, TASK_OUTCOME_FAILED, e->err);
         else
             s_record(g, &e->png, e->len);
     }
@@ -358,7 +352,6 @@ static void s_record(gen_actor_t *g, uint8_t **png, size_t len)
     m->image_ready.image_index = g->index;
     m->image_ready.width = w;
     m->image_ready.height = h;
-    m->image_ready.final = g->index + 1 == g->item.images;
     m->image_ready.png.data = *png; /* ownership moves into the message */
     m->image_ready.png.size = len;
     *png = NULL;
@@ -383,7 +376,7 @@ static void s_slice_cb(struct ev_loop *loop, ev_idle *w, int revents)
         break;
     case GEN_ERROR:
     default:
-        s_stop(g, "failed", gen_error(g->backend));
+        s_stop(g, TASK_OUTCOME_FAILED, gen_error(g->backend));
         break;
     }
 }
@@ -413,7 +406,7 @@ static void s_begin_image(gen_actor_t *g)
     };
     char err[200];
     if (gen_begin(g->backend, &p, err, sizeof err) < 0) {
-        s_stop(g, "failed", err);
+        s_stop(g, TASK_OUTCOME_FAILED, err);
         return;
     }
     g->phase = RUNNING;
@@ -430,15 +423,15 @@ static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
         return;
     }
     if (status == 0 && reply->type == MSG_REDIS_FLAG && reply->redis_flag.set) {
-        s_cancel(g, CANCEL_IMMEDIATE, 0); /* the seed's flag: PostgreSQL has it */
-        s_stop(g, "cancelled", NULL);
+        s_cancel(g, CANCEL_MODE_IMMEDIATE, 0); /* the seed's flag: PostgreSQL has it */
+        s_stop(g, TASK_OUTCOME_CANCELLED, NULL);
         return;
     }
     if (status != 0 || reply->type != MSG_REDIS_FLAG)
         log_warn("cancel flag of %s unreadable (%s); going on", g->item.job_id,
                  status ? strerror(-status) : "error reply");
     if (actor_is_stopping(g->self))
-        s_stop(g, "released", NULL);
+        s_stop(g, TASK_OUTCOME_RELEASED, NULL);
     else
         s_begin_image(g);
 }
@@ -446,12 +439,12 @@ static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
 /* Before each new image: done, cancelled, or (poll mode) ask Redis. */
 static void s_next_image(gen_actor_t *g)
 {
-    if (g->cancel != CANCEL_NONE) {
-        s_stop(g, "cancelled", NULL);
+    if (g->cancel != CANCEL_MODE_NONE) {
+        s_stop(g, TASK_OUTCOME_CANCELLED, NULL);
         return;
     }
     if (g->index >= g->item.images) {
-        s_stop(g, "completed", NULL);
+        s_stop(g, TASK_OUTCOME_COMPLETED, NULL);
         return;
     }
     if (!g->cfg.poll_mode) {
@@ -479,8 +472,8 @@ static void s_on_lease(actor_t *self, int status, msg_t *reply, void *arg)
     if (status == -ECANCELED || !g->have_item || seq != g->item_seq || g->phase == STOPPING)
         return;
     if (status == 0 && reply->type == MSG_LEASE_STATE) {
-        if (reply->lease_state.cancel_mode && !g->cfg.poll_mode)
-            s_cancel(g, s_mode(reply->lease_state.cancel_mode), 0);
+        if (!g->cfg.poll_mode)
+            s_cancel(g, reply->lease_state.cancel_mode, 0);
         return;
     }
     if (status == 0 && reply->type == MSG_ERROR && reply->error.code == -ENOENT) {
@@ -531,7 +524,7 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
     g->item_seq++;
     g->index = g->item.next_index;
     if (actor_is_stopping(g->self)) { /* claimed as the stop came: give it back */
-        s_stop(g, "released", NULL);
+        s_stop(g, TASK_OUTCOME_RELEASED, NULL);
         return;
     }
     log_info("claimed %s/%llu: %llu images from %llu, %llux%llu, %llu steps", g->item.job_id,
@@ -539,8 +532,8 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
              (unsigned long long)g->index, (unsigned long long)g->item.width,
              (unsigned long long)g->item.height, (unsigned long long)g->item.steps);
     ev_timer_again(g->loop, &g->lease);
-    if (g->item.cancel_mode && !g->cfg.poll_mode)
-        s_cancel(g, s_mode(g->item.cancel_mode), 0);
+    if (!g->cfg.poll_mode)
+        s_cancel(g, g->item.cancel_mode, 0);
     s_next_image(g);
 }
 
@@ -550,7 +543,6 @@ static void s_ask_work(gen_actor_t *g)
         return;
     msg_t *m = msg_new(MSG_WORK_REQUEST);
     msg_set_str(&m->work_request.instance, g->instance);
-    msg_set_str(&m->work_request.generator, g->name);
     if (actor_request(g->self, g->store, m, g->cfg.request_timeout_s, s_on_work, g) == 0)
         g->asking = true;
     msg_destroy(&m);
@@ -658,7 +650,7 @@ static bool s_stopping(actor_t *self)
     case IDLE:
         return !g->asking; /* else the claim in flight is given back */
     case RUNNING:
-        s_stop(g, "released", NULL);
+        s_stop(g, TASK_OUTCOME_RELEASED, NULL);
         return false;
     default: /* CHECKING, ENCODING, RECORDING, STOPPING: their reply moves us on */
         return false;
@@ -676,7 +668,7 @@ static void s_fini(actor_t *self)
         msg_t *m = msg_new(MSG_TASK_STOPPED);
         msg_set_str(&m->task_stopped.job_id, g->item.job_id);
         m->task_stopped.combination = g->item.combination;
-        msg_set_str(&m->task_stopped.outcome, "released");
+        m->task_stopped.outcome = TASK_OUTCOME_RELEASED;
         m->task_stopped.stopped_at_us = clock_wall_us();
         m->task_stopped.steps_done = gen_steps_done(g->backend);
         msg_set_str(&m->task_stopped.instance, g->instance);
@@ -705,6 +697,7 @@ static const actor_spec_t s_spec = {
     .handlers =
         {
             [MSG_JOB_CANCEL] = s_on_cancel_event,
+            [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_WORK_AVAILABLE] = s_on_work_event,
         },
 };

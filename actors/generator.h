@@ -4,7 +4,8 @@
  * and stops between two slices when a cancel event for its job arrives.
  *
  * Messages handled: WORK_AVAILABLE (bus "work": ask the store for work now),
- * JOB_CANCEL (bus "cancel": stop, or re-read durable cancels on "recheck").
+ * JOB_CANCEL (bus "cancel": stop), CANCEL_RECHECK (bus "cancel": re-read the
+ * durable cancel from the store).
  * Requests sent: WORK_REQUEST, IMAGE_READY, TASK_STOPPED, LEASE_RENEW to the
  * store; REDIS_FLAG_GET to redis in poll mode.
  */

@@ -13,6 +13,7 @@
 #include "actors/http_api.h"
 
 #include "runtime/log.h"
+#include "runtime/names.h"
 #include "runtime/uuid.h"
 
 #include <ctype.h>
@@ -340,7 +341,7 @@ static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *
         char location[96];
         snprintf(location, sizeof location, "Location: /api/jobs/%s\r\n", cx->job_id);
         json_t *doc = json_pack("{s:s,s:s,s:I}", "job_id", cx->job_id, "job_status",
-                                r->status && *r->status ? r->status : "pending",
+                                job_status_name(r->status),
                                 "total_images",
                                 (json_int_t)(r->total_images ? r->total_images
                                                              : cx->total_images));
@@ -470,23 +471,21 @@ static void s_job_get(actor_t *self, http_exchange_t *x, const http_request_t *r
 
 typedef struct {
     char job_id[UUID_STR_LEN];
-    const char *mode; /* static */
+    cancel_mode_t mode;
     int64_t received_at_us;
 } cancel_t;
 
-static const char s_immediate[] = "immediate";
-static const char s_after_current_image[] = "after_current_image";
-
 /* The mode from the optional body: none, blank, {} or {"mode": ...}.
- * NULL with the reason in why for anything else. */
-static const char *s_cancel_mode(const http_request_t *rq, char *why, size_t len)
+ * -1 with the reason in why for anything else. */
+static int s_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why, size_t len)
 {
+    *mode = CANCEL_MODE_IMMEDIATE;
     if (s_blank(rq->body, rq->body_len))
-        return s_immediate;
+        return 0;
     json_t *doc = s_parse_object(rq, why, len);
     if (!doc)
-        return NULL;
-    const char *mode = s_immediate;
+        return -1;
+    int rc = 0;
     const char *key;
     json_t *val;
     json_object_foreach(doc, key, val)
@@ -494,88 +493,38 @@ static const char *s_cancel_mode(const http_request_t *rq, char *why, size_t len
         if (strcmp(key, "mode") != 0) {
             char buf[NAME_SHOWN + 4];
             snprintf(why, len, "unknown field \"%s\"", s_shown(key, buf));
-            mode = NULL;
+            rc = -1;
             break;
         }
         const char *s = json_string_value(val); /* NULL unless a string */
-        if (s && strcmp(s, s_immediate) == 0)
-            mode = s_immediate;
-        else if (s && strcmp(s, s_after_current_image) == 0)
-            mode = s_after_current_image;
-        else {
+        if (!s || cancel_mode_parse(s, json_string_length(val), mode) < 0
+            || *mode == CANCEL_MODE_NONE) {
             snprintf(why, len, "mode must be \"immediate\" or \"after_current_image\"");
-            mode = NULL;
+            rc = -1;
             break;
         }
     }
     json_decref(doc);
-    return mode;
+    return rc;
 }
 
-/* Not tied to a client: only logged (the redis actor queues a cancel it
- * could not deliver and retries it itself). */
-static void s_redis_cancel_reply(actor_t *self, int status, msg_t *reply, void *arg)
-{
-    char *job_id = arg;
-    if (status != 0)
-        log_warn("Redis cancel of job %s not confirmed: %s", job_id, strerror(-status));
-    else if (reply->type == MSG_ERROR)
-        log_warn("Redis cancel of job %s: %s", job_id,
-                 reply->error.reason ? reply->error.reason : "failed");
-    free(job_id);
-}
-
-/* Tells the generators of this instance (bus) and of the others (Redis
- * PUBLISH) at once, before the store has written the cancel (no waiting on
- * the store's reply, whatever it says): the PostgreSQL round trip (behind whatever else the
- * store's pipeline holds) is not in the time to stop. A generator that
- * stops records the cancel itself (TASK_STOPPED carries it), so the job
- * ends user_cancelled whichever write lands first; for a job that is not
- * running here the event finds nobody and costs nothing. */
+/* Tells every generator at once, here (bus) and, through the redis actor's
+ * bridge, on every other instance, before the store has written the cancel
+ * (no waiting on the store's reply, whatever it says): the PostgreSQL round
+ * trip (behind whatever else the store's pipeline holds) is not in the time
+ * to stop. A generator that stops records the cancel itself (TASK_STOPPED
+ * carries it), so the job ends user_cancelled whichever write lands first;
+ * for a job that is not running the event finds nobody and costs nothing. */
 static void s_publish_cancel(actor_t *self, const cancel_t *cx)
 {
-    const http_config_t *cfg = http_config(self);
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.job_id, cx->job_id);
-    msg_set_str(&ev->job_cancel.mode, cx->mode);
+    ev->job_cancel.mode = cx->mode;
     ev->job_cancel.requested_at_us = cx->received_at_us;
-    msg_set_str(&ev->job_cancel.origin, cfg->instance);
-    if (actor_publish(self, "cancel", ev) < 0)
+    msg_set_str(&ev->job_cancel.origin, http_config(self)->instance);
+    if (actor_publish(self, TOPIC_CANCEL, ev) < 0)
         log_warn("cannot publish the cancel of job %s", cx->job_id);
     msg_destroy(&ev);
-
-    /* and to the other instances, the event alone (no flag: see
-     * REDIS_CANCEL_EVENT); the flag follows once the store has the cancel */
-    msg_t *re = msg_new(MSG_REDIS_CANCEL_EVENT);
-    msg_set_str(&re->redis_cancel_event.job_id, cx->job_id);
-    msg_set_str(&re->redis_cancel_event.mode, cx->mode);
-    re->redis_cancel_event.requested_at_us = cx->received_at_us;
-    if (actor_send(self, cfg->redis, re) < 0)
-        log_debug("no %s actor for the cancel event of job %s", cfg->redis, cx->job_id);
-    msg_destroy(&re);
-}
-
-/* The store has the cancel of a running or pending job: the seed's Redis
- * flag (and the event again, for an instance that missed the first one),
- * whether or not the client waits. */
-static void s_broadcast_cancel(actor_t *self, const cancel_t *cx)
-{
-    const http_config_t *cfg = http_config(self);
-    msg_t *rc = msg_new(MSG_REDIS_CANCEL);
-    msg_set_str(&rc->redis_cancel.job_id, cx->job_id);
-    msg_set_str(&rc->redis_cancel.mode, cx->mode);
-    rc->redis_cancel.requested_at_us = cx->received_at_us;
-    char *job_id = strdup(cx->job_id);
-    if (!job_id)
-        abort();
-    if (actor_request(self, cfg->redis, rc, cfg->request_timeout_s, s_redis_cancel_reply,
-                      job_id)
-        < 0) {
-        log_warn("cannot reach the %s actor for the cancel of job %s: %s", cfg->redis,
-                 cx->job_id, strerror(errno));
-        free(job_id);
-    }
-    msg_destroy(&rc);
 }
 
 static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
@@ -589,15 +538,15 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
         return;
     }
     const msg_job_cancel_result_t *r = &reply->job_cancel_result;
-    const char *prior = r->prior_status ? r->prior_status : "";
-    bool pending = strcmp(prior, "pending") == 0;
-    if (pending || strcmp(prior, "processing") == 0) {
+    const char *prior = job_status_name(r->prior_status);
+    bool pending = r->prior_status == JOB_STATUS_PENDING;
+    if (pending || r->prior_status == JOB_STATUS_PROCESSING) {
         /* running or waiting (a repeated cancel of a job still stopping
-         * lands here too): stopped now, or as the mode says */
-        s_broadcast_cancel(self, cx);
+         * lands here too): stopped now, or as the mode says; the store
+         * has published the record, the redis actor sets the flag */
         if (x) {
             const char *message = pending ? "Job cancelled before it started."
-                                  : cx->mode == s_after_current_image
+                                  : cx->mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
                                       ? "Cancel request sent. Job will stop after current image."
                                       : "Cancel request sent. Job will stop at the next step.";
             s_respond_json(x, 200,
@@ -608,10 +557,11 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
                            NULL);
         }
     } else if (x) {
-        const char *message = strcmp(prior, "completed") == 0        ? "Job already completed"
-                              : strcmp(prior, "failed") == 0         ? "Job already failed"
-                              : strcmp(prior, "user_cancelled") == 0 ? "Job already cancelled"
-                                                                     : NULL;
+        const char *message = r->prior_status == JOB_STATUS_COMPLETED ? "Job already completed"
+                              : r->prior_status == JOB_STATUS_FAILED  ? "Job already failed"
+                              : r->prior_status == JOB_STATUS_USER_CANCELLED
+                                  ? "Job already cancelled"
+                                  : NULL;
         if (message) {
             s_respond_json(x, 200,
                            json_pack("{s:b,s:s,s:s,s:s,s:I}", "success", 0, "message", message,
@@ -632,8 +582,8 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
         return;
     /* any Content-Type, or none (the seed's curl): the body is optional */
     char why[256];
-    const char *mode = s_cancel_mode(rq, why, sizeof why);
-    if (!mode) {
+    cancel_mode_t mode;
+    if (s_cancel_mode(rq, &mode, why, sizeof why) < 0) {
         s_error(x, 400, NULL, "%s", why);
         return;
     }
@@ -645,7 +595,7 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
     cx->received_at_us = rq->received_at_us;
     msg_t *m = msg_new(MSG_JOB_CANCEL_REQUEST);
     msg_set_str(&m->job_cancel_request.job_id, cx->job_id);
-    msg_set_str(&m->job_cancel_request.mode, mode);
+    m->job_cancel_request.mode = mode;
     m->job_cancel_request.received_at_us = cx->received_at_us;
     /* the store first, then the event: the store reads the request before
      * any stop the event causes, whenever it can */

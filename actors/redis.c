@@ -26,11 +26,19 @@
  *    connect, SUBSCRIBE or commands get no answer in time; TCP keepalive
  *    catches a peer that vanished while idle.
  *
- * Cancels that could not be written (Redis down, connection lost mid-way)
- * wait in a bounded FIFO, deduplicated by job id, and are written in a
- * window of FLUSH_WINDOW at a time as soon as the commands connection is
- * READY again. An entry leaves the queue only when Redis acknowledged both
- * its SET and its PUBLISH.
+ * The actor is a bridge between the local bus and Redis pub/sub: a
+ * JOB_CANCEL or WORK_AVAILABLE published on this instance's bus is
+ * PUBLISHed, encoded from the message table, on its channel; one arriving
+ * on the channel from another instance is decoded (as hostile input) and
+ * published on the local bus. What it put on the bus itself is never sent
+ * back, and its own instance's messages coming back from Redis are skipped.
+ *
+ * JOB_CANCEL_RECORDED (the store wrote a cancel) sets the seed's flag and
+ * publishes the cancel again. Those that could not be written (Redis down,
+ * connection lost mid-way) wait in a bounded FIFO, deduplicated by job id,
+ * and are written in a window of FLUSH_WINDOW at a time as soon as the
+ * commands connection is READY again. An entry leaves the queue only when
+ * Redis acknowledged both its SET and its PUBLISH.
  */
 #include "config.h"
 
@@ -67,7 +75,7 @@
 #define WATCHDOG_PERIOD_S 1.0
 #define FLUSH_WINDOW 256         /* queued cancels in flight at once */
 #define QUEUE_BUCKETS 16384      /* hash buckets of the queue (power of 2) */
-#define PAYLOAD_MAX 256          /* longest channel message we parse */
+#define PAYLOAD_MAX 1024         /* longest channel message we decode */
 #define MAX_REQUESTED_AT_US 4102444800000000LL /* 2100-01-01 */
 #define DROP_LOG_FIRST 10        /* malformed messages logged one by one */
 
@@ -117,7 +125,6 @@ typedef struct queued {
 typedef struct {
     redis_state_t *st;
     cancel_t c;
-    actor_caller_t req;
     bool from_queue;   /* counts against the flush window */
     int replies_due;   /* of SET and PUBLISH */
     bool lost;         /* a reply came back NULL */
@@ -153,6 +160,7 @@ struct redis_state {
     unsigned flushing; /* queued cancels in flight */
 
     uint64_t dropped; /* malformed channel messages */
+    msg_decoder_t *decoder;
 };
 
 /* What redis_start hands to init (valid during actor_new only). */
@@ -319,29 +327,18 @@ static void s_cancel_done(cancel_op_t *op)
     if (op->from_queue)
         st->flushing--;
     if (st->stopping) {
-        actor_reply_error(st->self, &op->req, -EAGAIN, "redis actor stopping");
-        free(op);
-        return;
-    }
-    if (op->lost) {
+        log_warn("cancel flag of %s not confirmed before the stop (PostgreSQL has the cancel)",
+                 op->c.job_id);
+    } else if (op->lost) {
         int kept = s_queue_push(st, &op->c);
-        log_debug("cancel of %s not acknowledged (connection lost); %s", op->c.job_id,
+        log_debug("cancel flag of %s not acknowledged (connection lost); %s", op->c.job_id,
                   kept == 0 ? "queued" : "queue full");
-        actor_reply_error(st->self, &op->req, -EAGAIN,
-                       kept == 0 ? "redis connection lost; the cancel is queued for it"
-                                 : "redis connection lost; cancel queue full, not kept");
     } else if (op->error[0]) {
-        log_warn("redis refused the cancel of %s: %s", op->c.job_id, op->error);
-        actor_reply_error(st->self, &op->req, -EIO, "redis: %s", op->error);
+        log_warn("redis refused the cancel flag of %s: %s", op->c.job_id, op->error);
     } else {
         s_queue_forget(st, op->c.job_id); /* a duplicate queued meanwhile */
-        msg_t *ok = msg_new(MSG_OK);
-        char detail[96];
-        snprintf(detail, sizeof detail, "flag set; published to %lld subscribers",
-                 op->receivers);
-        msg_set_str(&ok->ok.detail, detail);
-        actor_reply_to(st->self, &op->req, ok);
-        msg_destroy(&ok);
+        log_debug("cancel flag of %s set; published to %lld subscribers", op->c.job_id,
+                  op->receivers);
     }
     free(op);
     s_flush(st);
@@ -381,14 +378,31 @@ static void s_on_publish(redisAsyncContext *ac, void *reply, void *privdata)
         s_cancel_done(op);
 }
 
+/* The channel's message for cancel c: JOB_CANCEL from this instance,
+ * encoded (*payload malloc'd, the caller frees). */
+static void s_cancel_payload(const redis_state_t *st, const cancel_t *c, void **payload,
+                             size_t *len)
+{
+    msg_t *m = msg_new(MSG_JOB_CANCEL);
+    msg_set_str(&m->job_cancel.job_id, c->job_id);
+    m->job_cancel.mode = c->mode;
+    m->job_cancel.requested_at_us = c->requested_at_us;
+    msg_set_str(&m->job_cancel.origin, st->instance);
+    m->flags = MSG_FLAG_EVENT;
+    snprintf(m->sender, sizeof m->sender, "%s", actor_name(st->self));
+    if (msg_encode(m, payload, len) < 0)
+        abort(); /* a type of the table always encodes */
+    msg_destroy(&m);
+}
+
 /* Sends SET then PUBLISH (pipelined, in that order, so that whoever reacts
  * to the event already finds the flag). Consumes op. */
 static void s_cancel_send(redis_state_t *st, cancel_op_t *op)
 {
     conn_t *c = &st->cmd;
-    char payload[PAYLOAD_MAX];
-    int n = snprintf(payload, sizeof payload, "%s %s %" PRId64 " %s", op->c.job_id,
-                     cancel_mode_name(op->c.mode), op->c.requested_at_us, st->instance);
+    void *payload;
+    size_t n;
+    s_cancel_payload(st, &op->c, &payload, &n);
     op->replies_due = 0;
     if (redisAsyncCommand(c->ac, s_on_set, op, "SET job:%s:cancelled true EX %d",
                           op->c.job_id, FLAG_TTL_S)
@@ -396,13 +410,15 @@ static void s_cancel_send(redis_state_t *st, cancel_op_t *op)
         op->replies_due++;
         s_conn_sent(c);
         if (redisAsyncCommand(c->ac, s_on_publish, op, "PUBLISH %s %b", REDIS_CANCEL_CHANNEL,
-                              payload, (size_t)n)
+                              payload, n)
             == REDIS_OK) {
             op->replies_due++;
             s_conn_sent(c);
+            free(payload);
             return;
         }
     }
+    free(payload);
     /* hiredis refuses commands only on a context it is tearing down */
     c->state = CONN_CLOSING;
     op->lost = true;
@@ -453,133 +469,113 @@ static void s_on_flag(redisAsyncContext *ac, void *reply, void *privdata)
 
 /* ------------------------------------------------------------ subscriber */
 
-/* The fields of one channel message, parsed. */
-typedef struct {
-    char job_id[UUID_STR_LEN];
-    cancel_mode_t mode;
-    int64_t requested_at_us;
-    char origin[REDIS_INSTANCE_MAX];
-} payload_t;
-
-/* Parses "<jobId> <mode> <requested_at_us> <instance>" strictly. Returns
- * NULL, or why the payload is refused. */
-static const char *s_payload_parse(const char *p, size_t len, payload_t *out)
+/* A cancel as it may travel: a UUID job id (lowercased here), a mode that
+ * stops something, a plausible time, a valid origin. NULL, or why not. */
+static const char *s_check_cancel(msg_job_cancel_t *c)
 {
-    if (len == 0 || len > PAYLOAD_MAX)
-        return "empty or too long";
-    if (memchr(p, '\0', len))
-        return "contains a NUL byte";
-    const char *field[4];
-    size_t flen[4];
-    size_t nf = 0, start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && p[i] != ' ')
-            continue;
-        if (nf == 4)
-            return "more than 4 fields";
-        field[nf] = p + start;
-        flen[nf] = i - start;
-        if (flen[nf] == 0)
-            return "empty field (extra space)";
-        nf++;
-        start = i + 1;
-    }
-    if (nf != 4)
-        return "fewer than 4 fields";
-
-    if (flen[0] != UUID_STR_LEN - 1)
+    if (!uuid_valid(c->job_id))
         return "job id is not a UUID";
-    memcpy(out->job_id, field[0], flen[0]);
-    out->job_id[flen[0]] = '\0';
-    if (!uuid_valid(out->job_id))
-        return "job id is not a UUID";
-    s_lowercase(out->job_id);
-
-    if (s_mode_parse(field[1], flen[1], &out->mode) < 0)
-        return "unknown mode";
-
-    if (flen[2] > 16)
+    s_lowercase(c->job_id);
+    if (c->mode == CANCEL_MODE_NONE)
+        return "mode none";
+    if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
         return "requested_at_us out of range";
-    int64_t v = 0;
-    for (size_t i = 0; i < flen[2]; i++) {
-        if (field[2][i] < '0' || field[2][i] > '9')
-            return "requested_at_us is not a decimal number";
-        v = v * 10 + (field[2][i] - '0');
-    }
-    if (v < 1 || v > MAX_REQUESTED_AT_US)
-        return "requested_at_us out of range";
-    out->requested_at_us = v;
-
-    if (!s_instance_valid(field[3], flen[3]))
+    if (!c->origin || !s_instance_valid(c->origin, strlen(c->origin)))
         return "bad origin";
-    memcpy(out->origin, field[3], flen[3]);
-    out->origin[flen[3]] = '\0';
     return NULL;
 }
 
-static void s_on_payload(redis_state_t *st, const char *p, size_t len)
+static const char *s_check_work(msg_work_available_t *w)
 {
-    payload_t pl;
-    const char *why = s_payload_parse(p, len, &pl);
-    if (why) {
-        st->dropped++;
-        if (st->dropped <= DROP_LOG_FIRST || st->dropped % 1000 == 0) {
-            char shown[96];
-            s_sanitize(shown, sizeof shown, p, len);
-            log_warn("dropped a malformed message on %s (%s): \"%s\" (%" PRIu64
-                     " dropped so far)",
-                     REDIS_CANCEL_CHANNEL, why, shown, st->dropped);
-        }
-        return;
-    }
-    if (strcmp(pl.origin, st->instance) == 0) {
-        /* our own cancel: the http actor put it on the local bus already */
-        log_debug("own cancel of %s skipped", pl.job_id);
-        return;
-    }
-    msg_t *ev = msg_new(MSG_JOB_CANCEL);
-    msg_set_str(&ev->job_cancel.job_id, pl.job_id);
-    msg_set_str(&ev->job_cancel.mode, cancel_mode_name(pl.mode));
-    ev->job_cancel.requested_at_us = pl.requested_at_us;
-    msg_set_str(&ev->job_cancel.origin, pl.origin);
-    if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
-        log_error("cannot publish the cancel of %s on the bus", pl.job_id);
-    else
-        log_debug("cancel of %s from %s published on the bus", pl.job_id, pl.origin);
-    msg_destroy(&ev);
+    if (!uuid_valid(w->job_id))
+        return "job id is not a UUID";
+    s_lowercase(w->job_id);
+    if (!w->origin || !s_instance_valid(w->origin, strlen(w->origin)))
+        return "bad origin";
+    return NULL;
 }
 
-/* A job created on another instance: wake this instance's idle generators.
- * Strictly "<uuid> <instance>"; anything else is dropped. */
-static void s_on_work_payload(redis_state_t *st, const char *p, size_t len)
+/* The channels and what each carries: the bus topic, the one message type,
+ * its check and where its origin lives. */
+typedef struct {
+    const char *channel;
+    const char *topic;
+    msg_type_t type;
+    const char *(*check)(msg_t *m);
+    char **(*origin)(msg_t *m);
+} bridge_t;
+
+static const char *s_check_cancel_msg(msg_t *m) { return s_check_cancel(&m->job_cancel); }
+static const char *s_check_work_msg(msg_t *m) { return s_check_work(&m->work_available); }
+static char **s_cancel_origin(msg_t *m) { return &m->job_cancel.origin; }
+static char **s_work_origin(msg_t *m) { return &m->work_available.origin; }
+
+static const bridge_t s_bridges[] = {
+    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin},
+    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin},
+};
+#define BRIDGES (sizeof s_bridges / sizeof s_bridges[0])
+
+static const bridge_t *s_bridge_of_type(msg_type_t type)
 {
-    char id[UUID_STR_LEN];
-    if (len < 38 || len > 36 + 1 + REDIS_INSTANCE_MAX || p[36] != ' ') {
-        log_debug("malformed message on %s dropped", REDIS_WORK_CHANNEL);
+    for (size_t i = 0; i < BRIDGES; i++)
+        if (s_bridges[i].type == type)
+            return &s_bridges[i];
+    return NULL;
+}
+
+static void s_drop_payload(redis_state_t *st, const bridge_t *b, const char *why, const char *p,
+                           size_t len)
+{
+    st->dropped++;
+    if (st->dropped <= DROP_LOG_FIRST || st->dropped % 1000 == 0) {
+        char shown[96];
+        s_sanitize(shown, sizeof shown, p, len);
+        log_warn("dropped a malformed message on %s (%s): \"%s\" (%" PRIu64
+                 " dropped so far)",
+                 b->channel, why, shown, st->dropped);
+    }
+}
+
+/* A message from another instance: decoded as hostile input, checked, and
+ * published on the local bus (our own instance's are skipped: they were on
+ * this bus before they went out). */
+static void s_on_payload(redis_state_t *st, const bridge_t *b, const char *p, size_t len)
+{
+    char why[160] = "";
+    msg_t *m = NULL;
+    if (len == 0 || len > PAYLOAD_MAX)
+        snprintf(why, sizeof why, "empty or too long");
+    else if (!(m = msg_decode_with(st->decoder, p, len, why, sizeof why)))
+        ;
+    else if (m->type != b->type || (m->flags & MSG_FLAG_REPLY))
+        snprintf(why, sizeof why, "a %s, not a %s event", msg_type_name(m->type),
+                 msg_type_name(b->type));
+    else {
+        const char *bad = b->check(m);
+        if (bad)
+            snprintf(why, sizeof why, "%s", bad);
+    }
+    if (why[0]) {
+        s_drop_payload(st, b, why, p, len);
+        msg_destroy(&m);
         return;
     }
-    memcpy(id, p, 36);
-    id[36] = '\0';
-    const char *origin = p + 37;
-    size_t olen = len - 37;
-    if (!uuid_valid(id) || !s_instance_valid(origin, olen)) {
-        log_debug("malformed message on %s dropped", REDIS_WORK_CHANNEL);
-        return;
+    const char *origin = *b->origin(m);
+    if (strcmp(origin, st->instance) == 0) {
+        log_debug("own %s skipped", msg_type_name(m->type));
+    } else if (actor_publish(st->self, b->topic, m) < 0) {
+        log_error("cannot publish a %s from %s on the bus", msg_type_name(m->type), origin);
+    } else {
+        log_debug("%s from %s published on the bus", msg_type_name(m->type), origin);
     }
-    if (olen == strlen(st->instance) && memcmp(origin, st->instance, olen) == 0)
-        return; /* ours: the store woke our generators already */
-    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
-    msg_set_str(&ev->work_available.job_id, id);
-    actor_publish(st->self, TOPIC_WORK, ev);
-    msg_destroy(&ev);
+    msg_destroy(&m);
 }
 
 static void s_publish_recheck(redis_state_t *st)
 {
-    msg_t *ev = msg_new(MSG_JOB_CANCEL);
-    msg_set_str(&ev->job_cancel.mode, "recheck");
-    ev->job_cancel.requested_at_us = clock_wall_us();
-    msg_set_str(&ev->job_cancel.origin, st->instance);
+    msg_t *ev = msg_new(MSG_CANCEL_RECHECK);
+    msg_set_str(&ev->cancel_recheck.origin, st->instance);
     if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
         log_error("cannot publish the recheck on the bus");
     msg_destroy(&ev);
@@ -626,18 +622,11 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
             st->sub_gap = false;
             s_publish_recheck(st);
         }
-    } else if (s_reply_is(r->element[0], "message")) {
-        if (s_reply_is(r->element[1], REDIS_WORK_CHANNEL)
-            && r->element[2]->type == REDIS_REPLY_STRING) {
-            s_on_work_payload(st, r->element[2]->str, r->element[2]->len);
-            return;
-        }
-        if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL)
-            || r->element[2]->type != REDIS_REPLY_STRING) {
-            log_debug("message on an unexpected channel dropped");
-            return;
-        }
-        s_on_payload(st, r->element[2]->str, r->element[2]->len);
+    } else if (s_reply_is(r->element[0], "message")
+               && r->element[2]->type == REDIS_REPLY_STRING) {
+        for (size_t i = 0; i < BRIDGES; i++)
+            if (s_reply_is(r->element[1], s_bridges[i].channel))
+                s_on_payload(st, &s_bridges[i], r->element[2]->str, r->element[2]->len);
     }
 }
 
@@ -803,38 +792,25 @@ static void s_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ------------------------------------------------------------ handlers */
 
-static void s_handle_cancel(actor_t *self, msg_t *msg)
+/* JOB_CANCEL_RECORDED (bus "job.cancel_recorded"): the seed's flag, and the
+ * cancel once more for an instance that missed the first event; kept for
+ * Redis's return while it is down. */
+static void s_on_cancel_recorded(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
-    const msg_redis_cancel_t *rq = &msg->redis_cancel;
-    actor_caller_t req = actor_caller(msg);
-
-    cancel_t c = {.mode = CANCEL_MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
-    if (!uuid_valid(rq->job_id)) {
-        actor_reply_error(st->self, &req, -EINVAL, "job_id is not a UUID");
+    const msg_job_cancel_recorded_t *rc = &msg->job_cancel_recorded;
+    cancel_t c = {.mode = rc->mode, .requested_at_us = rc->requested_at_us};
+    if (!uuid_valid(rc->job_id) || c.mode == CANCEL_MODE_NONE || c.requested_at_us < 1
+        || c.requested_at_us > MAX_REQUESTED_AT_US) {
+        log_warn("malformed cancel record from %s dropped", msg->sender);
         return;
     }
-    if (rq->mode && s_mode_parse(rq->mode, strlen(rq->mode), &c.mode) < 0) {
-        actor_reply_error(st->self, &req, -EINVAL, "mode must be immediate or after_current_image");
-        return;
-    }
-    if (c.requested_at_us == 0)
-        c.requested_at_us = clock_wall_us();
-    if (c.requested_at_us < 0 || c.requested_at_us > MAX_REQUESTED_AT_US) {
-        actor_reply_error(st->self, &req, -EINVAL, "requested_at_us out of range");
-        return;
-    }
-    memcpy(c.job_id, rq->job_id, UUID_STR_LEN);
+    memcpy(c.job_id, rc->job_id, UUID_STR_LEN);
     s_lowercase(c.job_id);
-
     if (!s_cmd_ready(st)) {
         if (s_queue_push(st, &c) == 0)
-            actor_reply_error(st->self, &req, -EAGAIN,
-                           "redis unavailable (%s); the cancel is queued for its return",
-                           st->cmd.error[0] ? st->cmd.error : s_state_names[st->cmd.state]);
-        else
-            actor_reply_error(st->self, &req, -EAGAIN,
-                           "redis unavailable; cancel queue full, the flag is not kept");
+            log_debug("cancel flag of %s queued: redis unavailable (%s)", c.job_id,
+                      st->cmd.error[0] ? st->cmd.error : s_state_names[st->cmd.state]);
         return;
     }
     cancel_op_t *op = calloc(1, sizeof *op);
@@ -842,7 +818,6 @@ static void s_handle_cancel(actor_t *self, msg_t *msg)
         abort();
     op->st = st;
     op->c = c;
-    op->req = req;
     s_cancel_send(st, op);
 }
 
@@ -851,50 +826,39 @@ static void s_on_event_published(redisAsyncContext *ac, void *reply, void *privd
     s_conn_replied(ac->data, ac, reply);
 }
 
-/* WORK_AVAILABLE on our bus (the store created a job): tell the other
- * instances, best effort (their sweep is the fallback). What we put on the
- * bus ourselves, from another instance, is not sent back. */
-static void s_handle_work(actor_t *self, msg_t *msg)
+/* A bridged event on our bus (JOB_CANCEL from the http actor, WORK_AVAILABLE
+ * from the store): PUBLISH it for the other instances, best effort (while
+ * Redis is down the durable paths cover it: the flag's queue, the store's
+ * cancel, the generators' sweep). What we put on the bus ourselves came
+ * from Redis and is not sent back. */
+static void s_on_bridged_event(actor_t *self, msg_t *msg)
 {
     redis_state_t *st = actor_state(self);
-    if (strcmp(msg->sender, actor_name(self)) == 0 || !s_cmd_ready(st)
-        || !uuid_valid(msg->work_available.job_id))
+    const bridge_t *b = s_bridge_of_type(msg->type);
+    if (strcmp(msg->sender, actor_name(self)) == 0 || !s_cmd_ready(st))
         return;
-    conn_t *conn = &st->cmd;
-    char payload[PAYLOAD_MAX];
-    int n = snprintf(payload, sizeof payload, "%s %s", msg->work_available.job_id,
-                     st->instance);
-    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b",
-                          REDIS_WORK_CHANNEL, payload, (size_t)n)
-        == REDIS_OK)
-        s_conn_sent(conn);
-}
-
-/* REDIS_CANCEL_EVENT: the PUBLISH alone, best effort, no reply. */
-static void s_handle_cancel_event(actor_t *self, msg_t *msg)
-{
-    redis_state_t *st = actor_state(self);
-    const msg_redis_cancel_event_t *rq = &msg->redis_cancel_event;
-    cancel_t c = {.mode = CANCEL_MODE_IMMEDIATE, .requested_at_us = rq->requested_at_us};
-    if (!uuid_valid(rq->job_id)
-        || (rq->mode && s_mode_parse(rq->mode, strlen(rq->mode), &c.mode) < 0)
-        || c.requested_at_us <= 0 || c.requested_at_us > MAX_REQUESTED_AT_US) {
-        log_warn("malformed cancel event from %s dropped", msg->sender);
+    msg_set_str(b->origin(msg), st->instance);
+    const char *bad = b->check(msg);
+    if (bad) {
+        log_warn("malformed %s from %s not published (%s)", msg_type_name(msg->type),
+                 msg->sender, bad);
         return;
     }
-    if (!s_cmd_ready(st))
-        return; /* see messages.def: the durable path covers it */
-    memcpy(c.job_id, rq->job_id, UUID_STR_LEN);
-    s_lowercase(c.job_id);
+    snprintf(msg->sender, sizeof msg->sender, "%s", actor_name(self));
+    void *payload;
+    size_t n;
+    if (msg_encode(msg, &payload, &n) < 0)
+        return;
     conn_t *conn = &st->cmd;
-    char payload[PAYLOAD_MAX];
-    int n = snprintf(payload, sizeof payload, "%s %s %" PRId64 " %s", c.job_id,
-                     cancel_mode_name(c.mode), c.requested_at_us, st->instance);
-    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b",
-                          REDIS_CANCEL_CHANNEL, payload, (size_t)n)
+    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b", b->channel,
+                          payload, n)
         == REDIS_OK)
         s_conn_sent(conn);
+    free(payload);
 }
+
+/* Our own recheck, on the topic we subscribe to: nothing to bridge. */
+static void s_on_recheck(actor_t *self, msg_t *msg) {}
 
 static void s_handle_flag_get(actor_t *self, msg_t *msg)
 {
@@ -980,7 +944,9 @@ static void s_conn_init(redis_state_t *st, conn_t *c, const char *role)
 static int s_init(actor_t *self, void *arg)
 {
     const start_arg_t *a = arg;
-    if (actor_subscribe(self, TOPIC_WORK) < 0) { /* jobs created here: tell the others */
+    /* what happens here that the other instances must learn */
+    if (actor_subscribe(self, TOPIC_WORK) < 0 || actor_subscribe(self, TOPIC_CANCEL) < 0
+        || actor_subscribe(self, TOPIC_JOB_CANCEL_RECORDED) < 0) {
         actor_fail(self, "cannot subscribe to the bus");
         return -1;
     }
@@ -995,6 +961,7 @@ static int s_init(actor_t *self, void *arg)
     snprintf(st->path, sizeof st->path, "%s", a->path);
     snprintf(st->instance, sizeof st->instance, "%s", a->instance);
     st->queue_max = a->queue_max ? a->queue_max : REDIS_QUEUE_MAX_DEFAULT;
+    st->decoder = msg_decoder_new();
     s_conn_init(st, &st->cmd, "commands");
     s_conn_init(st, &st->sub, "subscriber");
     ev_timer_init(&st->watchdog, s_watchdog_cb, WATCHDOG_PERIOD_S, WATCHDOG_PERIOD_S);
@@ -1032,6 +999,7 @@ static void s_fini(actor_t *self)
         st->head = q->next;
         free(q);
     }
+    msg_decoder_destroy(&st->decoder);
     free(st);
     actor_set_state(self, NULL);
 }
@@ -1041,9 +1009,10 @@ static const actor_spec_t s_spec = {
     .fini = s_fini,
     .handlers =
         {
-            [MSG_REDIS_CANCEL] = s_handle_cancel,
-            [MSG_REDIS_CANCEL_EVENT] = s_handle_cancel_event,
-            [MSG_WORK_AVAILABLE] = s_handle_work,
+            [MSG_JOB_CANCEL] = s_on_bridged_event,
+            [MSG_WORK_AVAILABLE] = s_on_bridged_event,
+            [MSG_JOB_CANCEL_RECORDED] = s_on_cancel_recorded,
+            [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_REDIS_FLAG_GET] = s_handle_flag_get,
             [MSG_HEALTH_CHECK] = s_handle_health,
         },

@@ -1,38 +1,39 @@
 /*
- * redis.h - the redis actor: the seed's cancel flag and the cancel channel
- * between instances, over two hiredis async connections on the actor's own
- * libev loop (one for commands, one for SUBSCRIBE).
+ * redis.h - the redis actor: the seed's cancel flag, and the bridge that
+ * carries cancels and work wake-ups between instances over Redis pub/sub,
+ * on two hiredis async connections on the actor's own libev loop (one for
+ * commands, one for SUBSCRIBE).
+ *
+ * The bridge (bus topic <-> channel, one message type each):
+ *   "cancel" JOB_CANCEL      <-> imagejobs:cancel
+ *   "work"   WORK_AVAILABLE  <-> imagejobs:work
+ * An event published on this instance's bus (by anyone but this actor) is
+ * PUBLISHed with its origin set to this instance, best effort (dropped while
+ * Redis is down: the durable paths cover it). A channel message is the
+ * msgpack encoding of the message from messages.def (msg_encode); one that
+ * arrives is decoded as hostile input and checked (the type the channel
+ * carries, a UUID job id, lowercased; for a cancel a mode other than none
+ * and requested_at_us within 1 .. year 2100; an origin of 1 to 63 printable
+ * ASCII characters, no space); anything else is logged and dropped. A valid
+ * one from another instance is published on the local bus; this instance's
+ * own are skipped (they were on this bus before they went out).
  *
  * Messages it handles (messages/messages.def):
- *   REDIS_CANCEL    SET job:{id}:cancelled "true" EX 3600, then PUBLISH the
- *                   cancel on imagejobs:cancel. Reply OK once Redis has
- *                   acknowledged both; ERROR -EAGAIN at once while Redis is
- *                   unreachable (the cancel is then queued and written when
- *                   Redis returns); ERROR -EINVAL for a malformed request;
- *                   ERROR -EIO when Redis answered with an error.
+ *   JOB_CANCEL_RECORDED  (bus "job.cancel_recorded", from the store once its
+ *                   write landed) SET job:{id}:cancelled "true" EX 3600, then
+ *                   PUBLISH the cancel again on imagejobs:cancel. While
+ *                   Redis is unreachable the cancel waits in a bounded queue
+ *                   (one entry per job) and is written when Redis returns.
  *   REDIS_FLAG_GET  GET job:{id}:cancelled. Reply REDIS_FLAG {set: value is
- *                   "true"}, or ERROR -EAGAIN while Redis is unreachable.
- *   HEALTH_CHECK    Reply HEALTH {ok: both connections up and subscribed}.
- * Job ids are UUIDs, lowercased before they reach Redis. A REDIS_CANCEL with
- * mode NULL means "immediate"; requested_at_us 0 means "now".
+ *                   "true"}, or ERROR -EAGAIN while Redis is unreachable,
+ *                   -EINVAL for a job id that is not a UUID.
+ *   HEALTH_CHECK    Reply HEALTH {ok: both connections up and subscribed;
+ *                   detail names the state of each and the queued cancels}.
  *
- * Events it publishes on the bus topic "cancel" (JOB_CANCEL):
- *   - every cancel that *another* instance published on imagejobs:cancel
- *     (cancels of this instance are skipped: its http actor already put them
- *     on the local bus);
- *   - {job_id NULL, mode "recheck"} whenever the subscription comes back
- *     after a time without it (a lost connection, or Redis down at start):
- *     cancels may have been missed, generators re-read them from the store.
- *
- * The channel's payload is one line of four fields separated by one space:
- *
- *   <jobId> <mode> <requested_at_us> <instance>
- *   550e8400-e29b-41d4-a716-446655440000 immediate 1764158400123456 host-a
- *
- * jobId a canonical UUID; mode "immediate" or "after_current_image";
- * requested_at_us decimal µs since the epoch (1 .. year 2100); instance 1 to
- * 63 printable ASCII characters, no space. Anything else is logged and
- * dropped.
+ * Events it publishes on the bus topic "cancel": JOB_CANCEL from other
+ * instances, and CANCEL_RECHECK whenever the subscription comes back after
+ * a time without it (a lost connection, or Redis down at start): cancels
+ * may have been missed, generators re-read them from the store.
  */
 #ifndef IMAGEJOBS_ACTORS_REDIS_H
 #define IMAGEJOBS_ACTORS_REDIS_H

@@ -25,6 +25,7 @@
 #include "actors/store.h"
 
 #include "runtime/log.h"
+#include "runtime/names.h"
 #include "runtime/uuid.h"
 
 #include <errno.h>
@@ -442,6 +443,8 @@ struct op {
     int nres;
     PGresult *res[OP_MAX_RESULTS];
     char job_id[UUID_STR_LEN];
+    cancel_mode_t mode;     /* a cancel's, for the event once it landed */
+    int64_t requested_at_us;
 };
 
 typedef enum {
@@ -735,10 +738,28 @@ static int64_t s_i64(const PGresult *r, int row, int col)
     return v ? strtoll(v, NULL, 10) : 0;
 }
 
-static bool s_bool(const PGresult *r, int row, int col)
+/* A cancel mode column: NULL is NONE; an unknown text too (the schema's
+ * CHECK allows none). */
+static cancel_mode_t s_mode(const PGresult *r, int row, int col)
 {
     const char *v = s_val(r, row, col);
-    return v && v[0] == 't';
+    cancel_mode_t m = CANCEL_MODE_NONE;
+    if (v && cancel_mode_parse(v, strlen(v), &m) < 0)
+        m = CANCEL_MODE_NONE;
+    return m;
+}
+
+/* A status column; -1 for a value the table does not know. */
+static int s_status(const PGresult *r, int row, int col, job_status_t *out)
+{
+    const char *v = s_val(r, row, col);
+    return v ? job_status_parse(v, strlen(v), out) : -1;
+}
+
+/* A cancel mode as a statement parameter: NONE is NULL. */
+static const char *s_mode_param(cancel_mode_t m)
+{
+    return m == CANCEL_MODE_NONE ? NULL : cancel_mode_name(m);
 }
 
 /* ------------------------------------------------------------ connection */
@@ -1162,14 +1183,18 @@ static void s_job_create_done(store_t *st, op_t *op)
     }
     msg_t *m = msg_new(MSG_JOB_CREATED);
     msg_set_str(&m->job_created.job_id, s_val(r, 0, 0));
-    msg_set_str(&m->job_created.status, s_val(r, 0, 1));
+    if (s_status(r, 0, 1, &m->job_created.status) < 0) {
+        msg_destroy(&m);
+        s_reply_error(st, op, -EIO, "job create: unknown status %s", s_val(r, 0, 1));
+        return;
+    }
     m->job_created.total_images = (uint64_t)s_i64(r, 0, 2);
     s_reply(st, op, &m);
 
     /* local generators wake now; the redis actor tells other instances */
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
     msg_set_str(&ev->work_available.job_id, op->job_id);
-    if (actor_publish(st->self, "work", ev) < 0)
+    if (actor_publish(st->self, TOPIC_WORK, ev) < 0)
         log_warn("cannot publish work for %s", op->job_id);
     msg_destroy(&ev);
 }
@@ -1270,17 +1295,34 @@ static void s_job_cancel_done(store_t *st, op_t *op)
     msg_t *m = msg_new(MSG_JOB_CANCEL_RESULT);
     msg_job_cancel_result_t *b = &m->job_cancel_result;
     msg_set_str(&b->job_id, op->job_id);
-    msg_set_str(&b->prior_status, s_val(r, 0, 0));
-    msg_set_str(&b->status, s_val(r, 0, 1));
-    b->completed_images = (uint64_t)s_i64(r, 0, 2);
-    b->total_images = (uint64_t)s_i64(r, 0, 3);
-    b->already_requested = s_bool(r, 0, 4);
-    b->requested_at_us = s_i64(r, 0, 5);
     /* a processing job with no combination running ended right here */
     const PGresult *fin = op->res[2];
-    if (PQntuples(fin) == 1)
-        msg_set_str(&b->status, s_val(fin, 0, 0));
+    if (s_status(r, 0, 0, &b->prior_status) < 0
+        || (PQntuples(fin) == 1 ? s_status(fin, 0, 0, &b->status)
+                                : s_status(r, 0, 1, &b->status))
+               < 0) {
+        msg_destroy(&m);
+        s_reply_error(st, op, -EIO, "job %s has an unknown status", op->job_id);
+        return;
+    }
+    b->completed_images = (uint64_t)s_i64(r, 0, 2);
+    b->total_images = (uint64_t)s_i64(r, 0, 3);
+    b->requested_at_us = s_i64(r, 0, 5);
+    bool accepted = b->prior_status == JOB_STATUS_PENDING
+                    || b->prior_status == JOB_STATUS_PROCESSING;
     s_reply(st, op, &m);
+
+    /* the cancel of a running or pending job has landed: the redis actor
+     * sets the seed's flag (a repeated cancel of a job still stopping too) */
+    if (accepted) {
+        msg_t *ev = msg_new(MSG_JOB_CANCEL_RECORDED);
+        msg_set_str(&ev->job_cancel_recorded.job_id, op->job_id);
+        ev->job_cancel_recorded.mode = op->mode;
+        ev->job_cancel_recorded.requested_at_us = op->requested_at_us;
+        if (actor_publish(st->self, TOPIC_JOB_CANCEL_RECORDED, ev) < 0)
+            log_warn("cannot publish the cancel record of %s", op->job_id);
+        msg_destroy(&ev);
+    }
 }
 
 static const op_kind_t s_job_cancel_kind = {
@@ -1297,15 +1339,13 @@ static void s_on_job_cancel(actor_t *self, msg_t *msg)
         s_refuse(st, msg, -EINVAL, "job_id is not a UUID");
         return;
     }
-    const char *mode = b->mode && *b->mode ? b->mode : "immediate";
-    if (strcmp(mode, "immediate") != 0 && strcmp(mode, "after_current_image") != 0) {
-        s_refuse(st, msg, -EINVAL, "mode must be \"immediate\" or \"after_current_image\"");
-        return;
-    }
+    cancel_mode_t mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
     op_t *op = s_op_new(&s_job_cancel_kind, msg);
     snprintf(op->job_id, sizeof op->job_id, "%s", b->job_id);
+    op->mode = mode;
+    op->requested_at_us = b->received_at_us;
     s_param_str(op, b->job_id);
-    s_param_str(op, mode);
+    s_param_str(op, cancel_mode_name(mode));
     s_param_i64(op, b->received_at_us);
     s_submit(st, op);
 }
@@ -1413,7 +1453,7 @@ static void s_work_done(store_t *st, op_t *op)
     b->steps = (uint64_t)s_i64(r, 0, 6);
     b->images = (uint64_t)s_i64(r, 0, 7);
     b->next_index = (uint64_t)s_i64(r, 0, 8);
-    msg_set_str(&b->cancel_mode, s_val(r, 0, 9));
+    b->cancel_mode = s_mode(r, 0, 9);
     s_reply(st, op, &m);
 }
 
@@ -1455,7 +1495,7 @@ static void s_image_done(store_t *st, op_t *op)
     msg_t *m = msg_new(MSG_IMAGE_RECORDED);
     msg_set_str(&m->image_recorded.attach_id, s_val(r, 0, 0));
     m->image_recorded.completed_images = (uint64_t)s_i64(r, 0, 1);
-    msg_set_str(&m->image_recorded.cancel_mode, s_val(r, 0, 2));
+    m->image_recorded.cancel_mode = s_mode(r, 0, 2);
     s_reply(st, op, &m);
 }
 
@@ -1553,31 +1593,17 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
         s_refuse(st, msg, -EINVAL, "combination out of range");
         return;
     }
-    static const char *const outcomes[] = {"completed", "cancelled", "failed", "released"};
-    bool known = false;
-    for (size_t i = 0; b->outcome && i < sizeof outcomes / sizeof *outcomes; i++)
-        known |= strcmp(b->outcome, outcomes[i]) == 0;
-    if (!known) {
-        s_refuse(st, msg, -EINVAL,
-                 "outcome must be completed, cancelled, failed or released");
-        return;
-    }
-    if (b->cancel_mode && strcmp(b->cancel_mode, "immediate") != 0
-        && strcmp(b->cancel_mode, "after_current_image") != 0) {
-        s_refuse(st, msg, -EINVAL, "cancel_mode must be immediate or after_current_image");
-        return;
-    }
     op_t *op = s_op_new(&s_task_stop_kind, msg);
     snprintf(op->job_id, sizeof op->job_id, "%s", b->job_id);
     s_param_str(op, b->job_id);
     s_param_u64(op, b->combination);
-    s_param_str(op, b->outcome);
+    s_param_str(op, task_outcome_name(b->outcome));
     s_param_i64(op, b->observed_at_us);
     s_param_i64(op, b->stopped_at_us);
     s_param_str(op, b->error && *b->error ? b->error : NULL);
     s_param_str(op, b->instance ? b->instance : "");
     s_param_i64(op, b->cancel_requested_at_us);
-    s_param_str(op, b->cancel_mode);
+    s_param_str(op, s_mode_param(b->cancel_mode));
     s_submit(st, op);
 }
 
@@ -1593,7 +1619,7 @@ static void s_lease_done(store_t *st, op_t *op)
         return;
     }
     msg_t *m = msg_new(MSG_LEASE_STATE);
-    msg_set_str(&m->lease_state.cancel_mode, s_val(r, 0, 0));
+    m->lease_state.cancel_mode = s_mode(r, 0, 0);
     s_reply(st, op, &m);
 }
 

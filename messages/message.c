@@ -58,8 +58,7 @@ const char *msg_type_name(unsigned type)
                 return 0;                                                     \
             }                                                                 \
         return -1;                                                            \
-    }                                                                         \
-    enum { name##_COUNT_OF = PREFIX##_COUNT };
+    }
 #include "messages/messages.def"
 #undef ENUM
 #undef VALUE

@@ -25,7 +25,9 @@ typedef struct {
 
 /* The enumerations of the table: cancel_mode_t, job_status_t, ... */
 #define VALUE(CONSTANT, text) CONSTANT,
-#define ENUM(PREFIX, name, values) typedef enum { values PREFIX##_COUNT } name##_t;
+#define ENUM(PREFIX, name, values)                                            \
+    typedef enum { values PREFIX##_COUNT } name##_t;                          \
+    enum { name##_COUNT_OF = PREFIX##_COUNT }; /* the count, by the name */
 #include "messages/messages.def"
 #undef ENUM
 #undef VALUE

@@ -18,5 +18,7 @@
 #define TOPIC_CANCEL "cancel"
 /* New work may be claimable (WORK_AVAILABLE), from any instance. */
 #define TOPIC_WORK "work"
+/* The store wrote a cancel (JOB_CANCEL_RECORDED), on this instance. */
+#define TOPIC_JOB_CANCEL_RECORDED "job.cancel_recorded"
 
 #endif

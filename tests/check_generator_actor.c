@@ -8,6 +8,7 @@
 #include "actors/generator.h"
 #include "actors/generator/png.h"
 #include "runtime/log.h"
+#include "runtime/names.h"
 
 #include <check.h>
 #include <errno.h>
@@ -106,11 +107,11 @@ static void s_no_work(const msg_t *req)
     s_reply(s_store, req, e);
 }
 
-static void s_recorded(const msg_t *req, const char *cancel_mode)
+static void s_recorded(const msg_t *req, cancel_mode_t cancel_mode)
 {
     msg_t *r = msg_new(MSG_IMAGE_RECORDED);
     msg_set_str(&r->image_recorded.attach_id, "a");
-    msg_set_str(&r->image_recorded.cancel_mode, cancel_mode);
+    r->image_recorded.cancel_mode = cancel_mode;
     s_reply(s_store, req, r);
 }
 
@@ -120,27 +121,34 @@ static void s_ok(const msg_t *req)
 }
 
 /* The generator ends its combination with `outcome`; the store takes it. */
-static void s_expect_stopped(const char *outcome)
+static void s_expect_stopped(task_outcome_t outcome)
 {
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, outcome);
+    ck_assert_str_eq(task_outcome_name(stop->task_stopped.outcome), task_outcome_name(outcome));
     s_ok(stop);
     msg_destroy(&stop);
 }
 
-static void s_lease_state(const msg_t *req, const char *cancel_mode)
+static void s_lease_state(const msg_t *req, cancel_mode_t cancel_mode)
 {
     msg_t *r = msg_new(MSG_LEASE_STATE);
-    msg_set_str(&r->lease_state.cancel_mode, cancel_mode);
+    r->lease_state.cancel_mode = cancel_mode;
     s_reply(s_store, req, r);
 }
 
-static void s_publish_cancel(const char *job_id, const char *mode)
+static void s_publish_cancel(const char *job_id, cancel_mode_t mode)
 {
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.job_id, job_id);
-    msg_set_str(&ev->job_cancel.mode, mode);
-    mailbox_publish(s_store, "cancel", ev);
+    ev->job_cancel.mode = mode;
+    mailbox_publish(s_store, TOPIC_CANCEL, ev);
+    msg_destroy(&ev);
+}
+
+static void s_publish_recheck(void)
+{
+    msg_t *ev = msg_new(MSG_CANCEL_RECHECK);
+    mailbox_publish(s_store, TOPIC_CANCEL, ev);
     msg_destroy(&ev);
 }
 
@@ -149,7 +157,6 @@ static void s_claim(uint64_t size, uint64_t steps, uint64_t images, uint64_t nex
 {
     msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
     ck_assert_str_eq(req->work_request.instance, "test-instance");
-    ck_assert_str_eq(req->work_request.generator, "generator-0");
     s_give_work(req, size, steps, images, next_index);
     msg_destroy(&req);
 }
@@ -177,13 +184,12 @@ START_TEST(test_records_every_image_then_completes)
         ck_assert_str_eq(img->image_ready.job_id, JOB);
         ck_assert_uint_eq(img->image_ready.combination, 3);
         ck_assert_uint_eq(img->image_ready.image_index, i);
-        ck_assert_int_eq(img->image_ready.final, i == 2);
         s_check_png(img, 64);
-        s_recorded(img, NULL);
+        s_recorded(img, CANCEL_MODE_NONE);
         msg_destroy(&img);
     }
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "completed");
+    ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_COMPLETED);
     ck_assert_uint_eq(stop->task_stopped.combination, 3);
     ck_assert_int_eq(stop->task_stopped.observed_at_us, 0);
     s_ok(stop);
@@ -209,23 +215,23 @@ START_TEST(test_immediate_cancel_stops_within_a_step)
     for (int i = 0; i < 2; i++) {
         msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
         ck_assert_str_eq(renew->lease_renew.job_id, JOB);
-        s_lease_state(renew, NULL);
+        s_lease_state(renew, CANCEL_MODE_NONE);
         msg_destroy(&renew);
     }
-    s_publish_cancel("another-job", "immediate"); /* not ours: ignored */
-    s_publish_cancel(JOB, "immediate");
+    s_publish_cancel("another-job", CANCEL_MODE_IMMEDIATE); /* not ours: ignored */
+    s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
     msg_t *m;
     do { /* renewals may still be in the queue */
         m = mailbox_recv(s_store, WAIT_MS);
         ck_assert_ptr_nonnull(m);
         ck_assert_msg(m->type != MSG_IMAGE_READY, "an image was finished after the cancel");
         if (m->type == MSG_LEASE_RENEW) {
-            s_lease_state(m, NULL);
+            s_lease_state(m, CANCEL_MODE_NONE);
             msg_destroy(&m);
         }
     } while (!m);
     ck_assert_int_eq(m->type, MSG_TASK_STOPPED);
-    ck_assert_str_eq(m->task_stopped.outcome, "cancelled");
+    ck_assert_int_eq(m->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
     ck_assert_uint_le(m->task_stopped.steps_done, 1);
     ck_assert_int_gt(m->task_stopped.observed_at_us, 0);
     ck_assert_int_ge(m->task_stopped.stopped_at_us, m->task_stopped.observed_at_us);
@@ -242,23 +248,23 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
     actor_t *g = s_start(&cfg);
     s_claim(256, 200, 5, 0); /* an image takes ~1.5 s or more */
     msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
-    s_lease_state(renew, NULL);
+    s_lease_state(renew, CANCEL_MODE_NONE);
     msg_destroy(&renew);
-    s_publish_cancel(JOB, "after_current_image");
+    s_publish_cancel(JOB, CANCEL_MODE_AFTER_CURRENT_IMAGE);
     int images = 0;
     for (;;) {
         msg_t *m = mailbox_recv(s_store, WAIT_MS);
         ck_assert_ptr_nonnull(m);
         if (m->type == MSG_LEASE_RENEW) {
-            s_lease_state(m, NULL);
+            s_lease_state(m, CANCEL_MODE_NONE);
         } else if (m->type == MSG_IMAGE_READY) {
             ck_assert_uint_eq(m->image_ready.image_index, 0);
             s_check_png(m, 256);
             images++;
-            s_recorded(m, "after_current_image");
+            s_recorded(m, CANCEL_MODE_AFTER_CURRENT_IMAGE);
         } else {
             ck_assert_int_eq(m->type, MSG_TASK_STOPPED);
-            ck_assert_str_eq(m->task_stopped.outcome, "cancelled");
+            ck_assert_int_eq(m->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
             ck_assert_uint_eq(m->task_stopped.steps_done, 0); /* nothing dropped */
             s_ok(m);
             msg_destroy(&m);
@@ -277,9 +283,9 @@ START_TEST(test_durable_cancel_from_the_store_stops_before_next_image)
     actor_t *g = s_start(&cfg);
     s_claim(64, 3, 4, 0);
     msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
-    s_recorded(img, "immediate"); /* a cancel the events never brought */
+    s_recorded(img, CANCEL_MODE_IMMEDIATE); /* a cancel the events never brought */
     msg_destroy(&img);
-    s_expect_stopped("cancelled");
+    s_expect_stopped(TASK_OUTCOME_CANCELLED);
     actor_destroy(&g);
 }
 END_TEST
@@ -289,12 +295,12 @@ START_TEST(test_recheck_after_reconnect_reads_the_store)
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 1, 0);
-    s_publish_cancel(NULL, "recheck");
+    s_publish_recheck();
     msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW); /* at once, not in 60 s */
-    s_lease_state(renew, "immediate");
+    s_lease_state(renew, CANCEL_MODE_IMMEDIATE);
     msg_destroy(&renew);
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "cancelled");
+    ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
     ck_assert_uint_lt(stop->task_stopped.steps_done, 200);
     s_ok(stop);
     msg_destroy(&stop);
@@ -311,7 +317,7 @@ START_TEST(test_work_event_wakes_an_idle_generator)
     msg_destroy(&req);
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
     msg_set_str(&ev->work_available.job_id, JOB);
-    ck_assert_int_eq(mailbox_publish(s_store, "work", ev), 1);
+    ck_assert_int_eq(mailbox_publish(s_store, TOPIC_WORK, ev), 1);
     msg_destroy(&ev);
     req = s_expect(s_store, MSG_WORK_REQUEST); /* the sweep is 60 s away */
     s_no_work(req);
@@ -327,7 +333,7 @@ START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
     actor_t *g = s_start(&cfg);
     s_claim(64, 3, 5, 0);
     /* the seed's design has no events: nothing subscribes to cancels */
-    s_publish_cancel(JOB, "immediate");
+    s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
     for (int i = 0; i < 2; i++) {
         msg_t *flag = s_expect(s_redis, MSG_REDIS_FLAG_GET);
         ck_assert_str_eq(flag->redis_flag_get.job_id, JOB);
@@ -340,11 +346,11 @@ START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
         msg_destroy(&flag);
         if (i == 0) {
             msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
-            s_recorded(img, NULL);
+            s_recorded(img, CANCEL_MODE_NONE);
             msg_destroy(&img);
         }
     }
-    s_expect_stopped("cancelled");
+    s_expect_stopped(TASK_OUTCOME_CANCELLED);
     actor_destroy(&g);
 }
 END_TEST
@@ -364,10 +370,10 @@ START_TEST(test_unrecorded_image_is_held_and_sent_again)
     ck_assert_uint_eq(again->image_ready.png.size, img->image_ready.png.size);
     ck_assert_mem_eq(again->image_ready.png.data, img->image_ready.png.data,
                      img->image_ready.png.size);
-    s_recorded(again, NULL);
+    s_recorded(again, CANCEL_MODE_NONE);
     msg_destroy(&again);
     msg_destroy(&img);
-    s_expect_stopped("completed");
+    s_expect_stopped(TASK_OUTCOME_COMPLETED);
     actor_destroy(&g);
 }
 END_TEST
@@ -386,7 +392,7 @@ START_TEST(test_shutdown_gives_the_claim_back)
     while ((stop = s_expect_any(s_store))->type == MSG_LEASE_RENEW)
         msg_destroy(&stop);
     ck_assert_int_eq(stop->type, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "released");
+    ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_RELEASED);
     ck_assert_str_eq(stop->task_stopped.instance, "test-instance");
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
     msg_destroy(&stop);
@@ -404,7 +410,7 @@ START_TEST(test_claim_arriving_with_the_stop_is_given_back)
     msg_destroy(&req);
     actor_destroy(&g); /* races the reply on purpose: either order must release */
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
-    ck_assert_str_eq(stop->task_stopped.outcome, "released");
+    ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_RELEASED);
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
     msg_destroy(&stop);
 }
@@ -470,7 +476,7 @@ START_TEST(test_unexpected_reply_type_is_held_and_retried)
     s_reply(s_store, img, wrong);
     msg_t *again = s_expect(s_store, MSG_IMAGE_READY);
     ck_assert_uint_eq(again->image_ready.image_index, 0);
-    s_recorded(again, NULL);
+    s_recorded(again, CANCEL_MODE_NONE);
     msg_destroy(&again);
     msg_destroy(&img);
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
@@ -478,7 +484,7 @@ START_TEST(test_unexpected_reply_type_is_held_and_retried)
     e->error.code = -EAGAIN;
     s_reply(s_store, stop, e);
     msg_destroy(&stop);
-    s_expect_stopped("completed");
+    s_expect_stopped(TASK_OUTCOME_COMPLETED);
     actor_destroy(&g);
 }
 END_TEST
