@@ -357,7 +357,7 @@ static int s_publish_cancel(const char *topic)
 {
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.job_id, "job-1");
-    msg_set_str(&ev->job_cancel.mode, "immediate");
+    ev->job_cancel.mode = CANCEL_MODE_IMMEDIATE;
     int n = mailbox_publish(s_test, topic, ev);
     msg_destroy(&ev);
     return n;

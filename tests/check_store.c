@@ -838,8 +838,8 @@ START_TEST(test_cancel_pending_job_ends_it_at_once)
     s_expect_error(&r, -ENOENT);
     r = s_cancel(&s_a, "550e8400-e29b-41d4-a716-44665544000", NULL, at);
     s_expect_error(&r, -EINVAL);
-    r = s_cancel(&s_a, id, "later", at);
-    s_expect_error(&r, -EINVAL);
+    /* a mode outside the table never reaches the store: the decoder drops
+     * the message (check_messages) */
 }
 END_TEST
 
@@ -1038,10 +1038,8 @@ START_TEST(test_job_ends_in_the_right_status_once)
     ck_assert_str_eq(s_jstr(s_jcombo(doc, 0), "error"), "out of memory");
     json_decref(doc);
 
-    /* bad input */
-    req = s_stop_req(id, 0, "exploded", "inst-a", 0, 0, NULL);
-    r = s_call(&s_a, &req);
-    s_expect_error(&r, -EINVAL);
+    /* bad input (an outcome outside the table never reaches the store: the
+     * decoder drops the message) */
     req = s_stop_req(id, 9, "completed", "inst-a", 0, 0, NULL);
     r = s_call(&s_a, &req);
     s_expect_error(&r, -ENOENT);
@@ -1418,11 +1416,6 @@ START_TEST(test_malformed_requests_are_refused)
     s_expect_error(&r, -EINVAL);
     req = s_image_req(id, (uint64_t)1 << 40, 0);
     r = s_call(&s_a, &req);
-    s_expect_error(&r, -EINVAL);
-    req = s_stop_req(id, 0, NULL, NULL, 0, 0, NULL);
-    r = s_call(&s_a, &req);
-    s_expect_error(&r, -EINVAL);
-    r = s_cancel(&s_a, id, "soon", 0);
     s_expect_error(&r, -EINVAL);
     /* and the actor is still there */
     req = msg_new(MSG_HEALTH_CHECK);
