@@ -1,0 +1,184 @@
+/*
+ * bridge.c - the redis actor's bridge between the local bus and Redis
+ * pub/sub: JOB_CANCEL on "cancel" <-> imagejobs:cancel, WORK_AVAILABLE on
+ * "work" <-> imagejobs:work, each message encoded from the table exactly as
+ * it travels on the bus. What arrives is hostile input: decoded by the
+ * table's decoder, of the channel's one type, checked field by field.
+ */
+#include "config.h"
+
+#include "actors/redis/internal.h"
+
+#include "runtime/clock.h"
+#include "runtime/log.h"
+#include "runtime/names.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ from Redis */
+
+/* A cancel as it may travel: a UUID job id (lowercased here), a mode that
+ * stops something, a plausible time, a valid origin. NULL, or why not. */
+static const char *s_check_cancel(msg_job_cancel_t *c)
+{
+    if (!uuid_valid(c->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(c->job_id);
+    if (c->mode == CANCEL_MODE_NONE)
+        return "mode none";
+    if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
+        return "requested_at_us out of range";
+    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+static const char *s_check_work(msg_work_available_t *w)
+{
+    if (!uuid_valid(w->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(w->job_id);
+    if (!w->origin || !redis_instance_valid(w->origin, strlen(w->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+/* The channels and what each carries: the bus topic, the one message type,
+ * its check and where its origin lives. */
+typedef struct {
+    const char *channel;
+    const char *topic;
+    msg_type_t type;
+    const char *(*check)(msg_t *m);
+    char **(*origin)(msg_t *m);
+} bridge_t;
+
+static const char *s_check_cancel_msg(msg_t *m) { return s_check_cancel(&m->job_cancel); }
+static const char *s_check_work_msg(msg_t *m) { return s_check_work(&m->work_available); }
+static char **s_cancel_origin(msg_t *m) { return &m->job_cancel.origin; }
+static char **s_work_origin(msg_t *m) { return &m->work_available.origin; }
+
+static const bridge_t s_bridges[] = {
+    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin},
+    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin},
+};
+#define BRIDGES (sizeof s_bridges / sizeof s_bridges[0])
+
+static const bridge_t *s_bridge_of_type(msg_type_t type)
+{
+    for (size_t i = 0; i < BRIDGES; i++)
+        if (s_bridges[i].type == type)
+            return &s_bridges[i];
+    return NULL;
+}
+
+static void s_drop_payload(redis_state_t *st, const bridge_t *b, const char *why, const char *p,
+                           size_t len)
+{
+    st->dropped++;
+    if (st->dropped <= DROP_LOG_FIRST || st->dropped % 1000 == 0) {
+        char shown[96];
+        redis_sanitize(shown, sizeof shown, p, len);
+        log_warn("dropped a malformed message on %s (%s): \"%s\" (%" PRIu64
+                 " dropped so far)",
+                 b->channel, why, shown, st->dropped);
+    }
+}
+
+/* A message from another instance: decoded as hostile input, checked, and
+ * published on the local bus (our own instance's are skipped: they were on
+ * this bus before they went out). */
+static void s_on_payload(redis_state_t *st, const bridge_t *b, const char *p, size_t len)
+{
+    char why[160] = "";
+    msg_t *m = NULL;
+    if (len == 0 || len > PAYLOAD_MAX)
+        snprintf(why, sizeof why, "empty or too long");
+    else if (!(m = msg_decode_with(st->decoder, p, len, why, sizeof why)))
+        ;
+    else if (m->type != b->type || (m->flags & MSG_FLAG_REPLY))
+        snprintf(why, sizeof why, "a %s, not a %s event", msg_type_name(m->type),
+                 msg_type_name(b->type));
+    else {
+        const char *bad = b->check(m);
+        if (bad)
+            snprintf(why, sizeof why, "%s", bad);
+    }
+    if (why[0]) {
+        s_drop_payload(st, b, why, p, len);
+        msg_destroy(&m);
+        return;
+    }
+    const char *origin = *b->origin(m);
+    if (strcmp(origin, st->instance) == 0) {
+        log_debug("own %s skipped", msg_type_name(m->type));
+    } else if (actor_publish(st->self, b->topic, m) < 0) {
+        log_error("cannot publish a %s from %s on the bus", msg_type_name(m->type), origin);
+    } else {
+        log_debug("%s from %s published on the bus", msg_type_name(m->type), origin);
+    }
+    msg_destroy(&m);
+}
+
+void redis_bridge_recheck(redis_state_t *st)
+{
+    msg_t *ev = msg_new(MSG_CANCEL_RECHECK);
+    msg_set_str(&ev->cancel_recheck.origin, st->instance);
+    if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
+        log_error("cannot publish the recheck on the bus");
+    msg_destroy(&ev);
+}
+
+void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen,
+                          const char *payload, size_t len)
+{
+    for (size_t i = 0; i < BRIDGES; i++)
+        if (strlen(s_bridges[i].channel) == chlen
+            && memcmp(s_bridges[i].channel, channel, chlen) == 0)
+            s_on_payload(st, &s_bridges[i], payload, len);
+}
+
+/* ------------------------------------------------------------ to Redis */
+
+static void s_on_event_published(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redis_conn_replied(ac->data, ac, reply);
+}
+
+/* A bridged event on our bus (JOB_CANCEL from the http actor, WORK_AVAILABLE
+ * from the store): PUBLISH it for the other instances, best effort (while
+ * Redis is down the durable paths cover it: the flag's queue, the store's
+ * cancel, the generators' sweep). What we put on the bus ourselves came
+ * from Redis and is not sent back. */
+void redis_on_bridged_event(actor_t *self, msg_t *msg)
+{
+    redis_state_t *st = actor_state(self);
+    const bridge_t *b = s_bridge_of_type(msg->type);
+    if (strcmp(msg->sender, actor_name(self)) == 0 || !redis_cmd_ready(st))
+        return;
+    msg_set_str(b->origin(msg), st->instance);
+    const char *bad = b->check(msg);
+    if (bad) {
+        log_warn("malformed %s from %s not published (%s)", msg_type_name(msg->type),
+                 msg->sender, bad);
+        return;
+    }
+    snprintf(msg->sender, sizeof msg->sender, "%s", actor_name(self));
+    void *payload;
+    size_t n;
+    if (msg_encode(msg, &payload, &n) < 0)
+        return;
+    conn_t *conn = &st->cmd;
+    if (redisAsyncCommand(conn->ac, s_on_event_published, NULL, "PUBLISH %s %b", b->channel,
+                          payload, n)
+        == REDIS_OK)
+        redis_conn_sent(conn);
+    free(payload);
+}
+
+/* Our own recheck, on the topic we subscribe to: nothing to bridge. */
+void redis_on_recheck(actor_t *self, msg_t *msg) {}
