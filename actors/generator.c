@@ -713,3 +713,8 @@ actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err
 {
     return actor_new(rt, cfg->name, &s_spec, (void *)cfg, err, errlen);
 }
+
+void generator_destroy(actor_t **ap)
+{
+    actor_destroy(ap);
+}

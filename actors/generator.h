@@ -44,4 +44,7 @@ unsigned generator_auto_count(long cores, int gpus);
 actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
                          size_t errlen);
 
+/* Stops the actor (its claim is given back first) and frees it; NULLs *ap. */
+void generator_destroy(actor_t **ap);
+
 #endif

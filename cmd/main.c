@@ -80,7 +80,7 @@ static void s_service_stop(service_t *svc)
 {
     http_stop(&svc->http);
     for (int i = svc->ngenerators; i-- > 0;)
-        actor_destroy(&svc->generators[i]);
+        generator_destroy(&svc->generators[i]);
     redis_destroy(&svc->redis);
     actor_destroy(&svc->store);
     runtime_destroy(&svc->rt);

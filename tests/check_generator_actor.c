@@ -198,7 +198,7 @@ START_TEST(test_records_every_image_then_completes)
     msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
     s_no_work(req);
     msg_destroy(&req);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -237,7 +237,7 @@ START_TEST(test_immediate_cancel_stops_within_a_step)
     ck_assert_int_ge(m->task_stopped.stopped_at_us, m->task_stopped.observed_at_us);
     s_ok(m);
     msg_destroy(&m);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -273,7 +273,7 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
         msg_destroy(&m);
     }
     ck_assert_int_eq(images, 1);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -286,7 +286,7 @@ START_TEST(test_durable_cancel_from_the_store_stops_before_next_image)
     s_recorded(img, CANCEL_MODE_IMMEDIATE); /* a cancel the events never brought */
     msg_destroy(&img);
     s_expect_stopped(TASK_OUTCOME_CANCELLED);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -304,7 +304,7 @@ START_TEST(test_recheck_after_reconnect_reads_the_store)
     ck_assert_uint_lt(stop->task_stopped.steps_done, 200);
     s_ok(stop);
     msg_destroy(&stop);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -322,7 +322,7 @@ START_TEST(test_work_event_wakes_an_idle_generator)
     req = s_expect(s_store, MSG_WORK_REQUEST); /* the sweep is 60 s away */
     s_no_work(req);
     msg_destroy(&req);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -351,7 +351,7 @@ START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
         }
     }
     s_expect_stopped(TASK_OUTCOME_CANCELLED);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -374,7 +374,7 @@ START_TEST(test_unrecorded_image_is_held_and_sent_again)
     msg_destroy(&again);
     msg_destroy(&img);
     s_expect_stopped(TASK_OUTCOME_COMPLETED);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -387,7 +387,7 @@ START_TEST(test_shutdown_gives_the_claim_back)
     /* a renewal shows it is rendering the claimed work */
     msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
     msg_destroy(&renew);
-    actor_destroy(&g);
+    generator_destroy(&g);
     msg_t *stop;
     while ((stop = s_expect_any(s_store))->type == MSG_LEASE_RENEW)
         msg_destroy(&stop);
@@ -408,7 +408,7 @@ START_TEST(test_claim_arriving_with_the_stop_is_given_back)
     msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
     s_give_work(req, 1024, 200, 3, 0);
     msg_destroy(&req);
-    actor_destroy(&g); /* races the reply on purpose: either order must release */
+    generator_destroy(&g); /* races the reply on purpose: either order must release */
     msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
     ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_RELEASED);
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
@@ -431,7 +431,7 @@ START_TEST(test_lost_claim_is_dropped_without_a_stop)
     msg_t *m = s_expect(s_store, MSG_WORK_REQUEST); /* no TASK_STOPPED first */
     s_no_work(m);
     msg_destroy(&m);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
@@ -485,7 +485,7 @@ START_TEST(test_unexpected_reply_type_is_held_and_retried)
     s_reply(s_store, stop, e);
     msg_destroy(&stop);
     s_expect_stopped(TASK_OUTCOME_COMPLETED);
-    actor_destroy(&g);
+    generator_destroy(&g);
 }
 END_TEST
 
