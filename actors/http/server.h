@@ -54,6 +54,12 @@ typedef struct {
     int64_t received_at_us;   /* wall clock when the request was read in full */
 } http_request_t;
 
+/* The value of the first query pair named key, or NULL. */
+static inline const char *http_request_query(const http_request_t *rq, const char *key)
+{
+    return http_query_get(&rq->query, key);
+}
+
 /* A request to answer: x is the user's until it answers it. */
 typedef void (*http_request_fn)(http_exchange_t *x, const http_request_t *rq, void *arg);
 
