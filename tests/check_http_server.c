@@ -46,6 +46,9 @@
 
 /* ------------------------------------------------------------ the loop */
 
+typedef struct producer producer_t;
+static producer_t *s_last_producer; /* the stream s_stream() began last */
+
 /* What the loop's callbacks saw, shared with the test thread. */
 static struct {
     pthread_mutex_t lock;
@@ -53,6 +56,7 @@ static struct {
     int closed;       /* streams whose owner was told by the closed callback */
     int write_failed; /* streams whose owner learned it from a write's -1 */
     int blocked;      /* times a producer waited for drained */
+    int drained;      /* on_drained: the last connection of a shutdown closed */
     int ended;        /* streams ended */
     size_t flooded;   /* bytes /flood had written when its write failed */
     char log[LOG_MAX][48];
@@ -63,6 +67,8 @@ static struct {
     pthread_t thread;
     struct ev_loop *loop;
     ev_async stop;
+    ev_async shutdown;
+    producer_t *parked; /* /park's stream, ended by the shutdown */
     http_server_t *srv;
     http_server_config_t cfg;
     int port;
@@ -121,11 +127,11 @@ static size_t s_piece(int id, int i, char *out)
     return len;
 }
 
-typedef struct {
+struct producer {
     http_exchange_t *x;
     int id, i, n;
     bool half; /* stop after n pieces without ending */
-} producer_t;
+};
 
 /* Writes pieces until its own high-water mark, then waits for drained. */
 static void s_produce(producer_t *p)
@@ -175,6 +181,7 @@ static void s_stream(http_exchange_t *x, const http_request_t *rq, bool half)
         free(p);
         return;
     }
+    s_last_producer = p;
     s_produce(p);
 }
 
@@ -210,8 +217,12 @@ static char *s_strdup_or_die(const char *s)
 
 static void s_on_request(http_exchange_t *x, const http_request_t *rq, void *arg)
 {
-    if (strcmp(rq->path, "/stream") == 0 || strcmp(rq->path, "/half") == 0) {
-        s_stream(x, rq, rq->path[1] == 'h');
+    if (strcmp(rq->path, "/stream") == 0 || strcmp(rq->path, "/half") == 0
+        || strcmp(rq->path, "/park") == 0) {
+        bool park = rq->path[1] == 'p'; /* rq is gone once the stream begins */
+        s_stream(x, rq, rq->path[1] != 's');
+        if (park)
+            s_h.parked = s_last_producer;
     } else if (strcmp(rq->path, "/flood") == 0) {
         s_flood(x);
     } else if (strcmp(rq->path, "/echo") == 0) {
@@ -247,11 +258,31 @@ static void s_stop_cb(struct ev_loop *loop, ev_async *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void s_on_drained(void *arg)
+{
+    s_note(&s_seen.drained, "drained");
+}
+
+/* Shuts the server down, then ends the parked stream. */
+static void s_shutdown_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    s_note(NULL, http_server_shutdown(s_h.srv) ? "shutdown idle" : "shutdown busy");
+    producer_t *p = s_h.parked;
+    s_h.parked = NULL;
+    if (p) {
+        p->half = false;
+        p->n++;
+        s_produce(p);
+    }
+}
+
 static void *s_loop_main(void *arg)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     ev_async_init(&s_h.stop, s_stop_cb);
     ev_async_start(loop, &s_h.stop);
+    ev_async_init(&s_h.shutdown, s_shutdown_cb);
+    ev_async_start(loop, &s_h.shutdown);
     s_h.cfg.loop = loop;
     http_server_t *srv = http_server_new(&s_h.cfg, s_h.err, sizeof s_h.err);
     pthread_mutex_lock(&s_seen.lock);
@@ -279,6 +310,7 @@ static void s_serve(size_t output_limit, bool own_errors)
         .output_limit = output_limit,
         .on_request = s_on_request,
         .on_error = own_errors ? s_on_error : NULL,
+        .on_drained = s_on_drained,
     };
     s_h.ready = false;
     ck_assert_int_eq(pthread_create(&s_h.thread, NULL, s_loop_main, NULL), 0);
@@ -738,6 +770,37 @@ START_TEST(test_http10_and_head_streams)
 }
 END_TEST
 
+START_TEST(test_shutdown_lets_streams_finish_then_closes)
+{
+    /* a stream that began before the shutdown promised keep-alive: once
+     * it has ended, its connection is idle and closes like the others */
+    client_t *c = s_connect();
+    s_sends(c, "GET /park?id=9&n=3 HTTP/1.1\r\n\r\n");
+    char last[1100];
+    last[s_piece(9, 2, last)] = '\0';
+    ck_assert_uint_gt(s_until(c, last, 0, 65536), 0);
+    client_t *idle = s_connect();
+    s_sends(idle, "GET /plain?i=5 HTTP/1.1\r\n\r\n");
+    resp_t r;
+    s_read(idle, &r);
+    free(r.body);
+
+    ev_async_send(s_h.loop, &s_h.shutdown);
+    ck_assert(s_closed_by_server(idle));
+    s_close(&idle);
+    s_read(c, &r);
+    ck_assert(!s_has_header(&r, "Connection: close"));
+    s_expect_stream(&r, 9, 4);
+    free(r.body);
+    ck_assert_msg(s_closed_by_server(c), "the connection stayed open after its stream");
+    s_close(&c);
+    ck_assert(s_wait_for(&s_seen.drained, 1));
+    pthread_mutex_lock(&s_seen.lock);
+    ck_assert_str_eq(s_seen.log[s_seen.nlog - 3], "shutdown busy");
+    pthread_mutex_unlock(&s_seen.lock);
+}
+END_TEST
+
 /* ------------------------------------------------------------ own answers */
 
 START_TEST(test_own_refusals_use_the_users_format)
@@ -837,6 +900,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_output_limit_closes_a_reader_that_never_reads);
     tcase_add_test(tc, test_pipelined_requests_behind_a_stream_keep_their_order);
     tcase_add_test(tc, test_http10_and_head_streams);
+    tcase_add_test(tc, test_shutdown_lets_streams_finish_then_closes);
     tcase_add_test(tc, test_own_refusals_use_the_users_format);
     suite_add_tcase(s, tc);
     return s;

@@ -192,7 +192,11 @@ void http_conn_drive(conn_t *c)
     if (c->pend && c->pend_len == 0)
         s_pend_free(c);
     c->driving = false;
-    if (c->state == CONN_READING) {
+    if (c->state == CONN_READING && !c->x && c->srv->stopping) {
+        /* idle after a stream that began before the shutdown (its head
+         * promised keep-alive): idle connections close at a shutdown */
+        http_conn_close(c);
+    } else if (c->state == CONN_READING) {
         http_conn_watch(c, EV_READ);
         /* between requests: the keep-alive clock. Mid-request, the clock
          * started by its first byte (or its body's last progress) runs on. */

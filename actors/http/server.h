@@ -103,7 +103,8 @@ size_t http_server_connections(const http_server_t *srv);
 
 /* An orderly stop: the listener closes; idle connections close now, busy
  * ones after their response, which says Connection: close. Open streams
- * run on until their owners end them. Returns true when no connection is
+ * run on until their owners end them; their connections then close as
+ * idle ones. Returns true when no connection is
  * left; otherwise on_drained runs once the last one has closed. */
 bool http_server_shutdown(http_server_t *srv);
 
