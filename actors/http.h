@@ -2,14 +2,15 @@
  * http.h - the HTTP actor: the job API of DESIGN.md ("HTTP API") on
  * HTTP/1.1 with keep-alive and pipelining, CORS, and JSON bodies.
  *
- * The actor is named "http". It owns the listening socket and every client
- * connection in its own libev loop, and turns each request into a request
+ * The actor is named "http" (ACTOR_HTTP). It owns an HTTP server
+ * (actors/http/server.h: the listener, every client connection, limits and
+ * timeouts) on its own libev loop, and turns each request into a request
  * to the store actor (and, on a cancel, an event on the bus topic "cancel"
- * and a request to the redis actor). See http.c for the connection layer
- * and http_api.c for the routes.
+ * and a request to the redis actor). http.c holds the routes, and
+ * actors/http/input.c the checks of request bodies.
  *
- * Limits: request line and headers 16 KiB (431 past it), body 1 MiB (413).
- * HEAD is answered as GET without the body.
+ * Limits (the server's): request line and headers 16 KiB (431 past it),
+ * body 1 MiB (413). HEAD is answered as GET without the body.
  */
 #ifndef IMAGEJOBS_HTTP_H
 #define IMAGEJOBS_HTTP_H

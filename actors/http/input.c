@@ -1,0 +1,320 @@
+/*
+ * input.c - see input.h. Nothing here answers a client or talks to an
+ * actor: the routes in http.c do, with what these functions return.
+ */
+#include "config.h"
+
+#include "actors/http/input.h"
+
+#include "messages/limits.h"
+#include "runtime/log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define NAME_SHOWN 64        /* bytes of a client's field name quoted back */
+
+void http_utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (i - 1) < want)
+        s[i - 1] = '\0';
+}
+
+/* A client's field name, shortened (at a character boundary) to quote back. */
+static const char *s_shown(const char *name, char buf[NAME_SHOWN + 4])
+{
+    size_t n = strlen(name);
+    if (n <= NAME_SHOWN)
+        return name;
+    memcpy(buf, name, NAME_SHOWN);
+    buf[NAME_SHOWN] = '\0';
+    http_utf8_trim(buf);
+    strcat(buf, "...");
+    return buf;
+}
+
+static bool s_blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!strchr(" \t\r\n", s[i]) || !s[i])
+            return false;
+    return true;
+}
+
+/* application/json, with or without parameters (charset). */
+static bool s_is_json_type(const char *ctype)
+{
+    if (!ctype)
+        return false;
+    while (*ctype == ' ' || *ctype == '\t')
+        ctype++;
+    static const char json[] = "application/json";
+    if (strncasecmp(ctype, json, sizeof json - 1) != 0)
+        return false;
+    const char *rest = ctype + sizeof json - 1;
+    rest += strspn(rest, " \t");
+    return *rest == '\0' || *rest == ';';
+}
+
+/* Parses a JSON body that must be an object. NULL with the reason in why. */
+static json_t *s_parse_object(const http_request_t *rq, char *why, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc =
+        json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!doc) {
+        snprintf(why, len, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        snprintf(why, len, "request body must be a JSON object");
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+static uint32_t s_random_seed(void)
+{
+    uint32_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed)
+        return seed;
+    struct timespec ts; /* no entropy yet (early boot): any seed will do */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint32_t)(ts.tv_nsec ^ ts.tv_sec);
+}
+
+/* ------------------------------------------------------------ POST /api/jobs */
+
+/* An optional integer field: absent gives def. */
+static bool s_int_field(json_t *doc, const char *name, json_int_t def, json_int_t min,
+                        json_int_t max, json_int_t multiple, json_int_t *out, char *why,
+                        size_t len)
+{
+    json_t *v = json_object_get(doc, name);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    if (!json_is_integer(v)) {
+        snprintf(why, len, "%s must be an integer", name);
+        return false;
+    }
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max) {
+        snprintf(why, len, "%s must be from %lld to %lld", name, (long long)min, (long long)max);
+        return false;
+    }
+    if (n % multiple) {
+        snprintf(why, len, "%s must be a multiple of %lld", name, (long long)multiple);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+/* The combinations, normalized: every element has "seed" and "style".
+ * Returns a new array, or NULL with the reason in why. */
+static json_t *s_combinations(json_t *v, char *why, size_t len)
+{
+    json_t *out = json_array();
+    if (!v) { /* one combination, random seed, no style */
+        json_array_append_new(out, json_pack("{s:I,s:s}", "seed", (json_int_t)s_random_seed(),
+                                             "style", ""));
+        return out;
+    }
+    if (!json_is_array(v)) {
+        snprintf(why, len, "combinations must be an array");
+        goto fail;
+    }
+    size_t n = json_array_size(v);
+    if (n < 1 || n > JOB_COMBINATIONS_MAX) {
+        snprintf(why, len, "combinations must have 1 to %d elements", JOB_COMBINATIONS_MAX);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_object(e)) {
+            snprintf(why, len, "combinations[%zu] must be an object", i);
+            goto fail;
+        }
+        const char *key;
+        json_t *val;
+        json_object_foreach(e, key, val)
+        {
+            if (strcmp(key, "seed") != 0 && strcmp(key, "style") != 0) {
+                char buf[NAME_SHOWN + 4];
+                snprintf(why, len, "unknown field \"combinations[%zu].%s\"", i,
+                         s_shown(key, buf));
+                goto fail;
+            }
+        }
+        json_int_t seed = s_random_seed();
+        json_t *sv = json_object_get(e, "seed");
+        if (sv) {
+            if (!json_is_integer(sv) || json_integer_value(sv) < 0
+                || json_integer_value(sv) > JOB_SEED_MAX) {
+                snprintf(why, len, "combinations[%zu].seed must be an integer from 0 to %lld",
+                         i, JOB_SEED_MAX);
+                goto fail;
+            }
+            seed = json_integer_value(sv);
+        }
+        const char *style = "";
+        json_t *st = json_object_get(e, "style");
+        if (st) {
+            if (!json_is_string(st)) {
+                snprintf(why, len, "combinations[%zu].style must be a string", i);
+                goto fail;
+            }
+            if (json_string_length(st) > JOB_STYLE_MAX) {
+                snprintf(why, len, "combinations[%zu].style must be at most %d bytes", i,
+                         JOB_STYLE_MAX);
+                goto fail;
+            }
+            style = json_string_value(st);
+        }
+        json_array_append_new(out, json_pack("{s:I,s:s}", "seed", seed, "style", style));
+    }
+    return out;
+fail:
+    json_decref(out);
+    return NULL;
+}
+
+static const char *const s_job_fields[] = {"prompt", "combinations", "images_per_combination",
+                                           "width",  "height",       "steps"};
+
+/* The fields of the job's document, checked; NULL with the reason in why. */
+static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *total_images,
+                            int *status, char *why, size_t whylen)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(doc, key, val)
+    {
+        size_t i = 0, n = sizeof s_job_fields / sizeof *s_job_fields;
+        while (i < n && strcmp(key, s_job_fields[i]) != 0)
+            i++;
+        if (i == n) {
+            char buf[NAME_SHOWN + 4];
+            snprintf(why, whylen, "unknown field \"%s\"", s_shown(key, buf));
+            return NULL;
+        }
+    }
+    json_t *prompt = json_object_get(doc, "prompt");
+    if (!prompt) {
+        snprintf(why, whylen, "prompt is required");
+        return NULL;
+    }
+    if (!json_is_string(prompt)) {
+        snprintf(why, whylen, "prompt must be a string");
+        return NULL;
+    }
+    if (json_string_length(prompt) < 1 || json_string_length(prompt) > JOB_PROMPT_MAX) {
+        snprintf(why, whylen, "prompt must be 1 to %d bytes", JOB_PROMPT_MAX);
+        return NULL;
+    }
+    json_int_t images, width, height, steps;
+    if (!s_int_field(doc, "images_per_combination", 1, 1, JOB_IMAGES_MAX, 1, &images, why, whylen)
+        || !s_int_field(doc, "width", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &width,
+                        why, whylen)
+        || !s_int_field(doc, "height", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE,
+                        &height, why, whylen)
+        || !s_int_field(doc, "steps", 30, JOB_STEPS_MIN, JOB_STEPS_MAX, 1, &steps, why, whylen))
+        return NULL;
+    json_t *combos = s_combinations(json_object_get(doc, "combinations"), why, whylen);
+    if (!combos)
+        return NULL;
+    if (uuid_v4(job_id) < 0) {
+        log_error("no random job id: %s", strerror(errno));
+        *status = 500;
+        snprintf(why, whylen, "internal error");
+        json_decref(combos);
+        return NULL;
+    }
+    *total_images = json_array_size(combos) * (uint64_t)images;
+    char *combos_text = json_dumps(combos, JSON_COMPACT);
+    json_decref(combos);
+    if (!combos_text)
+        abort();
+    msg_t *m = msg_new(MSG_JOB_CREATE);
+    msg_set_str(&m->job_create.job_id, job_id);
+    msg_set_str(&m->job_create.prompt, json_string_value(prompt));
+    m->job_create.combinations = combos_text; /* handed over: freed with m */
+    m->job_create.images_per_combination = (uint64_t)images;
+    m->job_create.width = (uint64_t)width;
+    m->job_create.height = (uint64_t)height;
+    m->job_create.steps = (uint64_t)steps;
+    return m;
+}
+
+msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN],
+                      uint64_t *total_images, int *status, char *why, size_t whylen)
+{
+    *status = 400;
+    if (s_blank(rq->body, rq->body_len)) {
+        snprintf(why, whylen, "request body must be a JSON object with a prompt");
+        return NULL;
+    }
+    if (!s_is_json_type(rq->content_type)) {
+        *status = 415;
+        snprintf(why, whylen, "Content-Type must be application/json");
+        return NULL;
+    }
+    json_t *doc = s_parse_object(rq, why, whylen);
+    if (!doc)
+        return NULL;
+    msg_t *m = s_job_message(doc, job_id, total_images, status, why, whylen);
+    json_decref(doc);
+    return m;
+}
+
+/* ------------------------------------------------------------ cancel */
+
+int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why,
+                           size_t whylen)
+{
+    *mode = CANCEL_MODE_IMMEDIATE;
+    if (s_blank(rq->body, rq->body_len))
+        return 0;
+    json_t *doc = s_parse_object(rq, why, whylen);
+    if (!doc)
+        return -1;
+    int rc = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(doc, key, val)
+    {
+        if (strcmp(key, "mode") != 0) {
+            char buf[NAME_SHOWN + 4];
+            snprintf(why, whylen, "unknown field \"%s\"", s_shown(key, buf));
+            rc = -1;
+            break;
+        }
+        const char *s = json_string_value(val); /* NULL unless a string */
+        if (!s || cancel_mode_parse(s, json_string_length(val), mode) < 0
+            || *mode == CANCEL_MODE_NONE) {
+            snprintf(why, whylen, "mode must be \"immediate\" or \"after_current_image\"");
+            rc = -1;
+            break;
+        }
+    }
+    json_decref(doc);
+    return rc;
+}
