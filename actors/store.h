@@ -49,9 +49,12 @@ actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t
  * (blocking: never call it inside an actor loop). Creates or upgrades the
  * schema idempotently, recording each step in schema_version, inside one
  * transaction under pg_advisory_xact_lock(STORE_MIGRATE_LOCK_KEY), so
- * several instances starting at once migrate once. Returns 0, or -1 with
- * the reason in err (PostgreSQL unreachable, or a schema newer than this
- * binary). */
+ * several instances starting at once migrate once. Every wait is bounded:
+ * the connection (3 s unless conninfo sets connect_timeout) and each lock,
+ * the advisory one included (2 s): a caller that must stay responsive (to
+ * signals) retries instead of hanging. Returns 0, or -1 with the reason in
+ * err (PostgreSQL unreachable, the lock held elsewhere for longer, or a
+ * schema newer than this binary). */
 int store_migrate(const char *conninfo, char *err, size_t errlen);
 
 /* The advisory lock key of store_migrate(): "imagejob" in ASCII. */

@@ -4,7 +4,9 @@
  *
  * Key constraint: this is the one place that talks to PostgreSQL
  * synchronously (PQconnectdbParams, PQexec), for `imagejobs migrate` and
- * serve's start-up, never inside an actor loop.
+ * serve's start-up, never inside an actor loop; and every wait in it is
+ * bounded (connect_timeout, lock_timeout), so that serve, which retries it
+ * while it also waits for SIGTERM, always gets back to its signal check.
  */
 #include "config.h"
 
@@ -17,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bounds of one attempt; a caller that wants to wait longer retries. */
+#define MIGRATE_CONNECT_TIMEOUT "3" /* seconds, libpq's connect_timeout */
+#define MIGRATE_LOCK_TIMEOUT "2s"   /* for the advisory lock and the DDL's locks */
 
 /* Each step runs once, in order, inside store_migrate()'s transaction; step
  * N brings the schema to version N. Append steps, never edit one. */
@@ -80,7 +85,14 @@ static int s_exec(PGconn *c, const char *sql, PGresult **out, char *err, size_t 
     if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
         char msg[300];
         pgpipe_oneline(msg, sizeof msg, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-        snprintf(err, errlen, "schema migration failed: %s", msg);
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        if (state && strcmp(state, "55P03") == 0) /* lock_not_available */
+            snprintf(err, errlen,
+                     "schema migration failed: a lock was not granted within " MIGRATE_LOCK_TIMEOUT
+                     " (another instance migrating?): %s",
+                     msg);
+        else
+            snprintf(err, errlen, "schema migration failed: %s", msg);
         PQclear(r);
         return -1;
     }
@@ -96,7 +108,7 @@ int store_migrate(const char *conninfo, char *err, size_t errlen)
     if (pgpipe_conninfo_check(conninfo, err, errlen) < 0)
         return -1;
     const char *const keys[] = {"application_name", "connect_timeout", "dbname", NULL};
-    const char *const values[] = {"imagejobs-migrate", "10", conninfo, NULL};
+    const char *const values[] = {"imagejobs-migrate", MIGRATE_CONNECT_TIMEOUT, conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char msg[300];
@@ -110,8 +122,10 @@ int store_migrate(const char *conninfo, char *err, size_t errlen)
     PGresult *r = NULL;
     int from = 0, rc = -1;
     /* Everything in one transaction under one advisory lock: a second
-     * instance waits here and then finds the work done. */
-    if (s_exec(c, "BEGIN", NULL, err, errlen) < 0
+     * instance waits here (at most the lock timeout) and then finds the
+     * work done. */
+    if (s_exec(c, "SET lock_timeout = '" MIGRATE_LOCK_TIMEOUT "'", NULL, err, errlen) < 0
+        || s_exec(c, "BEGIN", NULL, err, errlen) < 0
         || s_exec(c, "SELECT pg_advisory_xact_lock(" STORE_MIGRATE_LOCK_KEY ")", NULL, err,
                   errlen)
                < 0
