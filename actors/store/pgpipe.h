@@ -106,9 +106,10 @@ typedef enum {
     PGPIPE_READY        /* connected (set-up may still run): groups go in */
 } pgpipe_status_t;
 
-/* A pipe on loop that starts connecting now. cfg (and its strings and
- * statements) must outlive the pipe. NULL with the reason in err for a
- * conninfo that cannot parse. Owned by the caller: pgpipe_destroy(). */
+/* A pipe on loop that starts connecting at the loop's next iteration. cfg
+ * is copied; its strings and statements must outlive the pipe. NULL with
+ * the reason in err for a conninfo that cannot parse. Owned by the caller:
+ * pgpipe_destroy(). */
 pgpipe_t *pgpipe_new(struct ev_loop *loop, const pgpipe_config_t *cfg, char *err,
                      size_t errlen);
 
