@@ -12,8 +12,10 @@
  * connection dropped mid-request: retry later, HTTP 503), -EEXIST (job id
  * taken), -EIO (anything else PostgreSQL refused).
  *
- * The schema, the statements and why they look the way they do:
- * docs/store.md.
+ * Inside: actors/store/store.c (the actor), queries.def (its statements),
+ * pgpipe.c (the libpq pipeline engine it runs them on), schema.c
+ * (store_migrate). The schema, the statements and why they look the way
+ * they do: docs/store.md.
  */
 #ifndef IMAGEJOBS_STORE_H
 #define IMAGEJOBS_STORE_H
@@ -46,10 +48,17 @@ actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t
 /* Synchronous schema migration for `imagejobs migrate` and serve start-up
  * (blocking: never call it inside an actor loop). Creates or upgrades the
  * schema idempotently, recording each step in schema_version, inside one
- * transaction under pg_advisory_xact_lock, so several instances starting at
- * once migrate once. Returns 0, or -1 with the reason in err (PostgreSQL
- * unreachable, or a schema newer than this binary). */
+ * transaction under pg_advisory_xact_lock(STORE_MIGRATE_LOCK_KEY), so
+ * several instances starting at once migrate once. Every wait is bounded:
+ * the connection (3 s unless conninfo sets connect_timeout) and each lock,
+ * the advisory one included (2 s): a caller that must stay responsive (to
+ * signals) retries instead of hanging. Returns 0, or -1 with the reason in
+ * err (PostgreSQL unreachable, the lock held elsewhere for longer, or a
+ * schema newer than this binary). */
 int store_migrate(const char *conninfo, char *err, size_t errlen);
+
+/* The advisory lock key of store_migrate(): "imagejob" in ASCII. */
+#define STORE_MIGRATE_LOCK_KEY "7596553454011015010"
 
 /* The schema version this binary creates. */
 #define STORE_SCHEMA_VERSION 1

@@ -17,6 +17,7 @@
 #include "runtime/options.h"
 #include "runtime/runtime.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -86,18 +87,32 @@ static void s_service_stop(service_t *svc)
     runtime_destroy(&svc->rt);
 }
 
-/* Applies the schema, retrying while PostgreSQL is unreachable; a signal
- * meanwhile stops the retries. Returns 0, or the signal that arrived. */
+/* SIGINT and SIGTERM: blocked in every thread, taken by sigtimedwait()
+ * below or by runtime_wait_signal(). */
+static void s_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+}
+
+/* Applies the schema, retrying while PostgreSQL is unreachable or another
+ * instance holds the migration lock; a signal meanwhile stops the retries.
+ * store_migrate() bounds each attempt (connect and lock timeouts), so a
+ * signal is seen within one attempt. Returns 0, or the signal that
+ * arrived. */
 static int s_migrate_until_done(const char *conninfo)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    s_stop_signals(&set);
     backoff_t backoff;
     backoff_init(&backoff, 0.2, 5.0, 0);
     char err[512], last[512] = "";
+    struct timespec ts = {0, 0}; /* a signal that came first is taken at once */
     for (;;) {
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig > 0)
+            return sig;
         if (store_migrate(conninfo, err, sizeof err) == 0)
             return 0;
         if (strcmp(err, last) != 0) { /* one line per new reason, not per retry */
@@ -105,10 +120,7 @@ static int s_migrate_until_done(const char *conninfo)
             snprintf(last, sizeof last, "%s", err);
         }
         double delay = backoff_next(&backoff);
-        struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
-        int sig = sigtimedwait(&set, NULL, &ts);
-        if (sig > 0)
-            return sig;
+        ts = (struct timespec){(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
     }
 }
 
@@ -165,8 +177,15 @@ static int s_serve(int argc, char **argv)
         snprintf(instance, sizeof instance, "%s-%ld", host, (long)getpid());
     }
 
-    /* Schema first, when PostgreSQL is there; when it is not, the service
-     * starts anyway (the API answers 503) and keeps trying below. */
+    /* From here on a SIGTERM waits for us to take it: during the first
+     * migration attempt, too, instead of killing the process half-way. */
+    sigset_t stop;
+    s_stop_signals(&stop);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    /* Schema first, when PostgreSQL is there; when it is not (or another
+     * instance holds the lock), the service starts anyway (the API answers
+     * 503) and keeps trying below. */
     bool migrated = store_migrate(v[SERVE_DATABASE], err, sizeof err) == 0;
     if (!migrated)
         log_warn("schema not applied yet (%s); retrying in the background", err);

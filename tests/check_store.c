@@ -18,6 +18,7 @@
 #include "runtime/mailbox.h"
 #include "runtime/runtime.h"
 #include "runtime/uuid.h"
+#include "tests/api_client.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -27,11 +28,13 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1425,6 +1428,110 @@ START_TEST(test_malformed_requests_are_refused)
 }
 END_TEST
 
+/* ----------------------------------- serve while the migration lock is held */
+
+/* Whether path contains text. */
+static bool s_log_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* Polls (with a deadline) until a session of `imagejobs migrate` waits for
+ * a lock in database name. */
+static void s_wait_migration_blocked(const char *admin, const char *name)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'"
+             " AND application_name = 'imagejobs-migrate' AND wait_event_type = 'Lock'",
+             name);
+    int64_t deadline = s_now_us() + (int64_t)WAIT_MS * 1000;
+    while (s_sql_long(admin, sql) < 1) {
+        ck_assert_msg(s_now_us() < deadline, "serve never waited for the migration lock");
+        usleep(20000);
+    }
+}
+
+/* `imagejobs serve` while another session holds the migration lock: from
+ * its start (held_from_start), or from a retry (the database appears, and
+ * is locked, after serve failed a first attempt). Either way SIGTERM ends
+ * it, with status 0, within a generous bound, although the lock is still
+ * held: each migration attempt gives up on the lock after a while. */
+static void s_serve_sigterm_while_locked(bool held_from_start)
+{
+    char name[80], log[128];
+    snprintf(name, sizeof name, "%s_sig", s_dbname);
+    snprintf(log, sizeof log, "tests/check_store.serve-%d.log", held_from_start);
+    char *admin = s_conninfo_for("postgres");
+    char *db = NULL;
+    PGconn *holder = NULL;
+    if (held_from_start)
+        db = s_create_db(name);
+    else {
+        s_drop_db(name);
+        db = s_conninfo_for(name);
+    }
+    ck_assert_ptr_nonnull(db);
+    if (held_from_start) {
+        holder = PQconnectdb(db);
+        ck_assert_int_eq(PQstatus(holder), CONNECTION_OK);
+        PGresult *r = PQexec(holder, "SELECT pg_advisory_lock(" STORE_MIGRATE_LOCK_KEY ")");
+        ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+        PQclear(r);
+    }
+    const char *redis = getenv("IMAGEJOBS_TEST_REDIS");
+    const char *args[] = {"--database", db, "--redis", redis ? redis : "redis://127.0.0.1:1",
+                          "--generators", "0", NULL};
+    int port = api_free_port();
+    pid_t pid = api_spawn(port, args, log);
+    ck_assert_int_gt(pid, 0);
+    if (!held_from_start) {
+        int64_t deadline = s_now_us() + (int64_t)WAIT_MS * 1000;
+        while (!s_log_has(log, "schema not applied yet")) {
+            ck_assert_msg(s_now_us() < deadline, "serve did not fail its first migration");
+            ck_assert_int_eq(waitpid(pid, NULL, WNOHANG), 0);
+            usleep(20000);
+        }
+        free(db);
+        db = s_create_db(name);
+        ck_assert_ptr_nonnull(db);
+        holder = PQconnectdb(db);
+        ck_assert_int_eq(PQstatus(holder), CONNECTION_OK);
+        PGresult *r = PQexec(holder, "SELECT pg_advisory_lock(" STORE_MIGRATE_LOCK_KEY ")");
+        ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+        PQclear(r);
+    }
+    s_wait_migration_blocked(admin, name);
+    /* SIGTERM, then 10 s (generous: an attempt waits 2 s for the lock) */
+    int status = api_stop(pid, 10.);
+    ck_assert_msg(status == 0, "serve did not stop on SIGTERM with status 0 (%d; see %s)",
+                  status, log);
+    PQfinish(holder);
+    free(db);
+    free(admin);
+    s_drop_db(name);
+}
+
+START_TEST(test_serve_stops_on_sigterm_while_the_lock_is_held)
+{
+    s_serve_sigterm_while_locked(true);
+}
+END_TEST
+
+START_TEST(test_serve_stops_on_sigterm_while_it_retries_the_migration)
+{
+    s_serve_sigterm_while_locked(false);
+}
+END_TEST
+
 /* ----------------------------------------------------------------- main */
 
 static Suite *s_suite(void)
@@ -1463,6 +1570,14 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_killed_connection_is_replaced);
     tcase_add_test(tc, test_store_started_before_its_database_connects_later);
     suite_add_tcase(s, tc);
+
+    if (getenv("IMAGEJOBS_BIN")) { /* the binary: make check sets it */
+        tc = tcase_create("serve");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_serve_stops_on_sigterm_while_the_lock_is_held);
+        tcase_add_test(tc, test_serve_stops_on_sigterm_while_it_retries_the_migration);
+        suite_add_tcase(s, tc);
+    }
     return s;
 }
 

@@ -1,0 +1,830 @@
+/*
+ * store.c - the job-store actor: its requests become groups of prepared
+ * statements on one PostgreSQL connection in pipeline mode.
+ *
+ * Key constraint: the loop never blocks. The connection, its reconnects and
+ * the pipeline are pgpipe's (actors/store/pgpipe.c); the statements and the
+ * operation each request becomes are the table in actors/store/queries.def.
+ * What is left here: check a request before any SQL runs, turn it into its
+ * operation's parameters, and build the reply from the results.
+ *
+ * Down or lost connection: pgpipe answers every queued and in-flight group
+ * -EAGAIN with the reason, and refuses new ones until a reconnect (100 ms
+ * doubling to 5 s) succeeds; each becomes an ERROR -EAGAIN reply.
+ *
+ * The SQL, the schema and the locking order that keeps concurrent instances
+ * correct are explained in docs/store.md.
+ */
+#include "config.h"
+
+#include "actors/store.h"
+#include "actors/store/pgpipe.h"
+#include "messages/limits.h"
+
+#include "runtime/log.h"
+#include "runtime/names.h"
+#include "runtime/uuid.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LEASE_DEFAULT_S 15.
+/* One pipeline is one queue: a statement stuck behind a row lock held
+ * elsewhere would hold up every request behind it, so lock waits are
+ * bounded (the request fails -EAGAIN instead). */
+#define SETUP_SQL "SET lock_timeout = '10s'"
+#define SETUP_HINT "is the schema migrated? run imagejobs migrate"
+
+typedef struct store store_t;
+typedef struct op op_t;
+
+struct store {
+    actor_t *self;
+    pgpipe_t *pipe;
+    pgpipe_config_t pipe_cfg;
+    char *conninfo;
+    char *instance;
+    double lease_s;
+    char app_name[64];
+};
+
+/* ---------------------------------------------------------- the query table */
+
+/* QUERY flags (queries.def) */
+enum { Q_BINARY = 1, Q_OWN_ERRORS = 2 };
+
+#define S_LIST(...) __VA_ARGS__
+
+/* Statements, in table order. */
+enum {
+#define STATEMENT(id, types, sql) ST_##id,
+#define QUERY(id, what, types, flags, group, reply, sql) ST_##id,
+#include "actors/store/queries.def"
+    ST_COUNT
+};
+
+/* Operations: one per QUERY row. */
+enum {
+#define QUERY(id, what, types, flags, group, reply, sql) OP_##id,
+#include "actors/store/queries.def"
+    OP_COUNT
+};
+
+/* Parameter types; the leading 0 lets a statement have none. */
+#define STATEMENT(id, types, sql) static const Oid s_types_##id[] = {0, S_LIST types};
+#define QUERY(id, what, types, flags, group, reply, sql) STATEMENT(id, types, sql)
+#include "actors/store/queries.def"
+
+static const pgpipe_stmt_t s_stmts[ST_COUNT] = {
+#define STATEMENT(id, types, sql)                                                           \
+    [ST_##id] = {"ij_" #id, sql, (int)(sizeof s_types_##id / sizeof(Oid)) - 1,              \
+                 s_types_##id + 1},
+#define QUERY(id, what, types, flags, group, reply, sql) STATEMENT(id, types, sql)
+#include "actors/store/queries.def"
+};
+
+/* Builds and sends the reply of an operation from its results: the
+ * statements of its group, in order. */
+typedef void (*reply_fn)(store_t *st, const op_t *op, const pgpipe_reply_t *r);
+
+#define QUERY(id, what, types, flags, group, reply, sql)                                    \
+    static void reply(store_t *st, const op_t *op, const pgpipe_reply_t *r);
+#include "actors/store/queries.def"
+
+typedef struct {
+    const char *what;
+    int flags;
+    int nstmts;
+    int stmts[PGPIPE_MAX_STMTS];
+    reply_fn reply;
+} query_t;
+
+static const query_t s_queries[OP_COUNT] = {
+#define QUERY(id, what, types, flags, group, reply, sql)                                    \
+    [OP_##id] = {what, flags, (int)(sizeof((int[]){S_LIST group}) / sizeof(int)),           \
+                 {S_LIST group}, reply},
+#include "actors/store/queries.def"
+};
+
+/* ------------------------------------------------------------- operations */
+
+/* A request on its way through the pipeline. */
+struct op {
+    store_t *st;
+    const query_t *q;
+    actor_caller_t caller;
+    char job_id[UUID_STR_LEN];
+    cancel_mode_t mode;      /* a cancel's, for the event once it landed */
+    int64_t requested_at_us;
+    pgpipe_group_t *group; /* until submitted */
+};
+
+/* Stopping: the loop may end once nothing is queued or in flight (the
+ * claims generators gave back on their way out are written by then). */
+static void s_maybe_stopped(store_t *st)
+{
+    if (st->pipe && actor_is_stopping(st->self) && pgpipe_pending(st->pipe) == 0)
+        actor_stop_ready(st->self);
+}
+
+/* A PostgreSQL error as an errno for the requester: refused input is
+ * -EINVAL, a taken id -EEXIST, what may work on a retry (connection,
+ * deadlock, serialization, shutdown, resources) -EAGAIN, else -EIO. */
+static int s_pg_errno(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return -EIO;
+    if (strcmp(sqlstate, "23505") == 0)
+        return -EEXIST;
+    if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+        return -EINVAL;
+    if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "40", 2) == 0
+        || strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "57", 2) == 0
+        || strncmp(sqlstate, "55", 2) == 0)
+        return -EAGAIN;
+    return -EIO;
+}
+
+/* Answers op with its failed statement's error; true if it had one. A
+ * group cut short without an error (fewer results than statements) counts
+ * as a lost connection. */
+static bool s_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    if (r->error) {
+        char msg[300];
+        pgpipe_oneline(msg, sizeof msg, PQresultErrorMessage(r->error));
+        const char *state = PQresultErrorField(r->error, PG_DIAG_SQLSTATE);
+        int code = s_pg_errno(state);
+        if (code == -EIO)
+            log_warn("%s failed: %s (SQLSTATE %s)", op->q->what, msg, state ? state : "?");
+        actor_reply_error(st->self, &op->caller, code, "%s: %s", op->q->what, msg);
+        return true;
+    }
+    if (r->nresults < r->nstmts) {
+        actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: PostgreSQL returned no result",
+                          op->q->what);
+        return true;
+    }
+    return false;
+}
+
+/* pgpipe's callback: every operation ends here, answered exactly once. */
+static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
+{
+    op_t *op = arg;
+    store_t *st = op->st;
+    if (r->status == -ECANCELED)
+        actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping",
+                          op->q->what);
+    else if (r->status < 0)
+        actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: %s", op->q->what, r->reason);
+    else if ((op->q->flags & Q_OWN_ERRORS) || !s_op_failed(st, op, r))
+        op->q->reply(st, op, r);
+    free(op);
+    s_maybe_stopped(st);
+}
+
+/* The operation of kind `kind` answering req; job_id (may be NULL) is kept
+ * for the reply. Parameters follow with pgpipe_param_*(op->group, ...). */
+static op_t *s_op_new(store_t *st, int kind, const msg_t *req, const char *job_id)
+{
+    op_t *op = calloc(1, sizeof *op);
+    if (!op)
+        abort();
+    op->st = st;
+    op->q = &s_queries[kind];
+    op->caller = actor_caller(req);
+    if (job_id)
+        snprintf(op->job_id, sizeof op->job_id, "%s", job_id);
+    op->group = pgpipe_group_new(op->q->stmts, op->q->nstmts,
+                                 (op->q->flags & Q_BINARY) ? 1 : 0, s_op_done, op);
+    return op;
+}
+
+/* Into the pipeline now if connected, to wait for the first connection if
+ * it is under way, else answered -EAGAIN at once. */
+static void s_op_submit(op_t *op)
+{
+    store_t *st = op->st;
+    if (pgpipe_submit(st->pipe, &op->group) == 0)
+        return;
+    const char *why = pgpipe_last_error(st->pipe);
+    actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: PostgreSQL unavailable (%s)",
+                      op->q->what, why[0] ? why : "connecting");
+    free(op);
+}
+
+/* Sends m (consumed) to op's caller. */
+static void s_send_reply(store_t *st, const op_t *op, msg_t **m)
+{
+    actor_reply_to(st->self, &op->caller, *m);
+    msg_destroy(m);
+}
+
+static const char *s_val(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static int64_t s_i64(const PGresult *r, int row, int col)
+{
+    const char *v = s_val(r, row, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+/* A cancel mode column: NULL is NONE (the schema's CHECK allows no other
+ * text than the table's). */
+static cancel_mode_t s_mode(const PGresult *r, int row, int col)
+{
+    const char *v = s_val(r, row, col);
+    cancel_mode_t m = CANCEL_MODE_NONE;
+    if (v && cancel_mode_parse(v, strlen(v), &m) < 0)
+        m = CANCEL_MODE_NONE;
+    return m;
+}
+
+/* A status column; -1 for a value the table does not know. */
+static int s_status(const PGresult *r, int row, int col, job_status_t *out)
+{
+    const char *v = s_val(r, row, col);
+    return v ? job_status_parse(v, strlen(v), out) : -1;
+}
+
+/* A cancel mode as a statement parameter: NONE is NULL. */
+static const char *s_mode_param(cancel_mode_t m)
+{
+    return m == CANCEL_MODE_NONE ? NULL : cancel_mode_name(m);
+}
+
+/* -------------------------------------------------------------- validation */
+
+/* Refuses req (-EINVAL, "<field> is not a UUID") unless s is one; true
+ * when it refused. */
+static bool s_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *field)
+{
+    if (s && uuid_valid(s))
+        return false;
+    actor_caller_t to = actor_caller(req);
+    actor_reply_error(st->self, &to, -EINVAL, "%s is not a UUID", field);
+    return true;
+}
+
+/* Refuses req with code and why when bad; returns bad. */
+static bool s_refuse_if(store_t *st, const msg_t *req, bool bad, int code, const char *why)
+{
+    if (bad) {
+        actor_caller_t to = actor_caller(req);
+        actor_reply_error(st->self, &to, code, "%s", why);
+    }
+    return bad;
+}
+
+/* Checks the combinations JSON: a non-empty array of objects with an
+ * integer seed >= 0 and, if present, a string (or null) style. */
+static int s_check_combinations(const char *text, size_t *count, char *why, size_t len)
+{
+    if (!text) {
+        snprintf(why, len, "combinations is required");
+        return -1;
+    }
+    json_error_t e;
+    json_t *a = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    if (!a) {
+        snprintf(why, len, "combinations is not valid JSON: %s", e.text);
+        return -1;
+    }
+    int rc = 0;
+    size_t n = json_is_array(a) ? json_array_size(a) : 0;
+    if (!json_is_array(a) || n == 0 || n > JOB_COMBINATIONS_MAX) {
+        snprintf(why, len, "combinations must be an array of 1 to %d objects",
+                 JOB_COMBINATIONS_MAX);
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *c = json_array_get(a, i);
+        json_t *seed = json_object_get(c, "seed");
+        json_t *style = json_object_get(c, "style");
+        if (!json_is_object(c)) {
+            snprintf(why, len, "combinations[%zu] must be an object", i);
+            rc = -1;
+        } else if (!json_is_integer(seed) || json_integer_value(seed) < 0) {
+            snprintf(why, len, "combinations[%zu].seed must be an integer >= 0", i);
+            rc = -1;
+        } else if (style && !json_is_string(style) && !json_is_null(style)) {
+            snprintf(why, len, "combinations[%zu].style must be a string", i);
+            rc = -1;
+        }
+    }
+    json_decref(a);
+    *count = n;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+/* JOB_CREATE -> JOB_CREATED, then WORK_AVAILABLE on the bus */
+
+static void s_on_job_create(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_create_t *b = &msg->job_create;
+    actor_caller_t to = actor_caller(msg);
+    char id[UUID_STR_LEN], why[200];
+    size_t n = 0;
+    if (b->job_id && *b->job_id) {
+        if (s_bad_uuid(st, msg, b->job_id, "job_id"))
+            return;
+        snprintf(id, sizeof id, "%s", b->job_id);
+    } else if (uuid_v4(id) < 0) {
+        actor_reply_error(self, &to, -EAGAIN, "cannot make a job id: %s", strerror(errno));
+        return;
+    }
+    if (s_refuse_if(st, msg, !b->prompt, -EINVAL, "prompt is required")
+        || s_refuse_if(st, msg,
+                       b->images_per_combination < 1 || b->images_per_combination > INT32_MAX
+                           || b->width < 1 || b->width > INT32_MAX || b->height < 1
+                           || b->height > INT32_MAX || b->steps < 1 || b->steps > INT32_MAX,
+                       -EINVAL,
+                       "images_per_combination, width, height and steps must be positive"))
+        return;
+    if (s_check_combinations(b->combinations, &n, why, sizeof why) < 0) {
+        actor_reply_error(self, &to, -EINVAL, "%s", why);
+        return;
+    }
+    if (s_refuse_if(st, msg, b->images_per_combination * n > INT32_MAX, -EINVAL,
+                    "too many images in one job"))
+        return;
+    op_t *op = s_op_new(st, OP_job_create, msg, id);
+    pgpipe_param_str(op->group, id);
+    pgpipe_param_str(op->group, b->prompt);
+    pgpipe_param_str(op->group, b->combinations);
+    pgpipe_param_u64(op->group, b->images_per_combination);
+    pgpipe_param_u64(op->group, b->width);
+    pgpipe_param_u64(op->group, b->height);
+    pgpipe_param_u64(op->group, b->steps);
+    s_op_submit(op);
+}
+
+static void s_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -EIO, "job create: no row returned");
+        return;
+    }
+    msg_t *m = msg_new(MSG_JOB_CREATED);
+    msg_set_str(&m->job_created.job_id, s_val(res, 0, 0));
+    if (s_status(res, 0, 1, &m->job_created.status) < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "job create: unknown status");
+        return;
+    }
+    m->job_created.total_images = (uint64_t)s_i64(res, 0, 2);
+    s_send_reply(st, op, &m);
+
+    /* local generators wake now; the redis actor tells other instances */
+    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+    msg_set_str(&ev->work_available.job_id, op->job_id);
+    if (actor_publish(st->self, TOPIC_WORK, ev) < 0)
+        log_warn("cannot publish work for %s", op->job_id);
+    msg_destroy(&ev);
+}
+
+/* JOB_GET -> JOB_JSON */
+
+static void s_on_job_get(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    if (s_bad_uuid(st, msg, msg->job_get.job_id, "job_id"))
+        return;
+    op_t *op = s_op_new(st, OP_job_get, msg, NULL);
+    pgpipe_param_str(op->group, msg->job_get.job_id);
+    s_op_submit(op);
+}
+
+/* The first row of the result, or NULL after answering -ENOENT with
+ * missing, when it has none. */
+static const PGresult *s_one_row(store_t *st, const op_t *op, const PGresult *res,
+                                 const char *missing)
+{
+    if (PQntuples(res) == 1)
+        return res;
+    actor_reply_error(st->self, &op->caller, -ENOENT, "%s", missing);
+    return NULL;
+}
+
+static void s_reply_job_json(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = s_one_row(st, op, r->results[0], "Job not found");
+    if (!res)
+        return;
+    msg_t *m = msg_new(MSG_JOB_JSON);
+    msg_set_str(&m->job_json.json, s_val(res, 0, 0));
+    s_send_reply(st, op, &m);
+}
+
+/* JOB_CANCEL_REQUEST -> JOB_CANCEL_RESULT: the cancel statement, then the
+ * combinations nobody runs are ended and the job finished if none runs. */
+
+static void s_on_job_cancel(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_cancel_request_t *b = &msg->job_cancel_request;
+    if (s_bad_uuid(st, msg, b->job_id, "job_id"))
+        return;
+    cancel_mode_t mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
+    op_t *op = s_op_new(st, OP_job_cancel, msg, b->job_id);
+    op->mode = mode;
+    op->requested_at_us = b->received_at_us;
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_str(op->group, cancel_mode_name(mode));
+    pgpipe_param_i64(op->group, b->received_at_us);
+    s_op_submit(op);
+}
+
+static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = s_one_row(st, op, r->results[0], "Job not found");
+    if (!res)
+        return;
+    msg_t *m = msg_new(MSG_JOB_CANCEL_RESULT);
+    msg_job_cancel_result_t *b = &m->job_cancel_result;
+    msg_set_str(&b->job_id, op->job_id);
+    /* a processing job with no combination running ended right here */
+    const PGresult *fin = r->results[2];
+    if (s_status(res, 0, 0, &b->prior_status) < 0
+        || (PQntuples(fin) == 1 ? s_status(fin, 0, 0, &b->status)
+                                : s_status(res, 0, 1, &b->status))
+               < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "job %s has an unknown status",
+                          op->job_id);
+        return;
+    }
+    b->completed_images = (uint64_t)s_i64(res, 0, 2);
+    b->total_images = (uint64_t)s_i64(res, 0, 3);
+    b->requested_at_us = s_i64(res, 0, 5);
+    bool accepted = b->prior_status == JOB_STATUS_PENDING
+                    || b->prior_status == JOB_STATUS_PROCESSING;
+    s_send_reply(st, op, &m);
+
+    /* the cancel of a running or pending job has landed: the redis actor
+     * sets the seed's flag (a repeated cancel of a job still stopping too) */
+    if (accepted) {
+        msg_t *ev = msg_new(MSG_JOB_CANCEL_RECORDED);
+        msg_set_str(&ev->job_cancel_recorded.job_id, op->job_id);
+        ev->job_cancel_recorded.mode = op->mode;
+        ev->job_cancel_recorded.requested_at_us = op->requested_at_us;
+        if (actor_publish(st->self, TOPIC_JOB_CANCEL_RECORDED, ev) < 0)
+            log_warn("cannot publish the cancel record of %s", op->job_id);
+        msg_destroy(&ev);
+    }
+}
+
+/* ATTACHMENT_GET -> ATTACHMENT */
+
+static void s_on_attachment_get(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    if (s_bad_uuid(st, msg, msg->attachment_get.attach_id, "attach_id"))
+        return;
+    op_t *op = s_op_new(st, OP_attachment_get, msg, NULL);
+    pgpipe_param_str(op->group, msg->attachment_get.attach_id);
+    s_op_submit(op);
+}
+
+static void s_reply_attachment(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = s_one_row(st, op, r->results[0], "Attachment not found");
+    if (!res)
+        return;
+    msg_t *m = msg_new(MSG_ATTACHMENT);
+    /* binary results: text comes as its bytes, NUL-terminated by libpq */
+    msg_set_str(&m->attachment.content_type, PQgetvalue(res, 0, 0));
+    msg_set_bin(&m->attachment.bytes, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    s_send_reply(st, op, &m);
+}
+
+/* HEALTH_CHECK -> HEALTH: a round trip when connected, the state when not */
+
+static void s_health_reply(store_t *st, const actor_caller_t *to, bool ok, const char *detail)
+{
+    msg_t *m = msg_new(MSG_HEALTH);
+    m->health.ok = ok;
+    msg_set_str(&m->health.detail, detail);
+    actor_reply_to(st->self, to, m);
+    msg_destroy(&m);
+}
+
+static void s_on_health(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    pgpipe_status_t status = pgpipe_status(st->pipe);
+    if (status != PGPIPE_READY) {
+        const char *why = pgpipe_last_error(st->pipe);
+        char detail[300];
+        snprintf(detail, sizeof detail, "PostgreSQL %s%s%s",
+                 status == PGPIPE_STARTING ? "connecting" : "unavailable", why[0] ? ": " : "",
+                 why);
+        actor_caller_t to = actor_caller(msg);
+        s_health_reply(st, &to, false, detail);
+        return;
+    }
+    s_op_submit(s_op_new(st, OP_health, msg, NULL));
+}
+
+static void s_reply_health(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    char detail[300];
+    if (r->error || r->nresults < 1 || PQntuples(r->results[0]) != 1) {
+        char msg[200];
+        pgpipe_oneline(msg, sizeof msg, r->error ? PQresultErrorMessage(r->error) : "no result");
+        snprintf(detail, sizeof detail, "PostgreSQL error: %s", msg);
+        s_health_reply(st, &op->caller, false, detail);
+        return;
+    }
+    snprintf(detail, sizeof detail, "PostgreSQL ok, schema version %s",
+             PQgetvalue(r->results[0], 0, 0));
+    s_health_reply(st, &op->caller, true, detail);
+}
+
+/* WORK_REQUEST -> WORK_ITEM, or ERROR -ENOENT when nothing is claimable */
+
+static void s_on_work_request(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    const char *inst = msg->work_request.instance;
+    op_t *op = s_op_new(st, OP_work_claim, msg, NULL);
+    pgpipe_param_str(op->group, inst && *inst ? inst : st->instance);
+    pgpipe_param_f64(op->group, st->lease_s);
+    s_op_submit(op);
+}
+
+static void s_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = s_one_row(st, op, r->results[0], "no claimable work");
+    if (!res)
+        return;
+    msg_t *m = msg_new(MSG_WORK_ITEM);
+    msg_work_item_t *b = &m->work_item;
+    msg_set_str(&b->job_id, s_val(res, 0, 0));
+    b->combination = (uint64_t)s_i64(res, 0, 1);
+    msg_set_str(&b->prompt, s_val(res, 0, 2));
+    b->seed = (uint64_t)s_i64(res, 0, 3);
+    b->width = (uint64_t)s_i64(res, 0, 4);
+    b->height = (uint64_t)s_i64(res, 0, 5);
+    b->steps = (uint64_t)s_i64(res, 0, 6);
+    b->images = (uint64_t)s_i64(res, 0, 7);
+    b->next_index = (uint64_t)s_i64(res, 0, 8);
+    b->cancel_mode = s_mode(res, 0, 9);
+    s_send_reply(st, op, &m);
+}
+
+/* IMAGE_READY -> IMAGE_RECORDED */
+
+static void s_on_image_ready(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_image_ready_t *b = &msg->image_ready;
+    char id[UUID_STR_LEN];
+    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+        || s_refuse_if(st, msg,
+                       b->combination > INT32_MAX || b->image_index > INT32_MAX
+                           || b->width > INT32_MAX || b->height > INT32_MAX,
+                       -EINVAL, "combination, image_index, width or height out of range")
+        || s_refuse_if(st, msg, !b->png.data || b->png.size == 0 || b->png.size > INT32_MAX,
+                       -EINVAL, "png is empty"))
+        return;
+    if (uuid_v4(id) < 0) {
+        actor_caller_t to = actor_caller(msg);
+        actor_reply_error(self, &to, -EAGAIN, "cannot make an attachment id: %s",
+                          strerror(errno));
+        return;
+    }
+    op_t *op = s_op_new(st, OP_image_record, msg, b->job_id);
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_u64(op->group, b->combination);
+    pgpipe_param_u64(op->group, b->image_index);
+    pgpipe_param_str(op->group, id);
+    /* the PNG goes to libpq without a copy */
+    pgpipe_param_bin_take(op->group, b->png.data, b->png.size);
+    b->png.data = NULL;
+    b->png.size = 0;
+    pgpipe_param_u64(op->group, b->width);
+    pgpipe_param_u64(op->group, b->height);
+    pgpipe_param_f64(op->group, st->lease_s);
+    s_op_submit(op);
+}
+
+static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    if (PQntuples(r->results[0]) != 1 || PQntuples(r->results[1]) != 1) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "Job not found");
+        return;
+    }
+    const PGresult *res = r->results[1];
+    if (s_i64(res, 0, 3) == 0) { /* the combination is not running */
+        const char *status = s_val(res, 0, 5);
+        if (!status)
+            actor_reply_error(st->self, &op->caller, -ENOENT,
+                              "job %s has no such combination", op->job_id);
+        else
+            actor_reply_error(st->self, &op->caller, -ENOENT,
+                              "combination not running (it is %s) or image index out of "
+                              "range (%s per combination)",
+                              status, s_val(res, 0, 4) ? s_val(res, 0, 4) : "?");
+        return;
+    }
+    msg_t *m = msg_new(MSG_IMAGE_RECORDED);
+    msg_set_str(&m->image_recorded.attach_id, s_val(res, 0, 0));
+    m->image_recorded.completed_images = (uint64_t)s_i64(res, 0, 1);
+    m->image_recorded.cancel_mode = s_mode(res, 0, 2);
+    s_send_reply(st, op, &m);
+}
+
+/* TASK_STOPPED -> OK: the combination's end, then the job's if it was the
+ * last one running. */
+
+static void s_on_task_stopped(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_task_stopped_t *b = &msg->task_stopped;
+    /* outcome and cancel_mode are in range: the decoder checked them */
+    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL,
+                       "combination out of range"))
+        return;
+    op_t *op = s_op_new(st, OP_task_stop, msg, b->job_id);
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_u64(op->group, b->combination);
+    pgpipe_param_str(op->group, task_outcome_name(b->outcome));
+    pgpipe_param_i64(op->group, b->observed_at_us);
+    pgpipe_param_i64(op->group, b->stopped_at_us);
+    pgpipe_param_str(op->group, b->error && *b->error ? b->error : NULL);
+    pgpipe_param_str(op->group, b->instance ? b->instance : "");
+    pgpipe_param_i64(op->group, b->cancel_requested_at_us);
+    pgpipe_param_str(op->group, s_mode_param(b->cancel_mode));
+    s_op_submit(op);
+}
+
+static void s_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    if (!s_one_row(st, op, r->results[0], "Job not found"))
+        return;
+    const PGresult *res = r->results[2];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "job %s has no such combination",
+                          op->job_id);
+        return;
+    }
+    char detail[200];
+    const char *now = s_val(res, 0, 0);
+    if (!now) {
+        /* a repeat of a stop already recorded, or a holder whose claim was
+         * taken over: nothing to do, and nothing to retry */
+        const char *holder = s_val(res, 0, 2);
+        snprintf(detail, sizeof detail, "not applied: combination is %s%s%s",
+                 PQgetvalue(res, 0, 1), holder ? ", claimed by " : "", holder ? holder : "");
+    } else {
+        const PGresult *fin = r->results[4];
+        if (PQntuples(fin) == 1)
+            snprintf(detail, sizeof detail, "combination %s; job %s", now, s_val(fin, 0, 0));
+        else
+            snprintf(detail, sizeof detail, "combination %s", now);
+    }
+    msg_t *m = msg_new(MSG_OK);
+    msg_set_str(&m->ok.detail, detail);
+    s_send_reply(st, op, &m);
+}
+
+/* LEASE_RENEW -> LEASE_STATE, or ERROR -ENOENT when the claim is lost */
+
+static void s_on_lease_renew(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_lease_renew_t *b = &msg->lease_renew;
+    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL,
+                       "combination out of range"))
+        return;
+    op_t *op = s_op_new(st, OP_lease_renew, msg, NULL);
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_u64(op->group, b->combination);
+    pgpipe_param_str(op->group, b->instance && *b->instance ? b->instance : st->instance);
+    pgpipe_param_f64(op->group, st->lease_s);
+    s_op_submit(op);
+}
+
+static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = s_one_row(st, op, r->results[0],
+                                    "claim lost: the combination is no longer held here");
+    if (!res)
+        return;
+    msg_t *m = msg_new(MSG_LEASE_STATE);
+    m->lease_state.cancel_mode = s_mode(res, 0, 0);
+    s_send_reply(st, op, &m);
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static char *s_xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+static int s_init(actor_t *self, void *arg)
+{
+    const store_config_t *cfg = arg;
+    store_t *st = calloc(1, sizeof *st);
+    if (!st)
+        abort();
+    st->self = self;
+    st->conninfo = s_xstrdup(cfg->conninfo);
+    if (cfg->instance && *cfg->instance) {
+        st->instance = s_xstrdup(cfg->instance);
+    } else {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        char buf[96];
+        snprintf(buf, sizeof buf, "%s-%ld", host, (long)getpid());
+        st->instance = s_xstrdup(buf);
+    }
+    st->lease_s = cfg->lease_s > 0 ? cfg->lease_s : LEASE_DEFAULT_S;
+    snprintf(st->app_name, sizeof st->app_name, "imagejobs-store/%s", st->instance);
+    st->pipe_cfg = (pgpipe_config_t){.conninfo = st->conninfo,
+                                     .application_name = st->app_name,
+                                     .setup_sql = SETUP_SQL,
+                                     .stmts = s_stmts,
+                                     .nstmts = ST_COUNT,
+                                     .setup_hint = SETUP_HINT};
+    actor_set_state(self, st);
+    char err[256];
+    /* a database that is down is no failure: the pipe retries on its own */
+    st->pipe = pgpipe_new(actor_loop(self), &st->pipe_cfg, err, sizeof err);
+    if (!st->pipe) {
+        actor_fail(self, "%s", err);
+        actor_set_state(self, NULL);
+        free(st->conninfo);
+        free(st->instance);
+        free(st);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_fini(actor_t *self)
+{
+    store_t *st = actor_state(self);
+    if (!st)
+        return;
+    pgpipe_destroy(&st->pipe); /* what is still queued: "the store is stopping" */
+    free(st->conninfo);
+    free(st->instance);
+    free(st);
+    actor_set_state(self, NULL);
+}
+
+static bool s_stopping(actor_t *self)
+{
+    store_t *st = actor_state(self);
+    return pgpipe_pending(st->pipe) == 0;
+}
+
+static const actor_spec_t s_spec = {
+    .init = s_init,
+    .stopping = s_stopping,
+    .fini = s_fini,
+    .handlers =
+        {
+            [MSG_JOB_CREATE] = s_on_job_create,
+            [MSG_JOB_GET] = s_on_job_get,
+            [MSG_JOB_CANCEL_REQUEST] = s_on_job_cancel,
+            [MSG_ATTACHMENT_GET] = s_on_attachment_get,
+            [MSG_HEALTH_CHECK] = s_on_health,
+            [MSG_WORK_REQUEST] = s_on_work_request,
+            [MSG_IMAGE_READY] = s_on_image_ready,
+            [MSG_TASK_STOPPED] = s_on_task_stopped,
+            [MSG_LEASE_RENEW] = s_on_lease_renew,
+        },
+};
+
+actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg) {
+        snprintf(err, errlen, "no store configuration");
+        return NULL;
+    }
+    if (pgpipe_conninfo_check(cfg->conninfo, err, errlen) < 0)
+        return NULL;
+    return actor_new(rt, ACTOR_STORE, &s_spec, (void *)cfg, err, errlen);
+}
