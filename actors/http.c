@@ -672,7 +672,7 @@ int http_port(actor_t *http)
     return ((http_actor_t *)actor_state(http))->port;
 }
 
-void http_stop(actor_t **httpp)
+void http_destroy(actor_t **httpp)
 {
     actor_destroy(httpp);
 }

@@ -57,6 +57,6 @@ int http_port(actor_t *http);
 /* Stops the actor: closes the listener and every connection (requests
  * still waiting for the store are answered 503 first), joins the thread,
  * NULLs *httpp. */
-void http_stop(actor_t **httpp);
+void http_destroy(actor_t **httpp);
 
 #endif

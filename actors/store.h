@@ -42,8 +42,12 @@ typedef struct {
  * not fail because the database is down. Requests that arrive while it is
  * down are answered ERROR -EAGAIN at once. Returns NULL with the reason in
  * err only for a conninfo that cannot parse or an actor that cannot start.
- * Stop it with actor_destroy(): requests still queued are answered -EAGAIN. */
+ * Stop it with store_destroy(). */
 actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t errlen);
+
+/* Stops the actor once the statements in flight are done (requests still
+ * queued are answered -EAGAIN), joins its thread and frees it; NULLs *ap. */
+void store_destroy(actor_t **ap);
 
 /* Synchronous schema migration for `imagejobs migrate` and serve start-up
  * (blocking: never call it inside an actor loop). Creates or upgrades the

@@ -79,11 +79,11 @@ typedef struct {
  * the store. */
 static void s_service_stop(service_t *svc)
 {
-    http_stop(&svc->http);
+    http_destroy(&svc->http);
     for (int i = svc->ngenerators; i-- > 0;)
         generator_destroy(&svc->generators[i]);
     redis_destroy(&svc->redis);
-    actor_destroy(&svc->store);
+    store_destroy(&svc->store);
     runtime_destroy(&svc->rt);
 }
 

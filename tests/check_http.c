@@ -63,7 +63,7 @@ static double s_mono(void)
 /* (Re)starts the actor with these timeouts. */
 static void s_http_start(double request_s, double stall_s, double keepalive_s)
 {
-    http_stop(&s_http);
+    http_destroy(&s_http);
     http_config_t cfg = {
         .listen = "127.0.0.1:0",
         .cors_origin = ORIGIN,
@@ -94,7 +94,7 @@ static void s_setup(void)
 
 static void s_teardown(void)
 {
-    http_stop(&s_http);
+    http_destroy(&s_http);
     mailbox_destroy(&s_bus);
     mailbox_destroy(&s_redis);
     mailbox_destroy(&s_store);
@@ -1737,7 +1737,7 @@ START_TEST(test_listen_errors_are_reported)
     ck_assert_int_eq(listen(fd, 1), 0);
     socklen_t sl = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &sl);
-    http_stop(&s_http);
+    http_destroy(&s_http);
 
     char listen_on[64], err[256] = "";
     snprintf(listen_on, sizeof listen_on, "127.0.0.1:%d", ntohs(sa.sin_port));

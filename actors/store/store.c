@@ -828,3 +828,8 @@ actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t
         return NULL;
     return actor_new(rt, ACTOR_STORE, &s_spec, (void *)cfg, err, errlen);
 }
+
+void store_destroy(actor_t **ap)
+{
+    actor_destroy(ap);
+}
