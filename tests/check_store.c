@@ -201,7 +201,7 @@ static void s_inst_wait_ready(inst_t *in)
 
 static void s_inst_stop(inst_t *in)
 {
-    actor_destroy(&in->store);
+    store_destroy(&in->store);
     mailbox_destroy(&in->mb);
     runtime_destroy(&in->rt);
 }
