@@ -12,6 +12,7 @@
 #include "runtime/log.h"
 #include "runtime/mailbox.h"
 #include "runtime/runtime.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <errno.h>
@@ -563,11 +564,4 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const test_program_t test_program = {.suite = s_suite};
