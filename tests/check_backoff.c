@@ -43,6 +43,17 @@ START_TEST(test_never_exceeds_max_and_reaches_it)
 }
 END_TEST
 
+START_TEST(test_first_above_max_waits_max)
+{
+    backoff_t b;
+    backoff_init(&b, 10.0, 5.0, 0);
+    ck_assert_double_eq(backoff_next(&b), 5.0);
+    ck_assert_double_eq(backoff_next(&b), 5.0);
+    backoff_reset(&b);
+    ck_assert_double_eq(backoff_next(&b), 5.0);
+}
+END_TEST
+
 START_TEST(test_reset_starts_from_first)
 {
     backoff_t b;
@@ -101,6 +112,7 @@ static Suite *s_suite(void)
     TCase *tc = tcase_create("backoff");
     tcase_add_test(tc, test_doubles_up_to_max_and_stays_there);
     tcase_add_test(tc, test_never_exceeds_max_and_reaches_it);
+    tcase_add_test(tc, test_first_above_max_waits_max);
     tcase_add_test(tc, test_reset_starts_from_first);
     tcase_add_test(tc, test_jitter_within_a_quarter_and_under_max);
     tcase_add_test(tc, test_jitter_spreads_instances);
