@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-api_response_t api_check_call(int port, const char *method, const char *path,
-                              const char *headers, const char *body)
+api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
+                              const char *body)
 {
     api_response_t r;
     int rc = api_request(port, method, path, headers, body, body ? strlen(body) : 0, &r);
@@ -60,8 +60,7 @@ json_t *api_check_wait_final(int port, const char *id, double timeout_s, int pol
         if (api_check_final(api_check_str(j, "job_status")))
             return j;
         json_decref(j);
-        ck_assert_msg(fixture_now() < deadline, "job %s did not end within %.0f s", id,
-                      timeout_s);
+        ck_assert_msg(fixture_now() < deadline, "job %s did not end within %.0f s", id, timeout_s);
         fixture_pause_ms(poll_ms);
     }
 }

@@ -14,8 +14,8 @@
 
 /* One request to the server on port; fails the test when no response
  * comes. The caller frees the response (api_response_free). */
-api_response_t api_check_call(int port, const char *method, const char *path,
-                              const char *headers, const char *body);
+api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
+                              const char *body);
 
 /* Field key of object o, which must be a string / an integer. */
 const char *api_check_str(json_t *o, const char *key);

@@ -64,7 +64,7 @@ typedef struct {
     uint64_t expect; /* number of pings to receive */
     uint64_t next;   /* next seq expected */
     int in_order;
-    unsigned work;   /* busy work per message, to make a slow receiver */
+    unsigned work; /* busy work per message, to make a slow receiver */
     uint64_t checksum;
 } sink_t;
 
@@ -561,8 +561,7 @@ static void s_keeper_fail(actor_t *self, msg_t *msg)
 {
     keeper_t *st = actor_state(self);
     s_report(self,
-             (uint64_t)actor_reply_error(self, &st->caller, -EAGAIN, "database %s is down",
-                                         "db-1")
+             (uint64_t)actor_reply_error(self, &st->caller, -EAGAIN, "database %s is down", "db-1")
                  + 100,
              st->kept);
 }
@@ -679,7 +678,7 @@ START_TEST(test_empty_caller_sends_nothing)
     s_tell_keeper(MSG_OK);
     msg_t *done = fixture_expect(s_test, MSG_PONG);
     ck_assert(!(done->flags & MSG_FLAG_REPLY));
-    ck_assert_uint_eq(done->pong.seq, 1); /* the caller was empty */
+    ck_assert_uint_eq(done->pong.seq, 1);    /* the caller was empty */
     ck_assert_int_eq(done->pong.sent_ns, 1); /* both calls returned 0 */
     msg_destroy(&done);
     /* and nothing else came: the report was the keeper's last message,

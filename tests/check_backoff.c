@@ -78,10 +78,10 @@ START_TEST(test_jitter_within_a_quarter_and_under_max)
         for (int i = 0; i < 12; i++) {
             double nominal = backoff_next(&plain), d = backoff_next(&jittered);
             ck_assert_msg(d >= 0.75 * nominal && d < 1.25 * nominal,
-                          "seed %llu: delay %d is %g, nominal %g", (unsigned long long)seed, i,
-                          d, nominal);
-            ck_assert_msg(d <= 5.0, "seed %llu: delay %d is %g > max",
-                          (unsigned long long)seed, i, d);
+                          "seed %llu: delay %d is %g, nominal %g", (unsigned long long)seed, i, d,
+                          nominal);
+            ck_assert_msg(d <= 5.0, "seed %llu: delay %d is %g > max", (unsigned long long)seed, i,
+                          d);
             if (i == 0)
                 first_factor = d / nominal;
             else if (nominal < 5.0 && d / nominal != first_factor)

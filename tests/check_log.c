@@ -86,8 +86,7 @@ START_TEST(test_line_format)
     char pattern[256];
     snprintf(pattern, sizeof pattern, "%sINFO  \\[main\\] schema at version 1$", stamp);
     s_assert_matches(text, pattern);
-    snprintf(pattern, sizeof pattern, "%sWARN  \\[main\\] redis down: connection refused$",
-             stamp);
+    snprintf(pattern, sizeof pattern, "%sWARN  \\[main\\] redis down: connection refused$", stamp);
     s_assert_matches(text, pattern);
     snprintf(pattern, sizeof pattern, "%sERROR \\[main\\] giving up$", stamp);
     s_assert_matches(text, pattern);

@@ -188,8 +188,8 @@ START_TEST(test_numbers_in_range_only)
     ck_assert_int_eq(options_long("offset", "-5", -10, 10, &v, s_err, sizeof s_err), 0);
     ck_assert_int_eq(v, -5);
 
-    static const char *const bad[] = {"0", "101", "4x", "", "abc", "1.5", "0x10",
-                                      "99999999999999999999"};
+    static const char *const bad[] = {"0",   "101", "4x",   "",
+                                      "abc", "1.5", "0x10", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         v = 7;
         s_err[0] = 0;

@@ -14,6 +14,8 @@
 
 #define MANY 100000
 
+typedef char uuid_text_t[UUID_STR_LEN];
+
 static void s_assert_v4(const char *u)
 {
     ck_assert_uint_eq(strlen(u), 36);
@@ -48,7 +50,7 @@ static int s_cmp(const void *a, const void *b)
 
 START_TEST(test_unique_over_many)
 {
-    char (*all)[UUID_STR_LEN] = malloc(MANY * sizeof *all);
+    uuid_text_t *all = malloc(MANY * sizeof *all);
     ck_assert_ptr_nonnull(all);
     for (int i = 0; i < MANY; i++)
         ck_assert_int_eq(uuid_v4(all[i]), 0);

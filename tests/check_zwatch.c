@@ -56,7 +56,7 @@ typedef struct {
     uint64_t expect, next; /* messages to receive; next sequence number */
     uint64_t sent;         /* messages sent from the loop */
     int in_order, timed_out, stale_calls;
-    unsigned batch; /* at most this many per callback (0: all there is) */
+    unsigned batch;  /* at most this many per callback (0: all there is) */
     uint64_t window; /* ping-pong: requests kept in flight */
 } run_t;
 
@@ -202,8 +202,7 @@ static void s_pingpong_cb(struct ev_loop *loop, zwatch_t *w, int revents)
             return;
         }
         if (r->sent < r->expect) {
-            ck_assert_int_eq(zmq_send(w->socket, &r->sent, sizeof r->sent, 0),
-                             (int)sizeof r->sent);
+            ck_assert_int_eq(zmq_send(w->socket, &r->sent, sizeof r->sent, 0), (int)sizeof r->sent);
             r->sent++;
         }
     }

@@ -99,8 +99,7 @@ mailbox_t *fixture_mailbox(const char *name, const char *topic)
 msg_t *fixture_expect_any(mailbox_t *mb)
 {
     msg_t *m = mailbox_recv(mb, FIXTURE_WAIT_MS);
-    ck_assert_msg(m != NULL, "%s: nothing arrived within %d ms", mailbox_name(mb),
-                  FIXTURE_WAIT_MS);
+    ck_assert_msg(m != NULL, "%s: nothing arrived within %d ms", mailbox_name(mb), FIXTURE_WAIT_MS);
     return m;
 }
 
