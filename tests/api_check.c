@@ -9,6 +9,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
@@ -63,4 +64,20 @@ json_t *api_check_wait_final(int port, const char *id, double timeout_s, int pol
         ck_assert_msg(fixture_now() < deadline, "job %s did not end within %.0f s", id, timeout_s);
         fixture_pause_ms(poll_ms);
     }
+}
+
+PGconn *api_check_db(const char *conninfo)
+{
+    PGconn *db = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
+    return db;
+}
+
+long api_check_sql_long(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long v = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
 }

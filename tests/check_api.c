@@ -54,7 +54,8 @@ static json_t *s_wait_progress(const char *id, json_int_t min_done, double timeo
     double deadline = fixture_now() + timeout_s;
     for (;;) {
         json_t *j = api_check_job(s_port, id);
-        if (api_check_int(j, "completed_images") >= min_done || api_check_final(api_check_str(j, "job_status")))
+        if (api_check_int(j, "completed_images") >= min_done
+            || api_check_final(api_check_str(j, "job_status")))
             return j;
         json_decref(j);
         ck_assert_msg(fixture_now() < deadline, "job %s made no progress", id);
@@ -69,22 +70,6 @@ static api_response_t s_cancel(const char *id, const char *headers, const char *
     return s_call("POST", path, headers, body);
 }
 
-static PGconn *s_db(void)
-{
-    PGconn *db = PQconnectdb(getenv("IMAGEJOBS_TEST_DATABASE"));
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
-    return db;
-}
-
-static long s_sql_long(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
-    long v = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
-}
-
 /* Everything a stopped job must hold: counters, ids and rows agree, every
  * image decodes, none was made after the job ended. */
 static void s_assert_consistent(const char *id, json_t *job)
@@ -93,13 +78,13 @@ static void s_assert_consistent(const char *id, json_t *job)
     json_t *ids = json_object_get(job, "generated_attach_ids");
     ck_assert(json_is_array(ids));
     ck_assert_int_eq((json_int_t)json_array_size(ids), done);
-    PGconn *db = s_db();
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from attachments a join jobs j on j.id = "
-                                "a.job_id where j.id = $1 and a.created_at > j.finished_at",
-                                id),
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from attachments a join jobs j on j.id = "
+                                        "a.job_id where j.id = $1 and a.created_at > j.finished_at",
+                                        id),
                      0);
     json_int_t sum = 0;
     json_t *combos = json_object_get(job, "combinations");
@@ -172,7 +157,8 @@ START_TEST(test_cancel_running_job_answers_as_the_document)
     ck_assert(json_is_true(json_object_get(r.json, "success")));
     ck_assert_str_eq(api_check_str(r.json, "job_id"), id);
     ck_assert_str_eq(api_check_str(r.json, "current_status"), "processing");
-    ck_assert_str_eq(api_check_str(r.json, "message"), "Cancel request sent. Job will stop at the next step.");
+    ck_assert_str_eq(api_check_str(r.json, "message"),
+                     "Cancel request sent. Job will stop at the next step.");
     json_int_t at_cancel = api_check_int(r.json, "completed_images");
     ck_assert_int_ge(at_cancel, 1);
     ck_assert_int_eq(api_check_int(r.json, "total_images"), 8);
@@ -367,7 +353,7 @@ START_TEST(test_50_jobs_half_cancelled_all_end_consistent)
             api_response_free(&r);
         }
     }
-    PGconn *db = s_db();
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
     for (int i = 0; i < JOBS; i++) {
         json_t *job = api_check_wait_final(s_port, ids[i], 120, 20);
         const char *st = api_check_str(job, "job_status");
@@ -377,9 +363,9 @@ START_TEST(test_50_jobs_half_cancelled_all_end_consistent)
             ck_assert_str_eq(st, "completed");
         if (!strcmp(st, "completed"))
             ck_assert_int_eq(api_check_int(job, "completed_images"), 8);
-        ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1",
-                                    ids[i]),
-                         api_check_int(job, "completed_images"));
+        ck_assert_int_eq(
+            api_check_sql_long(db, "select count(*) from attachments where job_id = $1", ids[i]),
+            api_check_int(job, "completed_images"));
         ck_assert_int_eq((json_int_t)json_array_size(json_object_get(job, "generated_attach_ids")),
                          api_check_int(job, "completed_images"));
         json_decref(job);
@@ -393,8 +379,8 @@ END_TEST
 
 START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
 {
-    PGconn *db = s_db();
-    long before = s_sql_long(db, "select count(*) from jobs where $1 = $1", "x");
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    long before = api_check_sql_long(db, "select count(*) from jobs where $1 = $1", "x");
     static const char *const bodies[] = {
         "{\"prompt\":", "[]", "{\"prompt\":42}", "{\"prompt\":\"x\",\"width\":4096}",
         "{\"prompt\":\"x\",\"steps\":0}", "{\"prompt\":\"x\",\"colour\":\"red\"}",
@@ -439,7 +425,8 @@ START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
     free(header);
     free(big);
 
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from jobs where $1 = $1", "x"), before);
+    ck_assert_int_eq(api_check_sql_long(db, "select count(*) from jobs where $1 = $1", "x"),
+                     before);
     PQfinish(db);
     r = s_call("GET", "/healthz", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
@@ -480,24 +467,26 @@ START_TEST(test_sigterm_releases_claims_and_keeps_images)
         ck_assert_msg(fixture_now() - t0 < 5.0, "still running 5 s after SIGTERM");
         fixture_pause_ms(10);
     }
-    PGconn *db = s_db();
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from job_tasks where job_id = $1 and "
-                                "(status = 'processing' or claimed_by is not null and "
-                                "status = 'pending')",
-                                id),
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "(status = 'processing' or claimed_by is not null and "
+                                        "status = 'pending')",
+                                        id),
                      0);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "status = 'pending'",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "status = 'pending'",
+                                        id),
                      2);
-    long done = s_sql_long(db, "select completed_images from jobs where id = $1", id);
+    long done = api_check_sql_long(db, "select completed_images from jobs where id = $1", id);
     ck_assert_int_ge(done, 1);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db, "select coalesce(array_length(generated_attach_ids, 1), 0) "
-                                    "from jobs where id = $1",
-                                id),
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select coalesce(array_length(generated_attach_ids, 1), 0) "
+                                        "from jobs where id = $1",
+                                        id),
                      done);
     PQfinish(db);
     free(id);
@@ -530,9 +519,15 @@ static int s_before(void)
     if (rc != 0)
         return rc;
     s_port = api_free_port();
-    const char *args[] = {"--redis", getenv("IMAGEJOBS_TEST_REDIS"), "--database",
-                          getenv("IMAGEJOBS_TEST_DATABASE"), "--generators", "2", "--instance",
-                          "e2e", NULL};
+    const char *args[] = {"--redis",
+                          getenv("IMAGEJOBS_TEST_REDIS"),
+                          "--database",
+                          getenv("IMAGEJOBS_TEST_DATABASE"),
+                          "--generators",
+                          "2",
+                          "--instance",
+                          "e2e",
+                          NULL};
     s_server = api_serve(s_port, args, "tests/check_api.server.log", 60);
     if (s_server < 0) {
         fprintf(stderr, "check_api: the server did not become ready; see "

@@ -85,13 +85,6 @@ static void s_conninfo_for(const char *dbname, char *out, size_t len)
     PQconninfoFree(opts);
 }
 
-static PGconn *s_connect(const char *conninfo)
-{
-    PGconn *db = PQconnectdb(conninfo);
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
-    return db;
-}
-
 static void s_quiet(void *arg, const char *message)
 {
     (void)arg;
@@ -147,7 +140,7 @@ static void s_make_database(void)
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
     s_admin(sql);
     s_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
-    PQfinish(s_connect(s_conninfo)); /* it exists */
+    PQfinish(api_check_db(s_conninfo)); /* it exists */
 }
 
 /* Starts an instance (not waiting for it); redis: a URL or NULL for the
@@ -213,7 +206,8 @@ static char *s_create(inst_t *in, int combos, int size, int steps, int images)
     snprintf(body + n, sizeof body - (size_t)n,
              "],\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d}", images,
              size, size, steps);
-    api_response_t r = api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
+    api_response_t r =
+        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
     ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
     ck_assert_int_eq(api_check_int(r.json, "total_images"), combos * images);
     char *id = strdup(api_check_str(r.json, "job_id"));
@@ -234,15 +228,6 @@ static int s_processing(inst_t *in, const char *id)
     return n;
 }
 
-static long s_sql_long(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
-    long v = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
-}
-
 /* Counters, ids and rows agree; no (combination, image) twice; no image
  * made after the job ended. */
 static void s_assert_consistent(PGconn *db, const char *id, json_t *job)
@@ -251,36 +236,38 @@ static void s_assert_consistent(PGconn *db, const char *id, json_t *job)
     json_t *ids = json_object_get(job, "generated_attach_ids");
     ck_assert(json_is_array(ids));
     ck_assert_int_eq((json_int_t)json_array_size(ids), done);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct (combination, image_index)) from "
+                                        "attachments where job_id = $1",
+                                        id),
                      done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(distinct (combination, image_index)) from "
-                                "attachments where job_id = $1",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct x) from jobs, "
+                                        "unnest(generated_attach_ids) x where id = $1",
+                                        id),
                      done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(distinct x) from jobs, "
-                                "unnest(generated_attach_ids) x where id = $1",
-                                id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from jobs j, unnest(j.generated_attach_ids) x "
-                                "where j.id = $1 and not exists (select 1 from attachments a "
-                                "where a.id = x and a.job_id = j.id)",
-                                id),
-                     0);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from attachments a join jobs j on j.id = "
-                                "a.job_id where j.id = $1 and a.created_at > j.finished_at",
-                                id),
+    ck_assert_int_eq(
+        api_check_sql_long(db,
+                           "select count(*) from jobs j, unnest(j.generated_attach_ids) x "
+                           "where j.id = $1 and not exists (select 1 from attachments a "
+                           "where a.id = x and a.job_id = j.id)",
+                           id),
+        0);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from attachments a join jobs j on j.id = "
+                                        "a.job_id where j.id = $1 and a.created_at > j.finished_at",
+                                        id),
                      0);
     /* each combination's counter is its rows */
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from job_tasks t where t.job_id = $1 and "
-                                "t.completed_images <> (select count(*) from attachments a "
-                                "where a.job_id = t.job_id and a.combination = t.combination)",
-                                id),
-                     0);
+    ck_assert_int_eq(
+        api_check_sql_long(db,
+                           "select count(*) from job_tasks t where t.job_id = $1 and "
+                           "t.completed_images <> (select count(*) from attachments a "
+                           "where a.job_id = t.job_id and a.combination = t.combination)",
+                           id),
+        0);
     json_int_t sum = 0;
     size_t i;
     json_t *c;
@@ -295,9 +282,10 @@ static void s_assert_complete(PGconn *db, const char *id, json_t *job, int total
     ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
     ck_assert_int_eq(api_check_int(job, "completed_images"), total);
     s_assert_consistent(db, id, job);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "status <> 'completed'",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "status <> 'completed'",
+                                        id),
                      0);
 }
 
@@ -318,8 +306,8 @@ static void s_wait_flag(int port, const char *id, double timeout_s)
         } else if (rc) {
             redisFree(rc);
         }
-        ck_assert_msg(fixture_now() < deadline, "job:%s:cancelled not in Redis :%d within %.0f s", id,
-                      port, timeout_s);
+        ck_assert_msg(fixture_now() < deadline, "job:%s:cancelled not in Redis :%d within %.0f s",
+                      id, port, timeout_s);
         fixture_pause_ms(50);
     }
 }
@@ -337,18 +325,20 @@ START_TEST(test_six_combinations_spread_over_three_instances)
     s_start(3, in, NULL, "3");
     char *id = s_create(in[0], 6, 128, 20, 3);
     json_t *job = api_check_wait_final(in[1]->port, id, 50, 50);
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_complete(db, id, job, 18);
     json_decref(job);
     /* with 6 combinations and 2 generators each, all 3 are likely: 2 is
      * what cannot fail by chance */
-    long holders = s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
-                                  "job_id = $1",
-                              id);
+    long holders = api_check_sql_long(db,
+                                      "select count(distinct claimed_by) from job_tasks where "
+                                      "job_id = $1",
+                                      id);
     ck_assert_msg(holders >= 2, "all 6 combinations ran on %ld instance(s)", holders);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "claimed_by is null",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "claimed_by is null",
+                                        id),
                      0);
     /* the same document from every instance */
     for (int i = 0; i < 3; i++) {
@@ -378,10 +368,11 @@ START_TEST(test_cancel_through_one_instance_stops_all)
         ck_assert_msg(fixture_now() < deadline, "the 6 combinations never all ran");
         fixture_pause_ms(20);
     }
-    PGconn *db = s_connect(s_conninfo);
-    ck_assert_int_ge(s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
-                                    "job_id = $1 and status = 'processing'",
-                                id),
+    PGconn *db = api_check_db(s_conninfo);
+    ck_assert_int_ge(api_check_sql_long(db,
+                                        "select count(distinct claimed_by) from job_tasks where "
+                                        "job_id = $1 and status = 'processing'",
+                                        id),
                      3);
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
@@ -421,7 +412,7 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     inst_t *in[2];
     s_start(2, in, NULL, "3");
     char *id = s_create(in[0], 4, 256, 40, 4);
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     /* both hold claims, and B has recorded an image of one of its own:
      * whoever takes it over must resume at the next image */
     const char *params[2] = {id, in[1]->name};
@@ -463,7 +454,8 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
     ck_assert_int_eq(atol(PQgetvalue(res, 0, 0)), 0);
     PQclear(res);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1", id), 4);
+    ck_assert_int_eq(api_check_sql_long(db, "select count(*) from job_tasks where job_id = $1", id),
+                     4);
     params[1] = in[0]->name;
     res = PQexecParams(db,
                        "select count(*) from job_tasks where job_id = $1 and "
@@ -486,7 +478,7 @@ START_TEST(test_sigterm_one_instance_other_resumes_before_lease)
     inst_t *in[2];
     s_start(2, in, NULL, "30");
     char *id = s_create(in[0], 4, 256, 40, 4);
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     const char *params[2] = {id, in[1]->name};
     double deadline = fixture_now() + 30;
     for (;;) {
@@ -609,7 +601,7 @@ START_TEST(test_redis_outage_cancel_is_kept_and_flag_written)
     s_redis_start(port, dir); /* back on the same port */
     json_t *job = api_check_wait_final(in[0]->port, id, 30, 50);
     ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_consistent(db, id, job);
     PQfinish(db);
     json_decref(job);
@@ -784,7 +776,7 @@ static void s_pg_start_private(void)
     ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not start (see %s/pg.log)", s_pg_dir);
     snprintf(s_conninfo, sizeof s_conninfo,
              "host=127.0.0.1 port=%d dbname=postgres user=postgres", s_pg_port);
-    PQfinish(s_connect(s_conninfo));
+    PQfinish(api_check_db(s_conninfo));
 }
 
 /* Whether a line with both a and b occurs in path after its first from
@@ -865,8 +857,10 @@ START_TEST(test_postgres_outage_job_completes)
     while (!s_file_has(log, log_at, held[0], "; holding it")
            || !s_file_has(log, log_at, held[1], "; holding it")) {
         ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
-        ck_assert_msg(fixture_now() < deadline, "not both combinations held an image within 20 s "
-                      "(see %s)", log);
+        ck_assert_msg(fixture_now() < deadline,
+                      "not both combinations held an image within 20 s "
+                      "(see %s)",
+                      log);
         fixture_pause_ms(50);
     }
     ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
@@ -887,10 +881,11 @@ START_TEST(test_postgres_outage_job_completes)
         api_response_free(&r);
         if (job)
             break;
-        ck_assert_msg(fixture_now() < deadline, "job %s did not end within 30 s of the restart", id);
+        ck_assert_msg(fixture_now() < deadline, "job %s did not end within 30 s of the restart",
+                      id);
         fixture_pause_ms(50);
     }
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_complete(db, id, job, 8);
     PQfinish(db);
     json_decref(job);
@@ -908,19 +903,18 @@ START_TEST(test_two_instances_started_together_migrate_once)
     s_make_database(); /* fresh: no schema yet */
     inst_t *in[2];
     s_start(2, in, NULL, "3");
-    PGconn *db = s_connect(s_conninfo);
-    long rows = s_sql_long(db, "select count(*) from schema_version where $1 = $1", "x");
+    PGconn *db = api_check_db(s_conninfo);
+    long rows = api_check_sql_long(db, "select count(*) from schema_version where $1 = $1", "x");
     ck_assert_int_ge(rows, 1);
-    ck_assert_int_eq(s_sql_long(db, "select count(distinct version) from schema_version "
-                                    "where $1 = $1",
-                                "x"),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct version) from schema_version "
+                                        "where $1 = $1",
+                                        "x"),
                      rows);
-    ck_assert_int_eq(s_sql_long(db, "select max(version) from schema_version where $1 = $1",
-                                "x"),
-                     rows);
-    ck_assert_int_eq(s_sql_long(db, "select min(version) from schema_version where $1 = $1",
-                                "x"),
-                     1);
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select max(version) from schema_version where $1 = $1", "x"), rows);
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select min(version) from schema_version where $1 = $1", "x"), 1);
     PQfinish(db);
     /* both serve: a job made on one completes and reads the same on the other */
     char *id = s_create(in[0], 1, 64, 2, 1);

@@ -61,10 +61,10 @@ static void s_setup(void)
     s_bus = fixture_mailbox("bus", "cancel");
 }
 
-#define NEED_REDIS()                                                                      \
-    do {                                                                                  \
-        if (!fixture_service("IMAGEJOBS_TEST_REDIS"))                                     \
-            return;                                                                       \
+#define NEED_REDIS()                                                                               \
+    do {                                                                                           \
+        if (!fixture_service("IMAGEJOBS_TEST_REDIS"))                                              \
+            return;                                                                                \
     } while (0)
 
 static int s_shared_port(void)
