@@ -524,23 +524,12 @@ static void s_redis_start(int port, const char *dir)
 {
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
-    pid_t pid = fork();
+    char log[512];
+    snprintf(log, sizeof log, "%s/redis.log", dir);
+    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
+                          "", "--appendonly", "no", "--dir", dir, NULL};
+    pid_t pid = api_exec(argv, NULL, log, false);
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        char log[512];
-        snprintf(log, sizeof log, "%s/redis.log", dir);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", dir, (char *)NULL);
-        _exit(127);
-    }
     s_redis_pid = pid;
     s_redis_port = port;
     double deadline = fixture_now() + 10;
@@ -649,26 +638,11 @@ static int s_pg_run(const char *const *argv)
     for (int i = 1; argv[i] && n < 15; i++)
         full[n++] = argv[i];
     full[n] = NULL;
-    pid_t pid = fork();
+    char log[128];
+    snprintf(log, sizeof log, "%s/cmd.log", s_pg_dir);
+    pid_t pid = api_exec(full, s_pg_dir, log, false);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        char log[128];
-        snprintf(log, sizeof log, "%s/cmd.log", s_pg_dir);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-        if (chdir(s_pg_dir) != 0)
-            _exit(126);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execvp(full[0], (char *const *)full);
-        _exit(127);
-    }
     int st;
     if (waitpid(pid, &st, 0) != pid)
         return -1;
