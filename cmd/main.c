@@ -1,15 +1,15 @@
 /*
  * main.c - the imagejobs command: `serve` runs the service; other
- * subcommands join as their parts land. Everything but main() lives in
- * libimagejobs.
+ * subcommands join as their parts land. Everything but the commands' front
+ * ends (this file and render.c) lives in libimagejobs.
  */
 #include "config.h"
 
 #include "actors/generator.h"
-#include "actors/generator/render.h"
 #include "actors/http.h"
 #include "actors/redis.h"
 #include "actors/store.h"
+#include "cmd/render.h"
 #include "runtime/actor.h"
 #include "runtime/backoff.h"
 #include "runtime/log.h"

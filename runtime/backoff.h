@@ -19,11 +19,12 @@ typedef struct {
     uint64_t rng; /* jitter state; 0: no jitter */
 } backoff_t;
 
-/* A backoff that waits `first`, then twice as long each time, up to `max`.
- * seed != 0 turns jitter on: each delay is scaled by a factor in
- * [0.75, 1.25), never above max. */
+/* A backoff that waits `first`, then twice as long each time, up to `max`
+ * (a `first` above `max` waits `max`). seed != 0 turns jitter on: each
+ * delay is scaled by a factor in [0.75, 1.25), never above max. */
 static inline void backoff_init(backoff_t *b, double first, double max, uint64_t seed)
 {
+    first = first < max ? first : max;
     b->first = first;
     b->max = max;
     b->next = first;

@@ -186,6 +186,27 @@ int api_stop(pid_t pid, double timeout_s)
     return -1;
 }
 
+pid_t api_exec(const char *const *argv, const char *dir, const char *log_path, bool truncate)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0), 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        if (dir && chdir(dir) != 0)
+            _exit(126);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid < 0 ? -1 : pid;
+}
+
 pid_t api_spawn(int port, const char *const *args, const char *log_path)
 {
     const char *bin = getenv("IMAGEJOBS_BIN");
@@ -198,21 +219,7 @@ pid_t api_spawn(int port, const char *const *args, const char *log_path)
     for (int i = 0; args && args[i] && argc < 62; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        /* the test process may have these blocked (the runtime does) */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    return pid < 0 ? -1 : pid;
+    return api_exec(argv, NULL, log_path, true);
 }
 
 int api_wait_ready(int port, pid_t pid, double timeout_s)

@@ -6,6 +6,7 @@
 #define IMAGEJOBS_TESTS_API_CLIENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -45,6 +46,13 @@ pid_t api_spawn(int port, const char *const *args, const char *log_path);
 /* Waits (up to timeout_s) until /readyz on port answers 200. 0, or -1 when
  * pid died or the time ran out (pid is left running then). */
 int api_wait_ready(int port, pid_t pid, double timeout_s);
+
+/* Starts argv[0] (searched in PATH) with argv, in directory dir (NULL: this
+ * one), its stdout and stderr appended to log_path (emptied first when
+ * truncate), and no signal blocked: the runtime blocks SIGINT and SIGTERM
+ * in the test process, and exec would keep that mask. Returns the pid, or
+ * -1; the child exits 126 or 127 when it cannot change directory or exec. */
+pid_t api_exec(const char *const *argv, const char *dir, const char *log_path, bool truncate);
 
 /* SIGKILL and collect; returns the wait status. */
 int api_kill(pid_t pid);

@@ -9,7 +9,9 @@
 #include "config.h"
 
 #include "actors/generator/png.h"
-#include "tests/api_client.h"
+#include "tests/api_check.h"
+#include "tests/fixture.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <hiredis/hiredis.h>
@@ -25,40 +27,10 @@ static int s_port;
 
 /* ------------------------------------------------------------ helpers */
 
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void s_pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static api_response_t s_call(const char *method, const char *path, const char *headers,
                              const char *body)
 {
-    api_response_t r;
-    int rc = api_request(s_port, method, path, headers, body, body ? strlen(body) : 0, &r);
-    ck_assert_msg(rc == 0, "%s %s: no response", method, path);
-    return r;
-}
-
-static const char *s_str(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
-    return json_string_value(v);
-}
-
-static json_int_t s_int(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
-    return json_integer_value(v);
+    return api_check_call(s_port, method, path, headers, body);
 }
 
 /* POST /api/jobs; returns the job id (caller frees). */
@@ -67,57 +39,27 @@ static char *s_create(const char *body, json_int_t expect_total)
     api_response_t r = s_call("POST", "/api/jobs", "Content-Type: application/json\r\n", body);
     ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
     ck_assert_ptr_nonnull(r.json);
-    ck_assert_str_eq(s_str(r.json, "job_status"), "pending");
-    ck_assert_int_eq(s_int(r.json, "total_images"), expect_total);
-    char *id = strdup(s_str(r.json, "job_id"));
+    ck_assert_str_eq(api_check_str(r.json, "job_status"), "pending");
+    ck_assert_int_eq(api_check_int(r.json, "total_images"), expect_total);
+    char *id = strdup(api_check_str(r.json, "job_id"));
     ck_assert_uint_eq(json_object_size(r.json), 3);
     api_response_free(&r);
     return id;
-}
-
-static json_t *s_get(const char *id)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/api/jobs/%s", id);
-    api_response_t r = s_call("GET", path, NULL, NULL);
-    ck_assert_msg(r.status == 200, "get: %d %s", r.status, r.body);
-    json_t *j = json_incref(r.json);
-    ck_assert_ptr_nonnull(j);
-    api_response_free(&r);
-    return j;
-}
-
-static int s_final(const char *status)
-{
-    return !strcmp(status, "completed") || !strcmp(status, "failed")
-           || !strcmp(status, "user_cancelled");
 }
 
 /* Polls GET until the job's completed_images reaches min_done (or it
  * ends); returns the document. */
 static json_t *s_wait_progress(const char *id, json_int_t min_done, double timeout_s)
 {
-    double deadline = s_now() + timeout_s;
+    double deadline = fixture_now() + timeout_s;
     for (;;) {
-        json_t *j = s_get(id);
-        if (s_int(j, "completed_images") >= min_done || s_final(s_str(j, "job_status")))
+        json_t *j = api_check_job(s_port, id);
+        if (api_check_int(j, "completed_images") >= min_done
+            || api_check_final(api_check_str(j, "job_status")))
             return j;
         json_decref(j);
-        ck_assert_msg(s_now() < deadline, "job %s made no progress", id);
-        s_pause_ms(20);
-    }
-}
-
-static json_t *s_wait_final(const char *id, double timeout_s)
-{
-    double deadline = s_now() + timeout_s;
-    for (;;) {
-        json_t *j = s_get(id);
-        if (s_final(s_str(j, "job_status")))
-            return j;
-        json_decref(j);
-        ck_assert_msg(s_now() < deadline, "job %s never ended", id);
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "job %s made no progress", id);
+        fixture_pause_ms(20);
     }
 }
 
@@ -128,43 +70,27 @@ static api_response_t s_cancel(const char *id, const char *headers, const char *
     return s_call("POST", path, headers, body);
 }
 
-static PGconn *s_db(void)
-{
-    PGconn *db = PQconnectdb(getenv("IMAGEJOBS_TEST_DATABASE"));
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
-    return db;
-}
-
-static long s_sql_long(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
-    long v = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
-}
-
 /* Everything a stopped job must hold: counters, ids and rows agree, every
  * image decodes, none was made after the job ended. */
 static void s_assert_consistent(const char *id, json_t *job)
 {
-    json_int_t done = s_int(job, "completed_images");
+    json_int_t done = api_check_int(job, "completed_images");
     json_t *ids = json_object_get(job, "generated_attach_ids");
     ck_assert(json_is_array(ids));
     ck_assert_int_eq((json_int_t)json_array_size(ids), done);
-    PGconn *db = s_db();
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from attachments a join jobs j on j.id = "
-                                "a.job_id where j.id = $1 and a.created_at > j.finished_at",
-                                id),
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from attachments a join jobs j on j.id = "
+                                        "a.job_id where j.id = $1 and a.created_at > j.finished_at",
+                                        id),
                      0);
     json_int_t sum = 0;
     json_t *combos = json_object_get(job, "combinations");
     size_t i;
     json_t *c;
-    json_array_foreach(combos, i, c) sum += s_int(c, "completed_images");
+    json_array_foreach(combos, i, c) sum += api_check_int(c, "completed_images");
     ck_assert_int_eq(sum, done);
     PQfinish(db);
 
@@ -194,12 +120,12 @@ static long s_redis_ttl(const char *id)
 {
     redisContext *rc = redisConnect("127.0.0.1", atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")));
     ck_assert(rc && !rc->err);
-    double deadline = s_now() + 10;
+    double deadline = fixture_now() + 10;
     redisReply *get;
     while ((get = redisCommand(rc, "GET job:%s:cancelled", id))->type == REDIS_REPLY_NIL) {
         freeReplyObject(get);
-        ck_assert_msg(s_now() < deadline, "job:%s:cancelled never appeared", id);
-        s_pause_ms(5);
+        ck_assert_msg(fixture_now() < deadline, "job:%s:cancelled never appeared", id);
+        fixture_pause_ms(5);
     }
     ck_assert_int_eq(get->type, REDIS_REPLY_STRING);
     ck_assert_str_eq(get->str, "true");
@@ -229,24 +155,25 @@ START_TEST(test_cancel_running_job_answers_as_the_document)
     ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
     ck_assert_uint_eq(json_object_size(r.json), 6);
     ck_assert(json_is_true(json_object_get(r.json, "success")));
-    ck_assert_str_eq(s_str(r.json, "job_id"), id);
-    ck_assert_str_eq(s_str(r.json, "current_status"), "processing");
-    ck_assert_str_eq(s_str(r.json, "message"), "Cancel request sent. Job will stop at the next step.");
-    json_int_t at_cancel = s_int(r.json, "completed_images");
+    ck_assert_str_eq(api_check_str(r.json, "job_id"), id);
+    ck_assert_str_eq(api_check_str(r.json, "current_status"), "processing");
+    ck_assert_str_eq(api_check_str(r.json, "message"),
+                     "Cancel request sent. Job will stop at the next step.");
+    json_int_t at_cancel = api_check_int(r.json, "completed_images");
     ck_assert_int_ge(at_cancel, 1);
-    ck_assert_int_eq(s_int(r.json, "total_images"), 8);
+    ck_assert_int_eq(api_check_int(r.json, "total_images"), 8);
     api_response_free(&r);
 
     long ttl = s_redis_ttl(id);
     ck_assert_msg(ttl > 3590 && ttl <= 3600, "TTL %ld", ttl);
 
-    json_t *job = s_wait_final(id, 60);
-    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
+    json_t *job = api_check_wait_final(s_port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
     ck_assert(json_is_true(json_object_get(job, "cancel_requested")));
     ck_assert(json_is_string(json_object_get(job, "cancel_requested_at")));
     /* immediate: the in-flight images are dropped; one per combination may
      * have been finishing its recording at that moment */
-    json_int_t done = s_int(job, "completed_images");
+    json_int_t done = api_check_int(job, "completed_images");
     ck_assert_int_ge(done, at_cancel);
     ck_assert_int_le(done, at_cancel + 2);
     json_t *combos = json_object_get(job, "combinations");
@@ -254,7 +181,7 @@ START_TEST(test_cancel_running_job_answers_as_the_document)
     json_t *c;
     json_array_foreach(combos, i, c)
     {
-        if (!strcmp(s_str(c, "status"), "cancelled")) {
+        if (!strcmp(api_check_str(c, "status"), "cancelled")) {
             ck_assert(json_is_string(json_object_get(c, "cancel_observed_at")));
             ck_assert(json_is_string(json_object_get(c, "stopped_at")));
         }
@@ -267,10 +194,10 @@ START_TEST(test_cancel_running_job_answers_as_the_document)
     ck_assert_int_eq(r.status, 200);
     ck_assert_uint_eq(json_object_size(r.json), 5);
     ck_assert(json_is_false(json_object_get(r.json, "success")));
-    ck_assert_str_eq(s_str(r.json, "message"), "Job already cancelled");
-    ck_assert_str_eq(s_str(r.json, "job_status"), "user_cancelled");
-    ck_assert_str_eq(s_str(r.json, "job_id"), id);
-    ck_assert_int_eq(s_int(r.json, "completed_images"), done);
+    ck_assert_str_eq(api_check_str(r.json, "message"), "Job already cancelled");
+    ck_assert_str_eq(api_check_str(r.json, "job_status"), "user_cancelled");
+    ck_assert_str_eq(api_check_str(r.json, "job_id"), id);
+    ck_assert_int_eq(api_check_int(r.json, "completed_images"), done);
     api_response_free(&r);
     free(id);
 }
@@ -285,14 +212,14 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
     api_response_t r = s_cancel(id, "Content-Type: application/json\r\n",
                                 "{\"mode\":\"after_current_image\"}");
     ck_assert_int_eq(r.status, 200);
-    ck_assert_str_eq(s_str(r.json, "message"),
+    ck_assert_str_eq(api_check_str(r.json, "message"),
                      "Cancel request sent. Job will stop after current image.");
-    json_int_t at_cancel = s_int(r.json, "completed_images");
+    json_int_t at_cancel = api_check_int(r.json, "completed_images");
     api_response_free(&r);
-    json_t *job = s_wait_final(id, 60);
-    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
+    json_t *job = api_check_wait_final(s_port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
     /* the image in flight when the cancel came is finished and kept */
-    ck_assert_int_eq(s_int(job, "completed_images"), at_cancel + 1);
+    ck_assert_int_eq(api_check_int(job, "completed_images"), at_cancel + 1);
     s_assert_consistent(id, job);
     json_decref(job);
     free(id);
@@ -305,20 +232,20 @@ START_TEST(test_cancel_pending_job_at_once)
     char *busy1 = s_create(LONG_JOB, 8);
     char *busy2 = s_create(LONG_JOB, 8);
     char *id = s_create("{\"prompt\":\"waiting\"}", 1);
-    json_t *job = s_get(id);
-    ck_assert_str_eq(s_str(job, "job_status"), "pending");
+    json_t *job = api_check_job(s_port, id);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "pending");
     json_decref(job);
 
     api_response_t r = s_cancel(id, "Content-Type: application/json\r\n", "{}");
     ck_assert_int_eq(r.status, 200);
     ck_assert(json_is_true(json_object_get(r.json, "success")));
-    ck_assert_str_eq(s_str(r.json, "current_status"), "pending");
-    ck_assert_int_eq(s_int(r.json, "completed_images"), 0);
-    ck_assert_int_eq(s_int(r.json, "total_images"), 1);
+    ck_assert_str_eq(api_check_str(r.json, "current_status"), "pending");
+    ck_assert_int_eq(api_check_int(r.json, "completed_images"), 0);
+    ck_assert_int_eq(api_check_int(r.json, "total_images"), 1);
     api_response_free(&r);
-    job = s_get(id); /* no waiting: it is cancelled already */
-    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
-    ck_assert_int_eq(s_int(job, "completed_images"), 0);
+    job = api_check_job(s_port, id); /* no waiting: it is cancelled already */
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 0);
     json_decref(job);
 
     for (int k = 0; k < 2; k++) {
@@ -330,11 +257,11 @@ START_TEST(test_cancel_pending_job_at_once)
         r = s_cancel(b, NULL, NULL);
         ck_assert_int_eq(r.status, 200);
         json_t *ok = json_object_get(r.json, "success");
-        const char *st = json_is_true(ok) ? s_str(r.json, "current_status") : "";
+        const char *st = json_is_true(ok) ? api_check_str(r.json, "current_status") : "";
         ck_assert(json_is_false(ok) || !strcmp(st, "processing") || !strcmp(st, "pending"));
         api_response_free(&r);
-        json_t *j = s_wait_final(b, 60);
-        ck_assert_str_eq(s_str(j, "job_status"), "user_cancelled");
+        json_t *j = api_check_wait_final(s_port, b, 60, 20);
+        ck_assert_str_eq(api_check_str(j, "job_status"), "user_cancelled");
         s_assert_consistent(b, j);
         json_decref(j);
     }
@@ -349,18 +276,18 @@ START_TEST(test_cancel_completed_job)
     char *id = s_create("{\"prompt\":\"a small red square\",\"width\":64,\"height\":64,"
                         "\"steps\":2}",
                         1);
-    json_t *job = s_wait_final(id, 60);
-    ck_assert_str_eq(s_str(job, "job_status"), "completed");
-    ck_assert_int_eq(s_int(job, "completed_images"), 1);
+    json_t *job = api_check_wait_final(s_port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 1);
     s_assert_consistent(id, job);
     json_decref(job);
     api_response_t r = s_cancel(id, NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_uint_eq(json_object_size(r.json), 5);
     ck_assert(json_is_false(json_object_get(r.json, "success")));
-    ck_assert_str_eq(s_str(r.json, "message"), "Job already completed");
-    ck_assert_str_eq(s_str(r.json, "job_status"), "completed");
-    ck_assert_int_eq(s_int(r.json, "completed_images"), 1);
+    ck_assert_str_eq(api_check_str(r.json, "message"), "Job already completed");
+    ck_assert_str_eq(api_check_str(r.json, "job_status"), "completed");
+    ck_assert_int_eq(api_check_int(r.json, "completed_images"), 1);
     api_response_free(&r);
     free(id);
 }
@@ -371,12 +298,12 @@ START_TEST(test_cancel_errors_as_the_document)
     api_response_t r = s_cancel("550e8400-e29b-41d4-a716-446655440000", NULL, NULL);
     ck_assert_int_eq(r.status, 404);
     ck_assert_uint_eq(json_object_size(r.json), 1);
-    ck_assert_str_eq(s_str(r.json, "error"), "Job not found");
+    ck_assert_str_eq(api_check_str(r.json, "error"), "Job not found");
     api_response_free(&r);
 
     r = s_call("POST", "/api/jobs//cancel", NULL, NULL);
     ck_assert_int_eq(r.status, 400);
-    ck_assert_str_eq(s_str(r.json, "error"), "jobId is required");
+    ck_assert_str_eq(api_check_str(r.json, "error"), "jobId is required");
     api_response_free(&r);
 
     r = s_cancel("not-a-uuid", NULL, NULL);
@@ -420,27 +347,27 @@ START_TEST(test_50_jobs_half_cancelled_all_end_consistent)
         ids[i] = s_create(body, 8);
         if (i % 2 == 1) {
             /* cancel the previous job at a random moment: now, or a little later */
-            s_pause_ms((int)(rand_r(&seed) % 30));
+            fixture_pause_ms((int)(rand_r(&seed) % 30));
             api_response_t r = s_cancel(ids[i - 1], NULL, NULL);
             ck_assert_int_eq(r.status, 200);
             api_response_free(&r);
         }
     }
-    PGconn *db = s_db();
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
     for (int i = 0; i < JOBS; i++) {
-        json_t *job = s_wait_final(ids[i], 120);
-        const char *st = s_str(job, "job_status");
+        json_t *job = api_check_wait_final(s_port, ids[i], 120, 20);
+        const char *st = api_check_str(job, "job_status");
         if (i % 2 == 0) /* cancelled, unless it was done before the cancel came */
             ck_assert_msg(!strcmp(st, "user_cancelled") || !strcmp(st, "completed"), "%s", st);
         else
             ck_assert_str_eq(st, "completed");
         if (!strcmp(st, "completed"))
-            ck_assert_int_eq(s_int(job, "completed_images"), 8);
-        ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1",
-                                    ids[i]),
-                         s_int(job, "completed_images"));
+            ck_assert_int_eq(api_check_int(job, "completed_images"), 8);
+        ck_assert_int_eq(
+            api_check_sql_long(db, "select count(*) from attachments where job_id = $1", ids[i]),
+            api_check_int(job, "completed_images"));
         ck_assert_int_eq((json_int_t)json_array_size(json_object_get(job, "generated_attach_ids")),
-                         s_int(job, "completed_images"));
+                         api_check_int(job, "completed_images"));
         json_decref(job);
         free(ids[i]);
     }
@@ -452,8 +379,8 @@ END_TEST
 
 START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
 {
-    PGconn *db = s_db();
-    long before = s_sql_long(db, "select count(*) from jobs where $1 = $1", "x");
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    long before = api_check_sql_long(db, "select count(*) from jobs where $1 = $1", "x");
     static const char *const bodies[] = {
         "{\"prompt\":", "[]", "{\"prompt\":42}", "{\"prompt\":\"x\",\"width\":4096}",
         "{\"prompt\":\"x\",\"steps\":0}", "{\"prompt\":\"x\",\"colour\":\"red\"}",
@@ -498,7 +425,8 @@ START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
     free(header);
     free(big);
 
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from jobs where $1 = $1", "x"), before);
+    ck_assert_int_eq(api_check_sql_long(db, "select count(*) from jobs where $1 = $1", "x"),
+                     before);
     PQfinish(db);
     r = s_call("GET", "/healthz", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
@@ -527,36 +455,38 @@ static int s_exited(pid_t pid)
 
 /* Runs last: SIGTERM mid-job. The server must be gone within 5 s, having
  * given its claims back (pending, unclaimed: another instance resumes at
- * once, not when the lease runs out) and kept every image it made. main()
- * then checks its exit status. */
+ * once, not when the lease runs out) and kept every image it made. The
+ * runner's after hook then checks its exit status. */
 START_TEST(test_sigterm_releases_claims_and_keeps_images)
 {
     char *id = s_create(LONG_JOB, 8);
     json_decref(s_wait_progress(id, 1, 120));
-    double t0 = s_now();
+    double t0 = fixture_now();
     kill(s_server, SIGTERM);
     while (!s_exited(s_server)) {
-        ck_assert_msg(s_now() - t0 < 5.0, "still running 5 s after SIGTERM");
-        s_pause_ms(10);
+        ck_assert_msg(fixture_now() - t0 < 5.0, "still running 5 s after SIGTERM");
+        fixture_pause_ms(10);
     }
-    PGconn *db = s_db();
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from job_tasks where job_id = $1 and "
-                                "(status = 'processing' or claimed_by is not null and "
-                                "status = 'pending')",
-                                id),
+    PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "(status = 'processing' or claimed_by is not null and "
+                                        "status = 'pending')",
+                                        id),
                      0);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "status = 'pending'",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "status = 'pending'",
+                                        id),
                      2);
-    long done = s_sql_long(db, "select completed_images from jobs where id = $1", id);
+    long done = api_check_sql_long(db, "select completed_images from jobs where id = $1", id);
     ck_assert_int_ge(done, 1);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db, "select coalesce(array_length(generated_attach_ids, 1), 0) "
-                                    "from jobs where id = $1",
-                                id),
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select coalesce(array_length(generated_attach_ids, 1), 0) "
+                                        "from jobs where id = $1",
+                                        id),
                      done);
     PQfinish(db);
     free(id);
@@ -582,10 +512,11 @@ START_TEST(test_longest_prompt_and_style_are_generated)
     json_decref(doc);
     char *id = s_create(body, 1);
     free(body);
-    json_t *job = s_wait_final(id, 60);
-    ck_assert_msg(strcmp(s_str(job, "job_status"), "completed") == 0, "ended %s: %s",
-                  s_str(job, "job_status"), json_string_value(json_object_get(job, "error")));
-    ck_assert_int_eq(s_int(job, "completed_images"), 1);
+    json_t *job = api_check_wait_final(s_port, id, 60, 20);
+    ck_assert_msg(strcmp(api_check_str(job, "job_status"), "completed") == 0, "ended %s: %s",
+                  api_check_str(job, "job_status"),
+                  json_string_value(json_object_get(job, "error")));
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 1);
     json_decref(job);
     /* one byte more is refused at the door, with nothing created */
     char longer[1002];
@@ -620,31 +551,42 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
+/* One server for every test: started before Check forks them. */
+static int s_before(void)
 {
-    const char *redis = getenv("IMAGEJOBS_TEST_REDIS"), *db = getenv("IMAGEJOBS_TEST_DATABASE");
-    if (!redis || !db || !getenv("IMAGEJOBS_BIN")) {
-        printf("SKIP: the end-to-end tests need IMAGEJOBS_TEST_REDIS, "
-               "IMAGEJOBS_TEST_DATABASE and IMAGEJOBS_BIN (cmd/imagejobs-local test)\n");
-        return 77;
-    }
+    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_DATABASE",
+                                       "IMAGEJOBS_BIN", NULL};
+    int rc = fixture_need_env("the end-to-end tests", need);
+    if (rc != 0)
+        return rc;
     s_port = api_free_port();
-    const char *args[] = {"--redis", redis, "--database", db, "--generators", "2",
-                          "--instance", "e2e", NULL};
-    pid_t server = api_serve(s_port, args, "tests/check_api.server.log", 60);
-    s_server = server;
-    if (server < 0) {
-        fprintf(stderr, "check_api: the server did not become ready; see tests/check_api.server.log\n");
+    const char *args[] = {"--redis",
+                          getenv("IMAGEJOBS_TEST_REDIS"),
+                          "--database",
+                          getenv("IMAGEJOBS_TEST_DATABASE"),
+                          "--generators",
+                          "2",
+                          "--instance",
+                          "e2e",
+                          NULL};
+    s_server = api_serve(s_port, args, "tests/check_api.server.log", 60);
+    if (s_server < 0) {
+        fprintf(stderr, "check_api: the server did not become ready; see "
+                        "tests/check_api.server.log\n");
         return 1;
     }
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int status = api_stop(server, 10); /* collects it if the last test stopped it */
+    return 0;
+}
+
+/* The last test stopped the server with SIGTERM: it must have exited 0. */
+static int s_after(void)
+{
+    int status = api_stop(s_server, 10); /* collects it if the last test stopped it */
     if (status != 0) {
         fprintf(stderr, "check_api: the server exited with %d on SIGTERM\n", status);
-        failed++;
+        return 1;
     }
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return 0;
 }
+
+const test_program_t test_program = {.suite = s_suite, .before = s_before, .after = s_after};

@@ -13,6 +13,7 @@
 #include "actors/generator/backend.h"
 #include "actors/generator/png.h"
 #include "actors/generator/sampler.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <math.h>
@@ -652,11 +653,4 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const test_program_t test_program = {.suite = s_suite};

@@ -7,8 +7,9 @@
 
 #include "actors/generator.h"
 #include "actors/generator/png.h"
-#include "runtime/log.h"
 #include "runtime/names.h"
+#include "tests/fixture.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <errno.h>
@@ -16,26 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WAIT_MS 60000
 #define JOB "0b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a10"
 
-static runtime_t *s_rt;
 static mailbox_t *s_store, *s_redis;
 
 static void s_setup(void)
 {
-    log_set_level(LOG_WARN);
-    s_rt = runtime_new();
-    s_store = mailbox_new(s_rt, "store");
-    s_redis = mailbox_new(s_rt, "redis");
-    ck_assert_ptr_nonnull(s_redis);
-}
-
-static void s_teardown(void)
-{
-    mailbox_destroy(&s_redis);
-    mailbox_destroy(&s_store);
-    runtime_destroy(&s_rt);
+    fixture_setup();
+    s_store = fixture_mailbox("store", NULL);
+    s_redis = fixture_mailbox("redis", NULL);
 }
 
 static generator_config_t s_config(void)
@@ -54,34 +44,9 @@ static generator_config_t s_config(void)
 static actor_t *s_start(const generator_config_t *cfg)
 {
     char err[256] = "";
-    actor_t *a = generator_start(s_rt, cfg, err, sizeof err);
+    actor_t *a = generator_start(fixture_rt, cfg, err, sizeof err);
     ck_assert_msg(a != NULL, "generator failed to start: %s", err);
     return a;
-}
-
-/* The next message to mb, which must be of type `type`. */
-static msg_t *s_expect(mailbox_t *mb, msg_type_t type)
-{
-    msg_t *m = mailbox_recv(mb, WAIT_MS);
-    ck_assert_msg(m != NULL, "nothing arrived; expected %s", msg_type_name(type));
-    ck_assert_msg(m->type == type, "got %s, expected %s", msg_type_name(m->type),
-                  msg_type_name(type));
-    return m;
-}
-
-static msg_t *s_expect_any(mailbox_t *mb)
-{
-    msg_t *m = mailbox_recv(mb, WAIT_MS);
-    ck_assert_msg(m != NULL, "nothing arrived");
-    return m;
-}
-
-static void s_reply(mailbox_t *mb, const msg_t *req, msg_t *reply)
-{
-    reply->corr = req->corr;
-    reply->flags |= MSG_FLAG_REPLY;
-    ck_assert_int_eq(mailbox_send(mb, req->sender, reply), 0);
-    msg_destroy(&reply);
 }
 
 static void s_give_work(const msg_t *req, uint64_t size, uint64_t steps, uint64_t images,
@@ -96,15 +61,13 @@ static void s_give_work(const msg_t *req, uint64_t size, uint64_t steps, uint64_
     w->work_item.steps = steps;
     w->work_item.images = images;
     w->work_item.next_index = next_index;
-    s_reply(s_store, req, w);
+    fixture_answer(s_store, req, &w);
 }
 
 static void s_no_work(const msg_t *req)
 {
-    msg_t *e = msg_new(MSG_ERROR);
-    e->error.code = -ENOENT;
-    msg_set_str(&e->error.reason, "nothing claimable");
-    s_reply(s_store, req, e);
+    msg_t *e = fixture_error(-ENOENT, "nothing claimable");
+    fixture_answer(s_store, req, &e);
 }
 
 static void s_recorded(const msg_t *req, cancel_mode_t cancel_mode)
@@ -112,18 +75,19 @@ static void s_recorded(const msg_t *req, cancel_mode_t cancel_mode)
     msg_t *r = msg_new(MSG_IMAGE_RECORDED);
     msg_set_str(&r->image_recorded.attach_id, "a");
     r->image_recorded.cancel_mode = cancel_mode;
-    s_reply(s_store, req, r);
+    fixture_answer(s_store, req, &r);
 }
 
 static void s_ok(const msg_t *req)
 {
-    s_reply(s_store, req, msg_new(MSG_OK));
+    msg_t *ok = msg_new(MSG_OK);
+    fixture_answer(s_store, req, &ok);
 }
 
 /* The generator ends its combination with `outcome`; the store takes it. */
 static void s_expect_stopped(task_outcome_t outcome)
 {
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED);
     ck_assert_str_eq(task_outcome_name(stop->task_stopped.outcome), task_outcome_name(outcome));
     s_ok(stop);
     msg_destroy(&stop);
@@ -133,7 +97,7 @@ static void s_lease_state(const msg_t *req, cancel_mode_t cancel_mode)
 {
     msg_t *r = msg_new(MSG_LEASE_STATE);
     r->lease_state.cancel_mode = cancel_mode;
-    s_reply(s_store, req, r);
+    fixture_answer(s_store, req, &r);
 }
 
 static void s_publish_cancel(const char *job_id, cancel_mode_t mode)
@@ -155,7 +119,7 @@ static void s_publish_recheck(void)
 /* Claims work: expects the WORK_REQUEST and answers it. */
 static void s_claim(uint64_t size, uint64_t steps, uint64_t images, uint64_t next_index)
 {
-    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
     ck_assert_str_eq(req->work_request.instance, "test-instance");
     s_give_work(req, size, steps, images, next_index);
     msg_destroy(&req);
@@ -180,7 +144,7 @@ START_TEST(test_records_every_image_then_completes)
     actor_t *g = s_start(&cfg);
     s_claim(64, 4, 3, 1); /* resume at image 1 of 3 */
     for (uint64_t i = 1; i < 3; i++) {
-        msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+        msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
         ck_assert_str_eq(img->image_ready.job_id, JOB);
         ck_assert_uint_eq(img->image_ready.combination, 3);
         ck_assert_uint_eq(img->image_ready.image_index, i);
@@ -188,14 +152,14 @@ START_TEST(test_records_every_image_then_completes)
         s_recorded(img, CANCEL_MODE_NONE);
         msg_destroy(&img);
     }
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED);
     ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_COMPLETED);
     ck_assert_uint_eq(stop->task_stopped.combination, 3);
     ck_assert_int_eq(stop->task_stopped.observed_at_us, 0);
     s_ok(stop);
     msg_destroy(&stop);
     /* idle again: it asks for more */
-    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
     s_no_work(req);
     msg_destroy(&req);
     generator_destroy(&g);
@@ -213,7 +177,7 @@ START_TEST(test_immediate_cancel_stops_within_a_step)
     actor_t *g = s_start(&cfg);
     s_claim(2048, 200, 2, 0);
     for (int i = 0; i < 2; i++) {
-        msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+        msg_t *renew = fixture_expect(s_store, MSG_LEASE_RENEW);
         ck_assert_str_eq(renew->lease_renew.job_id, JOB);
         s_lease_state(renew, CANCEL_MODE_NONE);
         msg_destroy(&renew);
@@ -222,8 +186,7 @@ START_TEST(test_immediate_cancel_stops_within_a_step)
     s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
     msg_t *m;
     do { /* renewals may still be in the queue */
-        m = mailbox_recv(s_store, WAIT_MS);
-        ck_assert_ptr_nonnull(m);
+        m = fixture_expect_any(s_store);
         ck_assert_msg(m->type != MSG_IMAGE_READY, "an image was finished after the cancel");
         if (m->type == MSG_LEASE_RENEW) {
             s_lease_state(m, CANCEL_MODE_NONE);
@@ -247,14 +210,13 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
     cfg.lease_renew_s = 0.02;
     actor_t *g = s_start(&cfg);
     s_claim(256, 200, 5, 0); /* an image takes ~1.5 s or more */
-    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+    msg_t *renew = fixture_expect(s_store, MSG_LEASE_RENEW);
     s_lease_state(renew, CANCEL_MODE_NONE);
     msg_destroy(&renew);
     s_publish_cancel(JOB, CANCEL_MODE_AFTER_CURRENT_IMAGE);
     int images = 0;
     for (;;) {
-        msg_t *m = mailbox_recv(s_store, WAIT_MS);
-        ck_assert_ptr_nonnull(m);
+        msg_t *m = fixture_expect_any(s_store);
         if (m->type == MSG_LEASE_RENEW) {
             s_lease_state(m, CANCEL_MODE_NONE);
         } else if (m->type == MSG_IMAGE_READY) {
@@ -282,7 +244,7 @@ START_TEST(test_durable_cancel_from_the_store_stops_before_next_image)
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
     s_claim(64, 3, 4, 0);
-    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+    msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
     s_recorded(img, CANCEL_MODE_IMMEDIATE); /* a cancel the events never brought */
     msg_destroy(&img);
     s_expect_stopped(TASK_OUTCOME_CANCELLED);
@@ -296,10 +258,10 @@ START_TEST(test_recheck_after_reconnect_reads_the_store)
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 1, 0);
     s_publish_recheck();
-    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW); /* at once, not in 60 s */
+    msg_t *renew = fixture_expect(s_store, MSG_LEASE_RENEW); /* at once, not in 60 s */
     s_lease_state(renew, CANCEL_MODE_IMMEDIATE);
     msg_destroy(&renew);
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED);
     ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
     ck_assert_uint_lt(stop->task_stopped.steps_done, 200);
     s_ok(stop);
@@ -312,14 +274,14 @@ START_TEST(test_work_event_wakes_an_idle_generator)
 {
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
-    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
     s_no_work(req);
     msg_destroy(&req);
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
     msg_set_str(&ev->work_available.job_id, JOB);
     ck_assert_int_eq(mailbox_publish(s_store, TOPIC_WORK, ev), 1);
     msg_destroy(&ev);
-    req = s_expect(s_store, MSG_WORK_REQUEST); /* the sweep is 60 s away */
+    req = fixture_expect(s_store, MSG_WORK_REQUEST); /* the sweep is 60 s away */
     s_no_work(req);
     msg_destroy(&req);
     generator_destroy(&g);
@@ -335,17 +297,14 @@ START_TEST(test_poll_mode_reads_the_redis_flag_before_each_image)
     /* the seed's design has no events: nothing subscribes to cancels */
     s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
     for (int i = 0; i < 2; i++) {
-        msg_t *flag = s_expect(s_redis, MSG_REDIS_FLAG_GET);
+        msg_t *flag = fixture_expect(s_redis, MSG_REDIS_FLAG_GET);
         ck_assert_str_eq(flag->redis_flag_get.job_id, JOB);
         msg_t *r = msg_new(MSG_REDIS_FLAG);
         r->redis_flag.set = i == 1;
-        r->corr = flag->corr;
-        r->flags = MSG_FLAG_REPLY;
-        ck_assert_int_eq(mailbox_send(s_redis, flag->sender, r), 0);
-        msg_destroy(&r);
+        fixture_answer(s_redis, flag, &r);
         msg_destroy(&flag);
         if (i == 0) {
-            msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+            msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
             s_recorded(img, CANCEL_MODE_NONE);
             msg_destroy(&img);
         }
@@ -360,12 +319,10 @@ START_TEST(test_unrecorded_image_is_held_and_sent_again)
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
     s_claim(64, 2, 1, 0);
-    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
-    msg_t *e = msg_new(MSG_ERROR);
-    e->error.code = -EAGAIN;
-    msg_set_str(&e->error.reason, "database unavailable");
-    s_reply(s_store, img, e);
-    msg_t *again = s_expect(s_store, MSG_IMAGE_READY);
+    msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
+    msg_t *e = fixture_error(-EAGAIN, "database unavailable");
+    fixture_answer(s_store, img, &e);
+    msg_t *again = fixture_expect(s_store, MSG_IMAGE_READY);
     ck_assert_uint_eq(again->image_ready.image_index, 0);
     ck_assert_uint_eq(again->image_ready.png.size, img->image_ready.png.size);
     ck_assert_mem_eq(again->image_ready.png.data, img->image_ready.png.data,
@@ -385,11 +342,11 @@ START_TEST(test_shutdown_gives_the_claim_back)
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 3, 0);
     /* a renewal shows it is rendering the claimed work */
-    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
+    msg_t *renew = fixture_expect(s_store, MSG_LEASE_RENEW);
     msg_destroy(&renew);
     generator_destroy(&g);
     msg_t *stop;
-    while ((stop = s_expect_any(s_store))->type == MSG_LEASE_RENEW)
+    while ((stop = fixture_expect_any(s_store))->type == MSG_LEASE_RENEW)
         msg_destroy(&stop);
     ck_assert_int_eq(stop->type, MSG_TASK_STOPPED);
     ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_RELEASED);
@@ -405,11 +362,11 @@ START_TEST(test_claim_arriving_with_the_stop_is_given_back)
 {
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
-    msg_t *req = s_expect(s_store, MSG_WORK_REQUEST);
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
     s_give_work(req, 1024, 200, 3, 0);
     msg_destroy(&req);
     generator_destroy(&g); /* races the reply on purpose: either order must release */
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED);
     ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_RELEASED);
     ck_assert_str_eq(stop->task_stopped.job_id, JOB);
     msg_destroy(&stop);
@@ -422,13 +379,11 @@ START_TEST(test_lost_claim_is_dropped_without_a_stop)
     cfg.lease_renew_s = 0.02;
     actor_t *g = s_start(&cfg);
     s_claim(1024, 200, 3, 0);
-    msg_t *renew = s_expect(s_store, MSG_LEASE_RENEW);
-    msg_t *e = msg_new(MSG_ERROR);
-    e->error.code = -ENOENT;
-    msg_set_str(&e->error.reason, "claimed by another instance");
-    s_reply(s_store, renew, e);
+    msg_t *renew = fixture_expect(s_store, MSG_LEASE_RENEW);
+    msg_t *e = fixture_error(-ENOENT, "claimed by another instance");
+    fixture_answer(s_store, renew, &e);
     msg_destroy(&renew);
-    msg_t *m = s_expect(s_store, MSG_WORK_REQUEST); /* no TASK_STOPPED first */
+    msg_t *m = fixture_expect(s_store, MSG_WORK_REQUEST); /* no TASK_STOPPED first */
     s_no_work(m);
     msg_destroy(&m);
     generator_destroy(&g);
@@ -444,7 +399,7 @@ START_TEST(test_cuda_without_a_device_is_a_clear_error)
     generator_config_t cfg = s_config();
     cfg.backend = GEN_BACKEND_CUDA;
     char err[256] = "";
-    actor_t *g = generator_start(s_rt, &cfg, err, sizeof err);
+    actor_t *g = generator_start(fixture_rt, &cfg, err, sizeof err);
     ck_assert_ptr_null(g);
     ck_assert_msg(strstr(err, "CUDA") != NULL, "reason was: %s", err);
 }
@@ -470,19 +425,19 @@ START_TEST(test_unexpected_reply_type_is_held_and_retried)
     generator_config_t cfg = s_config();
     actor_t *g = s_start(&cfg);
     s_claim(64, 2, 1, 0);
-    msg_t *img = s_expect(s_store, MSG_IMAGE_READY);
+    msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
     msg_t *wrong = msg_new(MSG_PONG); /* sent_ns overlays error.reason */
     wrong->pong.sent_ns = 0x1234;
-    s_reply(s_store, img, wrong);
-    msg_t *again = s_expect(s_store, MSG_IMAGE_READY);
+    fixture_answer(s_store, img, &wrong);
+    msg_t *again = fixture_expect(s_store, MSG_IMAGE_READY);
     ck_assert_uint_eq(again->image_ready.image_index, 0);
     s_recorded(again, CANCEL_MODE_NONE);
     msg_destroy(&again);
     msg_destroy(&img);
-    msg_t *stop = s_expect(s_store, MSG_TASK_STOPPED);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED);
     msg_t *e = msg_new(MSG_ERROR); /* an ERROR with no reason at all */
     e->error.code = -EAGAIN;
-    s_reply(s_store, stop, e);
+    fixture_answer(s_store, stop, &e);
     msg_destroy(&stop);
     s_expect_stopped(TASK_OUTCOME_COMPLETED);
     generator_destroy(&g);
@@ -493,7 +448,7 @@ static Suite *s_suite(void)
 {
     Suite *s = suite_create("generator_actor");
     TCase *tc = tcase_create("protocol");
-    tcase_add_checked_fixture(tc, s_setup, s_teardown);
+    tcase_add_checked_fixture(tc, s_setup, fixture_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_records_every_image_then_completes);
     tcase_add_test(tc, test_immediate_cancel_stops_within_a_step);
@@ -513,11 +468,4 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const test_program_t test_program = {.suite = s_suite};

@@ -20,7 +20,9 @@
  */
 #include "config.h"
 
-#include "tests/api_client.h"
+#include "tests/api_check.h"
+#include "tests/fixture.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <errno.h>
@@ -40,19 +42,6 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void s_pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* What a test started; the exit handler ends what is left of it, so that a
  * failing test (Check forks each one and exits the child) leaves nothing
@@ -94,13 +83,6 @@ static void s_conninfo_for(const char *dbname, char *out, size_t len)
         ck_assert_uint_lt(n, len);
     }
     PQconninfoFree(opts);
-}
-
-static PGconn *s_connect(const char *conninfo)
-{
-    PGconn *db = PQconnectdb(conninfo);
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
-    return db;
 }
 
 static void s_quiet(void *arg, const char *message)
@@ -158,7 +140,7 @@ static void s_make_database(void)
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
     s_admin(sql);
     s_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
-    PQfinish(s_connect(s_conninfo)); /* it exists */
+    PQfinish(api_check_db(s_conninfo)); /* it exists */
 }
 
 /* Starts an instance (not waiting for it); redis: a URL or NULL for the
@@ -213,29 +195,6 @@ static void s_stop_all(void)
             s_stop(&s_inst[i], 10);
 }
 
-static api_response_t s_call(inst_t *in, const char *method, const char *path,
-                             const char *headers, const char *body)
-{
-    api_response_t r;
-    int rc = api_request(in->port, method, path, headers, body, body ? strlen(body) : 0, &r);
-    ck_assert_msg(rc == 0, "%s %s on %s: no response", method, path, in->name);
-    return r;
-}
-
-static const char *s_str(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
-    return json_string_value(v);
-}
-
-static json_int_t s_int(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
-    return json_integer_value(v);
-}
-
 /* A job of n combinations (seeds 1..n). Returns its id (caller frees). */
 static char *s_create(inst_t *in, int combos, int size, int steps, int images)
 {
@@ -247,129 +206,93 @@ static char *s_create(inst_t *in, int combos, int size, int steps, int images)
     snprintf(body + n, sizeof body - (size_t)n,
              "],\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d}", images,
              size, size, steps);
-    api_response_t r = s_call(in, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
+    api_response_t r =
+        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
     ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
-    ck_assert_int_eq(s_int(r.json, "total_images"), combos * images);
-    char *id = strdup(s_str(r.json, "job_id"));
+    ck_assert_int_eq(api_check_int(r.json, "total_images"), combos * images);
+    char *id = strdup(api_check_str(r.json, "job_id"));
     api_response_free(&r);
     return id;
-}
-
-static json_t *s_get(inst_t *in, const char *id)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/api/jobs/%s", id);
-    api_response_t r = s_call(in, "GET", path, NULL, NULL);
-    ck_assert_msg(r.status == 200, "get on %s: %d %s", in->name, r.status, r.body);
-    json_t *j = json_incref(r.json);
-    ck_assert_ptr_nonnull(j);
-    api_response_free(&r);
-    return j;
-}
-
-static int s_final(const char *status)
-{
-    return !strcmp(status, "completed") || !strcmp(status, "failed")
-           || !strcmp(status, "user_cancelled");
-}
-
-static json_t *s_wait_final(inst_t *in, const char *id, double timeout_s)
-{
-    double deadline = s_now() + timeout_s;
-    for (;;) {
-        json_t *j = s_get(in, id);
-        if (s_final(s_str(j, "job_status")))
-            return j;
-        json_decref(j);
-        ck_assert_msg(s_now() < deadline, "job %s did not end within %.0f s", id, timeout_s);
-        s_pause_ms(50);
-    }
 }
 
 /* Combinations of the job in status 'processing' (per the API). */
 static int s_processing(inst_t *in, const char *id)
 {
-    json_t *j = s_get(in, id);
+    json_t *j = api_check_job(in->port, id);
     int n = 0;
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(j, "combinations"), i, c) n +=
-        !strcmp(s_str(c, "status"), "processing");
+        !strcmp(api_check_str(c, "status"), "processing");
     json_decref(j);
     return n;
-}
-
-static long s_sql_long(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
-    long v = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
 }
 
 /* Counters, ids and rows agree; no (combination, image) twice; no image
  * made after the job ended. */
 static void s_assert_consistent(PGconn *db, const char *id, json_t *job)
 {
-    json_int_t done = s_int(job, "completed_images");
+    json_int_t done = api_check_int(job, "completed_images");
     json_t *ids = json_object_get(job, "generated_attach_ids");
     ck_assert(json_is_array(ids));
     ck_assert_int_eq((json_int_t)json_array_size(ids), done);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from attachments where job_id = $1", id),
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select count(*) from attachments where job_id = $1", id), done);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct (combination, image_index)) from "
+                                        "attachments where job_id = $1",
+                                        id),
                      done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(distinct (combination, image_index)) from "
-                                "attachments where job_id = $1",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct x) from jobs, "
+                                        "unnest(generated_attach_ids) x where id = $1",
+                                        id),
                      done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(distinct x) from jobs, "
-                                "unnest(generated_attach_ids) x where id = $1",
-                                id),
-                     done);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from jobs j, unnest(j.generated_attach_ids) x "
-                                "where j.id = $1 and not exists (select 1 from attachments a "
-                                "where a.id = x and a.job_id = j.id)",
-                                id),
-                     0);
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from attachments a join jobs j on j.id = "
-                                "a.job_id where j.id = $1 and a.created_at > j.finished_at",
-                                id),
+    ck_assert_int_eq(
+        api_check_sql_long(db,
+                           "select count(*) from jobs j, unnest(j.generated_attach_ids) x "
+                           "where j.id = $1 and not exists (select 1 from attachments a "
+                           "where a.id = x and a.job_id = j.id)",
+                           id),
+        0);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from attachments a join jobs j on j.id = "
+                                        "a.job_id where j.id = $1 and a.created_at > j.finished_at",
+                                        id),
                      0);
     /* each combination's counter is its rows */
-    ck_assert_int_eq(s_sql_long(db,
-                                "select count(*) from job_tasks t where t.job_id = $1 and "
-                                "t.completed_images <> (select count(*) from attachments a "
-                                "where a.job_id = t.job_id and a.combination = t.combination)",
-                                id),
-                     0);
+    ck_assert_int_eq(
+        api_check_sql_long(db,
+                           "select count(*) from job_tasks t where t.job_id = $1 and "
+                           "t.completed_images <> (select count(*) from attachments a "
+                           "where a.job_id = t.job_id and a.combination = t.combination)",
+                           id),
+        0);
     json_int_t sum = 0;
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(job, "combinations"), i, c) sum +=
-        s_int(c, "completed_images");
+        api_check_int(c, "completed_images");
     ck_assert_int_eq(sum, done);
 }
 
 /* A completed job: every image there, exactly once. */
 static void s_assert_complete(PGconn *db, const char *id, json_t *job, int total)
 {
-    ck_assert_str_eq(s_str(job, "job_status"), "completed");
-    ck_assert_int_eq(s_int(job, "completed_images"), total);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), total);
     s_assert_consistent(db, id, job);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "status <> 'completed'",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "status <> 'completed'",
+                                        id),
                      0);
 }
 
 /* Polls key in Redis (port) until it reads "true". */
 static void s_wait_flag(int port, const char *id, double timeout_s)
 {
-    double deadline = s_now() + timeout_s;
+    double deadline = fixture_now() + timeout_s;
     for (;;) {
         redisContext *rc = redisConnect("127.0.0.1", port);
         if (rc && !rc->err) {
@@ -383,9 +306,9 @@ static void s_wait_flag(int port, const char *id, double timeout_s)
         } else if (rc) {
             redisFree(rc);
         }
-        ck_assert_msg(s_now() < deadline, "job:%s:cancelled not in Redis :%d within %.0f s", id,
-                      port, timeout_s);
-        s_pause_ms(50);
+        ck_assert_msg(fixture_now() < deadline, "job:%s:cancelled not in Redis :%d within %.0f s",
+                      id, port, timeout_s);
+        fixture_pause_ms(50);
     }
 }
 
@@ -401,25 +324,27 @@ START_TEST(test_six_combinations_spread_over_three_instances)
     inst_t *in[3];
     s_start(3, in, NULL, "3");
     char *id = s_create(in[0], 6, 128, 20, 3);
-    json_t *job = s_wait_final(in[1], id, 50);
-    PGconn *db = s_connect(s_conninfo);
+    json_t *job = api_check_wait_final(in[1]->port, id, 50, 50);
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_complete(db, id, job, 18);
     json_decref(job);
     /* with 6 combinations and 2 generators each, all 3 are likely: 2 is
      * what cannot fail by chance */
-    long holders = s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
-                                  "job_id = $1",
-                              id);
+    long holders = api_check_sql_long(db,
+                                      "select count(distinct claimed_by) from job_tasks where "
+                                      "job_id = $1",
+                                      id);
     ck_assert_msg(holders >= 2, "all 6 combinations ran on %ld instance(s)", holders);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1 and "
-                                    "claimed_by is null",
-                                id),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "claimed_by is null",
+                                        id),
                      0);
     /* the same document from every instance */
     for (int i = 0; i < 3; i++) {
-        json_t *j = s_get(in[i], id);
-        ck_assert_str_eq(s_str(j, "job_status"), "completed");
-        ck_assert_int_eq(s_int(j, "completed_images"), 18);
+        json_t *j = api_check_job(in[i]->port, id);
+        ck_assert_str_eq(api_check_str(j, "job_status"), "completed");
+        ck_assert_int_eq(api_check_int(j, "completed_images"), 18);
         json_decref(j);
     }
     PQfinish(db);
@@ -438,36 +363,37 @@ START_TEST(test_cancel_through_one_instance_stops_all)
     s_start(3, in, NULL, "3");
     char *id = s_create(in[1], 6, 256, 80, 10);
     /* 6 combinations, 6 generators: wait until every one runs somewhere */
-    double deadline = s_now() + 30;
+    double deadline = fixture_now() + 30;
     while (s_processing(in[2], id) < 6) {
-        ck_assert_msg(s_now() < deadline, "the 6 combinations never all ran");
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "the 6 combinations never all ran");
+        fixture_pause_ms(20);
     }
-    PGconn *db = s_connect(s_conninfo);
-    ck_assert_int_ge(s_sql_long(db, "select count(distinct claimed_by) from job_tasks where "
-                                    "job_id = $1 and status = 'processing'",
-                                id),
+    PGconn *db = api_check_db(s_conninfo);
+    ck_assert_int_ge(api_check_sql_long(db,
+                                        "select count(distinct claimed_by) from job_tasks where "
+                                        "job_id = $1 and status = 'processing'",
+                                        id),
                      3);
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
-    api_response_t r = s_call(in[0], "POST", path, NULL, NULL);
+    api_response_t r = api_check_call(in[0]->port, "POST", path, NULL, NULL);
     ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
     ck_assert(json_is_true(json_object_get(r.json, "success")));
     api_response_free(&r);
 
-    json_t *job = s_wait_final(in[2], id, 30);
-    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
+    json_t *job = api_check_wait_final(in[2]->port, id, 30, 50);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
     ck_assert(json_is_string(json_object_get(job, "finished_at")));
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(job, "combinations"), i, c)
     {
-        ck_assert_str_eq(s_str(c, "status"), "cancelled");
+        ck_assert_str_eq(api_check_str(c, "status"), "cancelled");
         ck_assert_msg(json_is_string(json_object_get(c, "cancel_observed_at")),
                       "combination %zu: no cancel_observed_at", i);
         ck_assert(json_is_string(json_object_get(c, "stopped_at")));
     }
-    ck_assert_int_lt(s_int(job, "completed_images"), 60);
+    ck_assert_int_lt(api_check_int(job, "completed_images"), 60);
     s_assert_consistent(db, id, job);
     json_decref(job);
     s_wait_flag(atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")), id, 10);
@@ -486,11 +412,11 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     inst_t *in[2];
     s_start(2, in, NULL, "3");
     char *id = s_create(in[0], 4, 256, 40, 4);
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     /* both hold claims, and B has recorded an image of one of its own:
      * whoever takes it over must resume at the next image */
     const char *params[2] = {id, in[1]->name};
-    double deadline = s_now() + 30;
+    double deadline = fixture_now() + 30;
     for (;;) {
         PGresult *res = PQexecParams(db,
                                      "select count(distinct claimed_by), count(*) filter "
@@ -502,8 +428,8 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
         PQclear(res);
         if (ready)
             break;
-        ck_assert_msg(s_now() < deadline, "the two instances never both held claims");
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "the two instances never both held claims");
+        fixture_pause_ms(20);
     }
     ck_assert_int_eq(WTERMSIG(api_kill(in[1]->pid)), SIGKILL);
     in[1]->pid = 0;
@@ -517,7 +443,7 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     PQclear(res);
     ck_assert_int_ge(held, 1);
 
-    json_t *job = s_wait_final(in[0], id, 55);
+    json_t *job = api_check_wait_final(in[0]->port, id, 55, 50);
     s_assert_complete(db, id, job, 16);
     json_decref(job);
     /* B's combinations were taken over by A once their lease ran out */
@@ -528,7 +454,8 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
     ck_assert_int_eq(atol(PQgetvalue(res, 0, 0)), 0);
     PQclear(res);
-    ck_assert_int_eq(s_sql_long(db, "select count(*) from job_tasks where job_id = $1", id), 4);
+    ck_assert_int_eq(api_check_sql_long(db, "select count(*) from job_tasks where job_id = $1", id),
+                     4);
     params[1] = in[0]->name;
     res = PQexecParams(db,
                        "select count(*) from job_tasks where job_id = $1 and "
@@ -551,9 +478,9 @@ START_TEST(test_sigterm_one_instance_other_resumes_before_lease)
     inst_t *in[2];
     s_start(2, in, NULL, "30");
     char *id = s_create(in[0], 4, 256, 40, 4);
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     const char *params[2] = {id, in[1]->name};
-    double deadline = s_now() + 30;
+    double deadline = fixture_now() + 30;
     for (;;) {
         PGresult *res = PQexecParams(db,
                                      "select count(*) from job_tasks where job_id = $1 and "
@@ -564,10 +491,10 @@ START_TEST(test_sigterm_one_instance_other_resumes_before_lease)
         PQclear(res);
         if (held >= 1)
             break;
-        ck_assert_msg(s_now() < deadline, "B never held a claim");
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "B never held a claim");
+        fixture_pause_ms(20);
     }
-    double t_term = s_now();
+    double t_term = fixture_now();
     s_stop(in[1], 5); /* exits 0 within 5 s */
     /* what B gave back: unfinished, and no longer B's */
     PGresult *res = PQexecParams(db,
@@ -581,7 +508,7 @@ START_TEST(test_sigterm_one_instance_other_resumes_before_lease)
      * have run out: the whole job ends within 25 s of the SIGTERM. The
      * remaining work takes a few seconds on A alone; 25 s is a generous
      * bound that only a claim waiting out the lease could break. */
-    json_t *job = s_wait_final(in[0], id, 25 - (s_now() - t_term));
+    json_t *job = api_check_wait_final(in[0]->port, id, 25 - (fixture_now() - t_term), 50);
     s_assert_complete(db, id, job, 16);
     json_decref(job);
     PQfinish(db);
@@ -597,26 +524,15 @@ static void s_redis_start(int port, const char *dir)
 {
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
-    pid_t pid = fork();
+    char log[512];
+    snprintf(log, sizeof log, "%s/redis.log", dir);
+    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
+                          "", "--appendonly", "no", "--dir", dir, NULL};
+    pid_t pid = api_exec(argv, NULL, log, false);
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        char log[512];
-        snprintf(log, sizeof log, "%s/redis.log", dir);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", dir, (char *)NULL);
-        _exit(127);
-    }
     s_redis_pid = pid;
     s_redis_port = port;
-    double deadline = s_now() + 10;
+    double deadline = fixture_now() + 10;
     for (;;) {
         redisContext *rc = redisConnect("127.0.0.1", port);
         int ok = 0;
@@ -632,8 +548,8 @@ static void s_redis_start(int port, const char *dir)
             return;
         ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "redis-server exited (%s/redis.log)",
                       dir);
-        ck_assert_msg(s_now() < deadline, "redis-server on %d never answered", port);
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "redis-server on %d never answered", port);
+        fixture_pause_ms(20);
     }
 }
 
@@ -656,25 +572,25 @@ START_TEST(test_redis_outage_cancel_is_kept_and_flag_written)
     inst_t *in[1];
     s_start(1, in, url, "3");
     char *id = s_create(in[0], 2, 256, 80, 10);
-    double deadline = s_now() + 30;
+    double deadline = fixture_now() + 30;
     while (s_processing(in[0], id) < 1) {
-        ck_assert_msg(s_now() < deadline, "the job never started");
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "the job never started");
+        fixture_pause_ms(20);
     }
     s_redis_stop();
 
     /* PostgreSQL holds the cancel: the API answers as usual */
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
-    api_response_t r = s_call(in[0], "POST", path, NULL, NULL);
+    api_response_t r = api_check_call(in[0]->port, "POST", path, NULL, NULL);
     ck_assert_msg(r.status == 200, "cancel with Redis down: %d %s", r.status, r.body);
     ck_assert(json_is_true(json_object_get(r.json, "success")));
     api_response_free(&r);
 
     s_redis_start(port, dir); /* back on the same port */
-    json_t *job = s_wait_final(in[0], id, 30);
-    ck_assert_str_eq(s_str(job, "job_status"), "user_cancelled");
-    PGconn *db = s_connect(s_conninfo);
+    json_t *job = api_check_wait_final(in[0]->port, id, 30, 50);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_consistent(db, id, job);
     PQfinish(db);
     json_decref(job);
@@ -700,7 +616,7 @@ END_TEST
  * leaves the test's process with _exit, so its atexit handlers never run. */
 static char s_pg_dir[64];
 static int s_pg_port;
-static pid_t s_runner_pid; /* main's pid */
+static pid_t s_runner_pid; /* the runner's pid (tests run in children) */
 
 /* Runs a PostgreSQL program (argv[0]: its name in IMAGEJOBS_TEST_PGBIN) as
  * postgres when we are root (they refuse root), from s_pg_dir, output to
@@ -722,26 +638,11 @@ static int s_pg_run(const char *const *argv)
     for (int i = 1; argv[i] && n < 15; i++)
         full[n++] = argv[i];
     full[n] = NULL;
-    pid_t pid = fork();
+    char log[128];
+    snprintf(log, sizeof log, "%s/cmd.log", s_pg_dir);
+    pid_t pid = api_exec(full, s_pg_dir, log, false);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        char log[128];
-        snprintf(log, sizeof log, "%s/cmd.log", s_pg_dir);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-        if (chdir(s_pg_dir) != 0)
-            _exit(126);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execvp(full[0], (char *const *)full);
-        _exit(127);
-    }
     int st;
     if (waitpid(pid, &st, 0) != pid)
         return -1;
@@ -849,7 +750,7 @@ static void s_pg_start_private(void)
     ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not start (see %s/pg.log)", s_pg_dir);
     snprintf(s_conninfo, sizeof s_conninfo,
              "host=127.0.0.1 port=%d dbname=postgres user=postgres", s_pg_port);
-    PQfinish(s_connect(s_conninfo));
+    PQfinish(api_check_db(s_conninfo));
 }
 
 /* Whether a line with both a and b occurs in path after its first from
@@ -895,16 +796,16 @@ START_TEST(test_postgres_outage_job_completes)
     char *id = s_create(in[0], 2, 256, 40, 4);
 
     /* at least one image recorded, and the job not over */
-    double deadline = s_now() + 30;
+    double deadline = fixture_now() + 30;
     for (;;) {
-        json_t *j = s_get(in[0], id);
-        json_int_t done = s_int(j, "completed_images");
+        json_t *j = api_check_job(in[0]->port, id);
+        json_int_t done = api_check_int(j, "completed_images");
         json_decref(j);
         ck_assert_msg(done < 8, "the job ended before PostgreSQL could be stopped");
         if (done >= 1)
             break;
-        ck_assert_msg(s_now() < deadline, "no image recorded within 30 s");
-        s_pause_ms(20);
+        ck_assert_msg(fixture_now() < deadline, "no image recorded within 30 s");
+        fixture_pause_ms(20);
     }
     long log_at = s_file_size(log);
     ck_assert_msg(s_pg_ctl_stop("fast") == 0, "pg_ctl stop failed (see %s/cmd.log)", s_pg_dir);
@@ -912,11 +813,11 @@ START_TEST(test_postgres_outage_job_completes)
     /* the API answers 503 with a JSON error; the instance stays alive */
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s", id);
-    api_response_t r = s_call(in[0], "GET", path, NULL, NULL);
+    api_response_t r = api_check_call(in[0]->port, "GET", path, NULL, NULL);
     ck_assert_msg(r.status == 503, "get with PostgreSQL down: %d %s", r.status, r.body);
     ck_assert_msg(json_is_string(json_object_get(r.json, "error")), "503 body: %s", r.body);
     api_response_free(&r);
-    r = s_call(in[0], "GET", "/healthz", NULL, NULL);
+    r = api_check_call(in[0]->port, "GET", "/healthz", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     api_response_free(&r);
     ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
@@ -926,16 +827,18 @@ START_TEST(test_postgres_outage_job_completes)
     char held[2][160];
     for (int c = 0; c < 2; c++)
         snprintf(held[c], sizeof held[c], "of %s/%d (", id, c);
-    deadline = s_now() + 20;
+    deadline = fixture_now() + 20;
     while (!s_file_has(log, log_at, held[0], "; holding it")
            || !s_file_has(log, log_at, held[1], "; holding it")) {
         ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
-        ck_assert_msg(s_now() < deadline, "not both combinations held an image within 20 s "
-                      "(see %s)", log);
-        s_pause_ms(50);
+        ck_assert_msg(fixture_now() < deadline,
+                      "not both combinations held an image within 20 s "
+                      "(see %s)",
+                      log);
+        fixture_pause_ms(50);
     }
     ck_assert_int_eq(waitpid(in[0]->pid, NULL, WNOHANG), 0);
-    r = s_call(in[0], "GET", path, NULL, NULL);
+    r = api_check_call(in[0]->port, "GET", path, NULL, NULL);
     ck_assert_msg(r.status == 503, "get with PostgreSQL down: %d %s", r.status, r.body);
     api_response_free(&r);
 
@@ -943,19 +846,20 @@ START_TEST(test_postgres_outage_job_completes)
     ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not restart (see %s/pg.log)", s_pg_dir);
     /* 503 until the store has reconnected (its backoff is at most 5 s) */
     json_t *job = NULL;
-    deadline = s_now() + 30;
+    deadline = fixture_now() + 30;
     for (;;) {
-        r = s_call(in[0], "GET", path, NULL, NULL);
+        r = api_check_call(in[0]->port, "GET", path, NULL, NULL);
         ck_assert_msg(r.status == 200 || r.status == 503, "get: %d %s", r.status, r.body);
-        if (r.status == 200 && s_final(s_str(r.json, "job_status")))
+        if (r.status == 200 && api_check_final(api_check_str(r.json, "job_status")))
             job = json_incref(r.json);
         api_response_free(&r);
         if (job)
             break;
-        ck_assert_msg(s_now() < deadline, "job %s did not end within 30 s of the restart", id);
-        s_pause_ms(50);
+        ck_assert_msg(fixture_now() < deadline, "job %s did not end within 30 s of the restart",
+                      id);
+        fixture_pause_ms(50);
     }
-    PGconn *db = s_connect(s_conninfo);
+    PGconn *db = api_check_db(s_conninfo);
     s_assert_complete(db, id, job, 8);
     PQfinish(db);
     json_decref(job);
@@ -973,24 +877,23 @@ START_TEST(test_two_instances_started_together_migrate_once)
     s_make_database(); /* fresh: no schema yet */
     inst_t *in[2];
     s_start(2, in, NULL, "3");
-    PGconn *db = s_connect(s_conninfo);
-    long rows = s_sql_long(db, "select count(*) from schema_version where $1 = $1", "x");
+    PGconn *db = api_check_db(s_conninfo);
+    long rows = api_check_sql_long(db, "select count(*) from schema_version where $1 = $1", "x");
     ck_assert_int_ge(rows, 1);
-    ck_assert_int_eq(s_sql_long(db, "select count(distinct version) from schema_version "
-                                    "where $1 = $1",
-                                "x"),
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(distinct version) from schema_version "
+                                        "where $1 = $1",
+                                        "x"),
                      rows);
-    ck_assert_int_eq(s_sql_long(db, "select max(version) from schema_version where $1 = $1",
-                                "x"),
-                     rows);
-    ck_assert_int_eq(s_sql_long(db, "select min(version) from schema_version where $1 = $1",
-                                "x"),
-                     1);
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select max(version) from schema_version where $1 = $1", "x"), rows);
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select min(version) from schema_version where $1 = $1", "x"), 1);
     PQfinish(db);
     /* both serve: a job made on one completes and reads the same on the other */
     char *id = s_create(in[0], 1, 64, 2, 1);
-    json_t *job = s_wait_final(in[1], id, 30);
-    ck_assert_str_eq(s_str(job, "job_status"), "completed");
+    json_t *job = api_check_wait_final(in[1]->port, id, 30, 50);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
     json_decref(job);
     free(id);
     s_stop_all();
@@ -1015,18 +918,12 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
+static int s_before(void)
 {
-    if (!getenv("IMAGEJOBS_TEST_REDIS") || !getenv("IMAGEJOBS_TEST_REDIS_PORT")
-        || !getenv("IMAGEJOBS_TEST_DATABASE") || !getenv("IMAGEJOBS_BIN")) {
-        printf("SKIP: the instance tests need IMAGEJOBS_TEST_REDIS(_PORT), "
-               "IMAGEJOBS_TEST_DATABASE and IMAGEJOBS_BIN (cmd/imagejobs-local test)\n");
-        return 77;
-    }
+    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_REDIS_PORT",
+                                       "IMAGEJOBS_TEST_DATABASE", "IMAGEJOBS_BIN", NULL};
     s_runner_pid = getpid();
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return fixture_need_env("the instance tests", need);
 }
+
+const test_program_t test_program = {.suite = s_suite, .before = s_before};

@@ -7,6 +7,8 @@
 
 #include "runtime/offload.h"
 
+#include "tests/runner.h"
+
 #include <check.h>
 #include <ev.h>
 #include <pthread.h>
@@ -163,11 +165,4 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const test_program_t test_program = {.suite = s_suite};

@@ -18,10 +18,12 @@
 
 #include "actors/redis.h"
 #include "runtime/actor.h"
-#include "runtime/log.h"
+#include "runtime/clock.h"
 #include "runtime/mailbox.h"
 #include "runtime/runtime.h"
 #include "runtime/uuid.h"
+#include "tests/fixture.h"
+#include "tests/runner.h"
 
 #include <check.h>
 #include <ctype.h>
@@ -45,7 +47,6 @@
 #define WAIT_MS 30000      /* generous: sanitizer builds on 2 busy cores */
 #define DEADLINE_S 30.0    /* for "eventually" conditions */
 
-static runtime_t *s_rt;
 static mailbox_t *s_test; /* requests and replies */
 static mailbox_t *s_bus;  /* subscribed to "cancel" */
 static char s_instance[REDIS_INSTANCE_MAX];
@@ -54,40 +55,16 @@ static char s_instance[REDIS_INSTANCE_MAX];
 
 static void s_setup(void)
 {
-    log_set_level(LOG_WARN);
     snprintf(s_instance, sizeof s_instance, "check-redis-%ld", (long)getpid());
-    s_rt = runtime_new();
-    ck_assert_ptr_nonnull(s_rt);
-    s_test = mailbox_new(s_rt, "test");
-    ck_assert_ptr_nonnull(s_test);
-    s_bus = mailbox_new(s_rt, "bus");
-    ck_assert_ptr_nonnull(s_bus);
-    ck_assert_int_eq(mailbox_subscribe(s_bus, "cancel"), 0);
+    fixture_setup();
+    s_test = fixture_mailbox("test", NULL);
+    s_bus = fixture_mailbox("bus", "cancel");
 }
 
-static void s_teardown(void)
-{
-    mailbox_destroy(&s_bus);
-    mailbox_destroy(&s_test);
-    runtime_destroy(&s_rt);
-}
-
-/* The shared server's URL, or NULL after printing the skip line. */
-static const char *s_shared_url(void)
-{
-    const char *url = getenv("IMAGEJOBS_TEST_REDIS");
-    if (!url || !*url) {
-        printf("SKIP: no IMAGEJOBS_TEST_REDIS\n");
-        fflush(stdout);
-        return NULL;
-    }
-    return url;
-}
-
-#define NEED_REDIS()                                                                      \
-    do {                                                                                  \
-        if (!s_shared_url())                                                              \
-            return;                                                                       \
+#define NEED_REDIS()                                                                               \
+    do {                                                                                           \
+        if (!fixture_service("IMAGEJOBS_TEST_REDIS"))                                              \
+            return;                                                                                \
     } while (0)
 
 static int s_shared_port(void)
@@ -96,26 +73,6 @@ static int s_shared_port(void)
     const char *colon = strrchr(url, ':');
     ck_assert_msg(colon != NULL, "IMAGEJOBS_TEST_REDIS has no port: %s", url);
     return atoi(colon + 1);
-}
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int64_t s_wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void s_pause_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static void s_new_id(char id[UUID_STR_LEN])
@@ -129,7 +86,7 @@ static actor_t *s_start(const char *url, size_t queue_max)
 {
     redis_config_t cfg = {.url = url, .instance = s_instance, .queue_max = queue_max};
     char err[256] = "";
-    actor_t *a = redis_start(s_rt, &cfg, err, sizeof err);
+    actor_t *a = redis_start(fixture_rt, &cfg, err, sizeof err);
     ck_assert_msg(a != NULL, "redis_start(%s) failed: %s", url, err);
     return a;
 }
@@ -227,7 +184,7 @@ static msg_t *s_health(void)
 /* Polls HEALTH until its ok is `ok`. */
 static void s_wait_health(bool ok)
 {
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     for (;;) {
         msg_t *h = s_health();
         bool got = h->health.ok;
@@ -235,10 +192,10 @@ static void s_wait_health(bool ok)
             msg_destroy(&h);
             return;
         }
-        ck_assert_msg(s_now() < end, "health never became %s: %s", ok ? "ok" : "not ok",
+        ck_assert_msg(fixture_now() < end, "health never became %s: %s", ok ? "ok" : "not ok",
                       h->health.detail);
         msg_destroy(&h);
-        s_pause_ms(10);
+        fixture_pause_ms(10);
     }
 }
 
@@ -249,9 +206,9 @@ static void s_wait_health(bool ok)
  * server) are skipped. */
 static msg_t *s_expect_event(const char *const *ids, size_t nids)
 {
-    double end = s_now() + WAIT_MS / 1000.0;
+    double end = fixture_now() + WAIT_MS / 1000.0;
     for (;;) {
-        int left = (int)((end - s_now()) * 1000);
+        int left = (int)((end - fixture_now()) * 1000);
         ck_assert_msg(left > 0, "no %s event within %d ms", ids ? "cancel" : "recheck",
                       WAIT_MS);
         msg_t *ev = mailbox_recv(s_bus, left);
@@ -324,12 +281,12 @@ static void s_assert_flag(redisContext *c, const char *id)
 /* Polls until job:{id}:cancelled appears (the queue was written). */
 static void s_wait_flag(redisContext *c, const char *id)
 {
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     char v[64];
     for (s_get_flag(c, id, v, sizeof v); strcmp(v, "true") != 0;
          s_get_flag(c, id, v, sizeof v)) {
-        ck_assert_msg(s_now() < end, "job:%s:cancelled never appeared", id);
-        s_pause_ms(10);
+        ck_assert_msg(fixture_now() < end, "job:%s:cancelled never appeared", id);
+        fixture_pause_ms(10);
     }
     s_assert_flag(c, id);
 }
@@ -487,13 +444,13 @@ static void s_server_start(server_t *s)
         _exit(127);
     }
     s->pid = pid;
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     while (!s_ping(s->port)) {
         int status;
         ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0,
                       "redis-server on port %d exited (see %s)", s->port, log);
-        ck_assert_msg(s_now() < end, "redis-server on port %d not ready", s->port);
-        s_pause_ms(10);
+        ck_assert_msg(fixture_now() < end, "redis-server on port %d not ready", s->port);
+        fixture_pause_ms(10);
     }
 }
 
@@ -536,7 +493,7 @@ static redisContext *s_server_freeze(server_t *s, int seconds)
     int done = 0;
     while (!done)
         ck_assert_int_eq(redisBufferWrite(c, &done), REDIS_OK);
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     struct timeval tv = {.tv_usec = 200000};
     for (;;) {
         redisContext *p = redisConnectWithTimeout("127.0.0.1", s->port, tv);
@@ -552,7 +509,7 @@ static redisContext *s_server_freeze(server_t *s, int seconds)
         redisFree(p);
         if (busy)
             return c;
-        ck_assert_msg(s_now() < end, "DEBUG SLEEP never took effect");
+        ck_assert_msg(fixture_now() < end, "DEBUG SLEEP never took effect");
     }
 }
 
@@ -570,7 +527,7 @@ START_TEST(test_bad_config_fails_with_reason)
     for (size_t i = 0; i < sizeof bad_urls / sizeof *bad_urls; i++) {
         redis_config_t cfg = {.url = bad_urls[i], .instance = "a"};
         char err[256] = "";
-        actor_t *a = redis_start(s_rt, &cfg, err, sizeof err);
+        actor_t *a = redis_start(fixture_rt, &cfg, err, sizeof err);
         ck_assert_msg(a == NULL, "URL \"%s\" was accepted", bad_urls[i] ? bad_urls[i] : "(null)");
         ck_assert_msg(strncmp(err, "redis: ", 7) == 0 && strstr(err, "URL"),
                       "URL \"%s\": unclear reason \"%s\"", bad_urls[i] ? bad_urls[i] : "(null)",
@@ -582,7 +539,7 @@ START_TEST(test_bad_config_fails_with_reason)
     long_path[sizeof long_path - 1] = '\0';
     redis_config_t cfg = {.url = long_path, .instance = "a"};
     char err[256] = "";
-    ck_assert_ptr_null(redis_start(s_rt, &cfg, err, sizeof err));
+    ck_assert_ptr_null(redis_start(fixture_rt, &cfg, err, sizeof err));
     ck_assert_msg(strstr(err, "socket path") != NULL, "reason: %s", err);
 
     static const char *const bad_instances[] = {
@@ -592,10 +549,10 @@ START_TEST(test_bad_config_fails_with_reason)
     for (size_t i = 0; i < sizeof bad_instances / sizeof *bad_instances; i++) {
         redis_config_t c2 = {.url = "redis://127.0.0.1:6379", .instance = bad_instances[i]};
         err[0] = '\0';
-        ck_assert_ptr_null(redis_start(s_rt, &c2, err, sizeof err));
+        ck_assert_ptr_null(redis_start(fixture_rt, &c2, err, sizeof err));
         ck_assert_msg(strstr(err, "instance") != NULL, "reason: %s", err);
     }
-    ck_assert_ptr_null(redis_start(s_rt, NULL, err, sizeof err));
+    ck_assert_ptr_null(redis_start(fixture_rt, NULL, err, sizeof err));
 }
 END_TEST
 
@@ -673,9 +630,9 @@ START_TEST(test_cancel_sets_flag_and_publishes)
     s_cancel_ok(upper, "after_current_image", 1764158400123456LL);
     s_assert_flag(c, id);
     /* mode NULL is immediate, requested_at_us 0 is now */
-    int64_t before = s_wall_us();
+    int64_t before = clock_wall_us();
     s_cancel_ok(id2, NULL, 0);
-    int64_t after = s_wall_us();
+    int64_t after = clock_wall_us();
     s_assert_flag(c, id2);
 
     /* what other instances receive, in order: our test subscriber skips
@@ -769,7 +726,7 @@ START_TEST(test_work_wakeups_cross_redis)
     redisContext *sub = s_sync(port);
     redisReply *r = s_cmd(sub, "SUBSCRIBE %s", REDIS_WORK_CHANNEL);
     freeReplyObject(r);
-    mailbox_t *work = mailbox_new(s_rt, "work-listener");
+    mailbox_t *work = mailbox_new(fixture_rt, "work-listener");
     ck_assert_ptr_nonnull(work);
     ck_assert_int_eq(mailbox_subscribe(work, "work"), 0);
     actor_t *a = s_start(getenv("IMAGEJOBS_TEST_REDIS"), 0);
@@ -997,7 +954,7 @@ START_TEST(test_subscriber_reconnects_and_asks_for_a_recheck)
     ck_assert_msg(id > 0, "no client named %s", name);
     freeReplyObject(s_cmd(c, "CLIENT KILL ID %lld", id));
     s_new_id(job);
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     for (;;) {
         msg_t *r = s_cancel(job, "immediate", 0);
         bool ok = r->type == MSG_OK;
@@ -1006,8 +963,8 @@ START_TEST(test_subscriber_reconnects_and_asks_for_a_recheck)
         msg_destroy(&r);
         if (ok)
             break;
-        ck_assert_msg(s_now() < end, "commands connection never came back");
-        s_pause_ms(10);
+        ck_assert_msg(fixture_now() < end, "commands connection never came back");
+        fixture_pause_ms(10);
     }
     s_assert_flag(c, job);
 
@@ -1206,11 +1163,11 @@ START_TEST(test_large_backlog_is_written_on_return)
 
     s_server_start(&srv);
     redisContext *c = s_sync(srv.port);
-    double end = s_now() + DEADLINE_S;
+    double end = fixture_now() + DEADLINE_S;
     while (s_calls(c, "publish") < N) {
-        ck_assert_msg(s_now() < end, "only %ld of %d cancels written", s_calls(c, "publish"),
+        ck_assert_msg(fixture_now() < end, "only %ld of %d cancels written", s_calls(c, "publish"),
                       N);
-        s_pause_ms(10);
+        fixture_pause_ms(10);
     }
     for (int i = 0; i < N; i++)
         s_assert_flag(c, ids[i]);
@@ -1389,7 +1346,7 @@ static Suite *s_suite(void)
 {
     Suite *s = suite_create("redis");
     TCase *tc = tcase_create("redis");
-    tcase_add_checked_fixture(tc, s_setup, s_teardown);
+    tcase_add_checked_fixture(tc, s_setup, fixture_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_bad_config_fails_with_reason);
     tcase_add_test(tc, test_starts_while_redis_is_down_and_answers_eagain);
@@ -1413,11 +1370,4 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const test_program_t test_program = {.suite = s_suite};

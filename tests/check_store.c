@@ -21,6 +21,8 @@
 #include "tests/api_client.h"
 
 #include <arpa/inet.h>
+#include "tests/runner.h"
+
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -1581,7 +1583,9 @@ static Suite *s_suite(void)
     return s;
 }
 
-int main(void)
+/* This suite's own database (claims see only our jobs); without
+ * PostgreSQL its tests skip themselves. */
+static int s_before(void)
 {
     s_server = getenv("IMAGEJOBS_TEST_DATABASE");
     if (s_server && !*s_server)
@@ -1589,24 +1593,27 @@ int main(void)
     if (!s_server) {
         printf("SKIP: no IMAGEJOBS_TEST_DATABASE (PostgreSQL tests skipped; "
                "run cmd/imagejobs-local test)\n");
-    } else {
-        /* this suite's own database: claims see only our jobs */
-        snprintf(s_dbname, sizeof s_dbname, "ij_check_store_%ld", (long)getpid());
-        s_db = s_create_db(s_dbname);
-        char err[256] = "";
-        if (!s_db || store_migrate(s_db, err, sizeof err) < 0) {
-            fprintf(stderr, "cannot set up database %s: %s\n", s_dbname,
-                    s_db ? err : "create failed");
-            return EXIT_FAILURE;
-        }
+        return 0;
     }
-    SRunner *sr = srunner_create(s_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    snprintf(s_dbname, sizeof s_dbname, "ij_check_store_%ld", (long)getpid());
+    s_db = s_create_db(s_dbname);
+    char err[256] = "";
+    if (!s_db || store_migrate(s_db, err, sizeof err) < 0) {
+        fprintf(stderr, "cannot set up database %s: %s\n", s_dbname,
+                s_db ? err : "create failed");
+        return 1;
+    }
+    return 0;
+}
+
+static int s_after(void)
+{
     if (s_db) {
         s_drop_db(s_dbname);
         free(s_db);
+        s_db = NULL;
     }
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return 0;
 }
+
+const test_program_t test_program = {.suite = s_suite, .before = s_before, .after = s_after};

@@ -1,10 +1,12 @@
 /*
  * render.c - `imagejobs render --prompt TEXT -o FILE.png`: runs the sampler
- * synchronously on one backend and writes a PNG.
+ * synchronously on one backend and writes a PNG. A command of the binary,
+ * like serve and migrate: it uses the generation engine's public API
+ * (backend.h, png.h) and nothing of the actors.
  */
 #include "config.h"
 
-#include "actors/generator/render.h"
+#include "cmd/render.h"
 
 #include "actors/generator/backend.h"
 #include "actors/generator/png.h"
@@ -30,7 +32,6 @@ static const option_t s_options[R_NOPTS] = {
                    "generation backend (auto: CUDA when a device exists)"},
     [R_OUTPUT] = {"output", NULL, NULL, "FILE.png", NULL, "where to write the PNG", 'o'},
 };
-
 
 static int s_parse_u64(const char *s, uint64_t *out)
 {

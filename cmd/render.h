@@ -3,8 +3,8 @@
  * service, no Redis or PostgreSQL. For people trying the generator and for
  * tests that need a PNG from the real binary.
  */
-#ifndef IMAGEJOBS_GEN_RENDER_H
-#define IMAGEJOBS_GEN_RENDER_H
+#ifndef IMAGEJOBS_CMD_RENDER_H
+#define IMAGEJOBS_CMD_RENDER_H
 
 /* argv[0] is "render". Prints the backend and the time per step on stdout;
  * returns the process exit status (0, 1 on failure, 2 on bad usage). */

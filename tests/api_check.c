@@ -1,0 +1,83 @@
+/*
+ * api_check.c - the job API with Check assertions (see api_check.h).
+ */
+#include "config.h"
+
+#include "tests/api_check.h"
+
+#include "tests/fixture.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
+                              const char *body)
+{
+    api_response_t r;
+    int rc = api_request(port, method, path, headers, body, body ? strlen(body) : 0, &r);
+    ck_assert_msg(rc == 0, "%s %s on port %d: no response", method, path, port);
+    return r;
+}
+
+const char *api_check_str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
+    return json_string_value(v);
+}
+
+json_int_t api_check_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
+    return json_integer_value(v);
+}
+
+json_t *api_check_job(int port, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s", id);
+    api_response_t r = api_check_call(port, "GET", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "get on port %d: %d %s", port, r.status, r.body);
+    json_t *j = json_incref(r.json);
+    ck_assert_ptr_nonnull(j);
+    api_response_free(&r);
+    return j;
+}
+
+bool api_check_final(const char *status)
+{
+    return !strcmp(status, "completed") || !strcmp(status, "failed")
+           || !strcmp(status, "user_cancelled");
+}
+
+json_t *api_check_wait_final(int port, const char *id, double timeout_s, int poll_ms)
+{
+    double deadline = fixture_now() + timeout_s;
+    for (;;) {
+        json_t *j = api_check_job(port, id);
+        if (api_check_final(api_check_str(j, "job_status")))
+            return j;
+        json_decref(j);
+        ck_assert_msg(fixture_now() < deadline, "job %s did not end within %.0f s", id, timeout_s);
+        fixture_pause_ms(poll_ms);
+    }
+}
+
+PGconn *api_check_db(const char *conninfo)
+{
+    PGconn *db = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "database: %s", PQerrorMessage(db));
+    return db;
+}
+
+long api_check_sql_long(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *res = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long v = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}

@@ -1,0 +1,43 @@
+/*
+ * api_check.h - the job API from an end-to-end test: api_client.h's calls
+ * with Check assertions (a call must be answered, a field must be there and
+ * of its type), waiting for a job to move, and reading what the API wrote
+ * in PostgreSQL. For check_api.c and
+ * check_instances.c; the benchmarks use api_client.h alone.
+ */
+#ifndef IMAGEJOBS_TESTS_API_CHECK_H
+#define IMAGEJOBS_TESTS_API_CHECK_H
+
+#include "tests/api_client.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* One request to the server on port; fails the test when no response
+ * comes. The caller frees the response (api_response_free). */
+api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
+                              const char *body);
+
+/* Field key of object o, which must be a string / an integer. */
+const char *api_check_str(json_t *o, const char *key);
+json_int_t api_check_int(json_t *o, const char *key);
+
+/* GET /api/jobs/{id}, which must answer 200 with JSON (caller decrefs). */
+json_t *api_check_job(int port, const char *id);
+
+/* Whether a job_status is final: completed, failed or user_cancelled. */
+bool api_check_final(const char *status);
+
+/* Polls GET /api/jobs/{id} until the job's status is final, every poll_ms;
+ * fails the test after timeout_s. Returns the document (caller decrefs). */
+json_t *api_check_wait_final(int port, const char *id, double timeout_s, int poll_ms);
+
+/* A connection to conninfo, which must succeed (caller PQfinish-es). */
+PGconn *api_check_db(const char *conninfo);
+
+/* The integer in the first column of the first row of sql, run with one
+ * text parameter; fails the test when the statement fails. */
+long api_check_sql_long(PGconn *db, const char *sql, const char *param);
+
+#endif
