@@ -136,6 +136,20 @@ static void s_drop(gen_actor_t *g)
     s_ask_work(g);
 }
 
+/* Whether a reply that arrives in `phase` is still awaited: not once the
+ * actor stops or has moved on, and not for a claim another instance took
+ * over meanwhile (dropped now). */
+static bool s_awaited(gen_actor_t *g, int status, phase_t phase)
+{
+    if (status == -ECANCELED || g->phase != phase)
+        return false;
+    if (g->lost) {
+        s_drop(g);
+        return false;
+    }
+    return true;
+}
+
 /* ------------------------------------------------------------ cancel */
 
 /* A cancel for the running job, from an event (requested_us: when the
@@ -254,12 +268,8 @@ static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
 static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
 {
     gen_actor_t *g = arg;
-    if (status == -ECANCELED || g->phase != RECORDING)
+    if (!s_awaited(g, status, RECORDING))
         return;
-    if (g->lost) {
-        s_drop(g);
-        return;
-    }
     if (status != 0 || reply->type != MSG_IMAGE_RECORDED) {
         /* the image is held and sent again: the store records it once */
         log_warn("store did not record image %llu of %s/%llu (%s); holding it",
@@ -416,12 +426,8 @@ static void s_begin_image(gen_actor_t *g)
 static void s_on_flag(actor_t *self, int status, msg_t *reply, void *arg)
 {
     gen_actor_t *g = arg;
-    if (status == -ECANCELED || g->phase != CHECKING)
+    if (!s_awaited(g, status, CHECKING))
         return;
-    if (g->lost) {
-        s_drop(g);
-        return;
-    }
     if (status == 0 && reply->type == MSG_REDIS_FLAG && reply->redis_flag.set) {
         s_cancel(g, CANCEL_MODE_IMMEDIATE, 0); /* the seed's flag: PostgreSQL has it */
         s_stop(g, TASK_OUTCOME_CANCELLED, NULL);

@@ -87,6 +87,19 @@ static void s_conn_drop(conn_t *c, const char *why)
     s_conn_down(c, why);
 }
 
+/* Whether a reply on ac is one to act on: NULL means hiredis is tearing the
+ * context down (the connection is unusable from now on), and a reply on a
+ * context we already let go of, or while stopping, is stale. */
+static bool s_reply_current(conn_t *c, const redisAsyncContext *ac, const void *reply)
+{
+    if (!reply) {
+        if (c->ac == ac && c->state != CONN_DOWN)
+            c->state = CONN_CLOSING;
+        return false;
+    }
+    return !c->st->stopping && c->ac == ac;
+}
+
 /* The commands connection's first reply (to CLIENT SETNAME): Redis answers,
  * the connection is up. An error reply counts too (an old or restricted
  * server): what matters is that commands are being executed. */
@@ -94,12 +107,7 @@ static void s_on_hello(redisAsyncContext *ac, void *reply, void *privdata)
 {
     conn_t *c = privdata;
     redis_state_t *st = c->st;
-    if (!reply) {
-        if (c->ac == ac && c->state != CONN_DOWN)
-            c->state = CONN_CLOSING;
-        return;
-    }
-    if (st->stopping || c->ac != ac)
+    if (!s_reply_current(c, ac, reply))
         return;
     c->state = CONN_READY;
     backoff_reset(&c->backoff);
@@ -236,12 +244,7 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
     conn_t *c = privdata;
     redis_state_t *st = c->st;
     redisReply *r = reply;
-    if (!r) {
-        if (c->ac == ac && c->state != CONN_DOWN)
-            c->state = CONN_CLOSING;
-        return;
-    }
-    if (st->stopping || c->ac != ac)
+    if (!s_reply_current(c, ac, r))
         return;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         log_debug("unexpected reply on the subscriber (type %d)", r->type);
