@@ -59,48 +59,47 @@ typedef struct {
     gen_backend_t *backend;
     struct ev_loop *loop;
 
-    ev_idle slice;     /* runs one gen_advance per loop iteration */
-    ev_async wake;     /* CUDA: a queued step finished */
-    ev_timer sweep;    /* idle: ask for work now and then */
-    ev_timer lease;    /* working: renew the claim */
-    ev_timer retry;    /* re-send a recording or a stop the store missed */
+    ev_idle slice;  /* runs one gen_advance per loop iteration */
+    ev_async wake;  /* CUDA: a queued step finished */
+    ev_timer sweep; /* idle: ask for work now and then */
+    ev_timer lease; /* working: renew the claim */
+    ev_timer retry; /* re-send a recording or a stop the store missed */
 
     phase_t phase;
-    bool asking;       /* a WORK_REQUEST is in flight */
+    bool asking; /* a WORK_REQUEST is in flight */
     bool have_item;
-    bool lost;         /* the claim went to another instance */
-    uint64_t item_seq; /* which claim this is (stale lease replies) */
-    uint64_t lease_seq; /* item_seq of the lease renewal in flight, or 0 */
+    bool lost;            /* the claim went to another instance */
+    uint64_t item_seq;    /* which claim this is (stale lease replies) */
+    uint64_t lease_seq;   /* item_seq of the lease renewal in flight, or 0 */
     msg_work_item_t item; /* strings owned */
-    uint64_t index;    /* image being made */
+    uint64_t index;       /* image being made */
 
     cancel_mode_t cancel; /* NONE until a cancel is observed */
     int64_t observed_us;
     int64_t cancel_requested_us; /* from the event; 0 when the store told us */
     uint64_t steps_at_stop;
 
-    msg_t *pending;    /* IMAGE_READY or TASK_STOPPED awaiting the store */
+    msg_t *pending; /* IMAGE_READY or TASK_STOPPED awaiting the store */
     backoff_t backoff;
 
     /* While encoding, the helper thread reads the backend's pixels: no
      * gen_begin (so no new claim) until it is done. */
     offload_t *encoder;
     bool encoding;
-    bool closing;      /* fini: finished encodes are only freed */
+    bool closing; /* fini: finished encodes are only freed */
 } gen_actor_t;
 
 /* One PNG encode, off the loop. */
 typedef struct {
     const uint8_t *rgb; /* the backend's pixels */
     uint32_t width, height;
-    uint64_t item_seq;  /* the claim it belongs to */
-    uint64_t index;     /* and the image */
+    uint64_t item_seq; /* the claim it belongs to */
+    uint64_t index;    /* and the image */
     uint8_t *png;
     size_t len;
     int rc;
     char err[200];
 } encode_t;
-
 
 static void s_ask_work(gen_actor_t *g);
 static void s_next_image(gen_actor_t *g);
@@ -163,8 +162,7 @@ static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
     g->observed_us = clock_wall_us();
     g->cancel_requested_us = requested_us;
     log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
-             (unsigned long long)g->item.combination,
-             cancel_mode_name(mode),
+             (unsigned long long)g->item.combination, cancel_mode_name(mode),
              gen_steps_done(g->backend));
     switch (g->phase) {
     case RUNNING:
@@ -214,9 +212,8 @@ static void s_on_stopped(actor_t *self, int status, msg_t *reply, void *arg)
     if (status == -ECANCELED || g->phase != STOPPING)
         return;
     if (status != 0 || reply->type != MSG_OK) {
-        log_warn("store did not take the stop of %s/%llu (%s); retrying",
-                 g->item.job_id, (unsigned long long)g->item.combination,
-                 actor_reply_reason(status, reply));
+        log_warn("store did not take the stop of %s/%llu (%s); retrying", g->item.job_id,
+                 (unsigned long long)g->item.combination, actor_reply_reason(status, reply));
         s_retry_later(g);
         return;
     }
@@ -254,8 +251,8 @@ static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
         m->task_stopped.cancel_mode = g->cancel;
     }
     if (outcome == TASK_OUTCOME_CANCELLED)
-        log_info("%s/%llu stopped %lld us after the cancel was observed",
-                 g->item.job_id, (unsigned long long)g->item.combination,
+        log_info("%s/%llu stopped %lld us after the cancel was observed", g->item.job_id,
+                 (unsigned long long)g->item.combination,
                  (long long)(m->task_stopped.stopped_at_us - g->observed_us));
     msg_destroy(&g->pending);
     g->pending = m;
@@ -274,8 +271,7 @@ static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
         /* the image is held and sent again: the store records it once */
         log_warn("store did not record image %llu of %s/%llu (%s); holding it",
                  (unsigned long long)g->index, g->item.job_id,
-                 (unsigned long long)g->item.combination,
-                 actor_reply_reason(status, reply));
+                 (unsigned long long)g->item.combination, actor_reply_reason(status, reply));
         s_retry_later(g);
         return;
     }
@@ -518,8 +514,7 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
     }
     if (status != 0 || reply->type != MSG_WORK_ITEM) {
         if (status != 0 || reply->type != MSG_ERROR || reply->error.code != -ENOENT)
-            log_debug("no work from %s: %s", g->store,
-                      actor_reply_reason(status, reply));
+            log_debug("no work from %s: %s", g->store, actor_reply_reason(status, reply));
         return; /* the sweep timer or a work event asks again */
     }
     if (g->have_item) /* cannot happen: we ask only when idle */
@@ -597,8 +592,8 @@ static int s_init(actor_t *self, void *arg)
         log_debug("cannot lower the generator's priority: %s", strerror(errno));
 
     char err[256];
-    g->backend = gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err,
-                                       sizeof err);
+    g->backend =
+        gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err, sizeof err);
     if (!g->backend) {
         actor_fail(self, "%s", err);
         free(g);
@@ -689,7 +684,7 @@ static void s_fini(actor_t *self)
     ev_timer_stop(g->loop, &g->lease);
     ev_timer_stop(g->loop, &g->retry);
     g->closing = true;
-    offload_destroy(&g->encoder); /* before the pixels it may read go */
+    offload_destroy(&g->encoder);   /* before the pixels it may read go */
     gen_backend_close(&g->backend); /* waits for the device: no more wakeups */
     msg_destroy(&g->pending);
     s_item_clear(g);
@@ -714,8 +709,7 @@ unsigned generator_auto_count(long cores, int gpus)
     return n < 1 ? 1 : n > GENERATORS_MAX ? GENERATORS_MAX : (unsigned)n;
 }
 
-actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
-                         size_t errlen)
+actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err, size_t errlen)
 {
     return actor_new(rt, cfg->name, &s_spec, (void *)cfg, err, errlen);
 }

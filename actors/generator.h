@@ -19,16 +19,16 @@
 #include "runtime/actor.h"
 
 typedef struct {
-    const char *name;       /* actor name, e.g. "generator-0" */
-    const char *instance;   /* this process's instance id (claims) */
-    const char *store;      /* actor to ask for work; default "store" */
-    const char *redis;      /* actor for poll mode; default "redis" */
+    const char *name;     /* actor name, e.g. "generator-0" */
+    const char *instance; /* this process's instance id (claims) */
+    const char *store;    /* actor to ask for work; default "store" */
+    const char *redis;    /* actor for poll mode; default "redis" */
     gen_backend_kind_t backend;
-    int device;             /* CUDA device */
-    unsigned cpu_threads;   /* CPU backend threads; 0: all cores */
-    bool poll_mode;         /* --cancel-check=poll: the seed's design, no events */
-    double sweep_s;         /* ask for work this often when idle; default 2 */
-    double lease_renew_s;   /* renew the claim this often; default 5 */
+    int device;               /* CUDA device */
+    unsigned cpu_threads;     /* CPU backend threads; 0: all cores */
+    bool poll_mode;           /* --cancel-check=poll: the seed's design, no events */
+    double sweep_s;           /* ask for work this often when idle; default 2 */
+    double lease_renew_s;     /* renew the claim this often; default 5 */
     double request_timeout_s; /* store/redis replies; default 10 */
 } generator_config_t;
 
@@ -41,8 +41,7 @@ unsigned generator_auto_count(long cores, int gpus);
 
 /* Starts the actor; returns once its backend is open (NULL + reason: e.g.
  * --backend=cuda with no device). The config is copied. */
-actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err,
-                         size_t errlen);
+actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err, size_t errlen);
 
 /* Stops the actor (its claim is given back first) and frees it; NULLs *ap. */
 void generator_destroy(actor_t **ap);

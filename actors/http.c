@@ -106,8 +106,7 @@ static void s_backend_failed(http_exchange_t *x, int status, const msg_t *reply,
             s_error(x, 503, NULL, "%s unavailable", service);
             break;
         default:
-            log_warn("%s failed a request: %s (%lld)", service, why,
-                     (long long)reply->error.code);
+            log_warn("%s failed a request: %s (%lld)", service, why, (long long)reply->error.code);
             s_error(x, 500, NULL, "internal error");
         }
     } else {
@@ -149,8 +148,7 @@ static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *r
     if (!a)
         abort();
     *a = (ask_t){x, cb, arg};
-    if (actor_request(self, to, request, s_config(self)->request_timeout_s, s_ask_reply, a)
-        < 0) {
+    if (actor_request(self, to, request, s_config(self)->request_timeout_s, s_ask_reply, a) < 0) {
         int err = errno;
         free(a);
         errno = err;
@@ -162,8 +160,8 @@ static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *r
 
 /* Sends *msgp (destroyed) for the exchange. On failure (the actor is not
  * there) answers 503 and returns -1: cb will not run. */
-static int s_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp,
-                 http_reply_fn cb, void *arg, const char *service)
+static int s_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
+                 void *arg, const char *service)
 {
     int rc = s_request(self, x, to, *msgp, cb, arg);
     int err = errno;
@@ -199,8 +197,7 @@ typedef struct {
     uint64_t total_images;
 } create_t;
 
-static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
-                          void *arg)
+static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     create_t *cx = arg;
     if (x && status == 0 && reply->type == MSG_JOB_CREATED) {
@@ -208,10 +205,8 @@ static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *
         char location[96];
         snprintf(location, sizeof location, "Location: /api/jobs/%s\r\n", cx->job_id);
         json_t *doc = json_pack("{s:s,s:s,s:I}", "job_id", cx->job_id, "job_status",
-                                job_status_name(r->status),
-                                "total_images",
-                                (json_int_t)(r->total_images ? r->total_images
-                                                             : cx->total_images));
+                                job_status_name(r->status), "total_images",
+                                (json_int_t)(r->total_images ? r->total_images : cx->total_images));
         s_respond_json(x, 201, doc, location);
     } else if (x) {
         s_backend_failed(x, status, reply, "Job not found", "database");
@@ -289,8 +284,7 @@ static void s_publish_cancel(actor_t *self, const cancel_t *cx)
     msg_destroy(&ev);
 }
 
-static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
-                            void *arg)
+static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     cancel_t *cx = arg;
     if (status != 0 || reply->type != MSG_JOB_CANCEL_RESULT) {
@@ -311,8 +305,8 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
                                       ? "Cancel request sent. Job will stop after current image."
                                       : "Cancel request sent. Job will stop at the next step.";
             s_respond_json(x, 200,
-                           json_pack("{s:b,s:s,s:s,s:s,s:I,s:I}", "success", 1, "message",
-                                     message, "job_id", cx->job_id, "current_status", prior,
+                           json_pack("{s:b,s:s,s:s,s:s,s:I,s:I}", "success", 1, "message", message,
+                                     "job_id", cx->job_id, "current_status", prior,
                                      "completed_images", (json_int_t)r->completed_images,
                                      "total_images", (json_int_t)r->total_images),
                            NULL);
@@ -326,8 +320,8 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
         if (message) {
             s_respond_json(x, 200,
                            json_pack("{s:b,s:s,s:s,s:s,s:I}", "success", 0, "message", message,
-                                     "job_id", cx->job_id, "job_status", prior,
-                                     "completed_images", (json_int_t)r->completed_images),
+                                     "job_id", cx->job_id, "job_status", prior, "completed_images",
+                                     (json_int_t)r->completed_images),
                            NULL);
         } else {
             log_error("job %s has an unknown status '%s'", cx->job_id, prior);
@@ -369,8 +363,7 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
 
 /* ------------------------------------------------------------ attachments */
 
-static void s_attachment_got(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
-                             void *arg)
+static void s_attachment_got(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     if (!x)
         return;
@@ -390,8 +383,7 @@ static void s_attachment_got(actor_t *self, http_exchange_t *x, int status, msg_
     s_backend_failed(x, status, reply, "Attachment not found", "database");
 }
 
-static void s_attachment_get(actor_t *self, http_exchange_t *x, const http_request_t *rq,
-                             char *id)
+static void s_attachment_get(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
     if (!s_check_id(x, id, "attachId"))
         return;
@@ -425,9 +417,8 @@ static void s_ready_answer(http_exchange_t *x, const ready_t *rd)
 {
     bool db = rd->ok[READY_DATABASE], redis = rd->ok[READY_REDIS];
     if (db && redis) {
-        s_respond_json(x, 200,
-                       json_pack("{s:s,s:b,s:b}", "status", "ready", "redis", 1, "database", 1),
-                       NULL);
+        s_respond_json(
+            x, 200, json_pack("{s:s,s:b,s:b}", "status", "ready", "redis", 1, "database", 1), NULL);
         return;
     }
     const char *error = !db && !redis ? "database and redis unavailable"
@@ -439,8 +430,7 @@ static void s_ready_answer(http_exchange_t *x, const ready_t *rd)
                    NULL);
 }
 
-static void s_ready_reply(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
-                          void *arg)
+static void s_ready_reply(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     ready_slot_t *slot = arg;
     ready_t *rd = slot->rd;
@@ -479,8 +469,7 @@ static void s_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq
 
 /* ------------------------------------------------------------ routing */
 
-typedef void (*route_fn)(actor_t *self, http_exchange_t *x, const http_request_t *rq,
-                         char *id);
+typedef void (*route_fn)(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
 
 typedef struct {
     const char *pattern; /* '*' stands for one path segment: the id */

@@ -51,16 +51,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_DEPTH    64   /* pipelined requests per connection */
-#define DRAIN_S      5.0  /* after the window: wait this long for answers */
-#define IDLE_WAVE    256  /* idle connections being set up at once */
+#define MAX_DEPTH 64      /* pipelined requests per connection */
+#define DRAIN_S 5.0       /* after the window: wait this long for answers */
+#define IDLE_WAVE 256     /* idle connections being set up at once */
 #define IDLE_SETUP_S 60.0 /* all idle connections served within this */
-#define FD_SPARE     64   /* descriptors the bench keeps for itself */
+#define FD_SPARE 64       /* descriptors the bench keeps for itself */
 
 /* the aims of issue 4, in bytes and req/s (MB = 10^6 B, KB = 10^3 B) */
-#define AIM_GET_RPS    20000.0
+#define AIM_GET_RPS 20000.0
 #define AIM_CANCEL_RPS 5000.0
-#define AIM_IDLE_RSS   30e6
+#define AIM_IDLE_RSS 30e6
 #define AIM_CONN_BYTES 10e3
 
 static struct {
@@ -83,7 +83,6 @@ static int64_t s_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
-
 
 static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void s_die(const char *fmt, ...)

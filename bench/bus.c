@@ -27,8 +27,8 @@
 #include <time.h>
 #include <zmq.h>
 
-static size_t s_samples = 100000;      /* latency messages per figure */
-static size_t s_flood = 1000000;       /* throughput messages */
+static size_t s_samples = 100000; /* latency messages per figure */
+static size_t s_flood = 1000000;  /* throughput messages */
 
 static int64_t s_now_ns(void)
 {
@@ -210,8 +210,7 @@ static void s_drain_ping(actor_t *self, msg_t *msg)
 }
 
 static const actor_spec_t s_flooder = {.init = s_flooder_init, .fini = s_flooder_fini};
-static const actor_spec_t s_drain = {.init = s_drain_init,
-                                     .handlers = {[MSG_PING] = s_drain_ping}};
+static const actor_spec_t s_drain = {.init = s_drain_init, .handlers = {[MSG_PING] = s_drain_ping}};
 
 static double s_runtime_throughput(runtime_t *rt, mailbox_t *mb)
 {
@@ -482,8 +481,8 @@ static pct_t s_raw_fanout(void *ctx, int subscribers)
 
 static void s_row(const char *what, pct_t rt, pct_t raw)
 {
-    printf("%-28s %9.1f %9.1f   %9.1f %9.1f   %+7.0f%% %+7.0f%%\n", what, rt.p50, rt.p99,
-           raw.p50, raw.p99, 100.0 * (rt.p50 / raw.p50 - 1), 100.0 * (rt.p99 / raw.p99 - 1));
+    printf("%-28s %9.1f %9.1f   %9.1f %9.1f   %+7.0f%% %+7.0f%%\n", what, rt.p50, rt.p99, raw.p50,
+           raw.p99, 100.0 * (rt.p50 / raw.p50 - 1), 100.0 * (rt.p99 / raw.p99 - 1));
 }
 
 int main(int argc, char **argv)
@@ -518,12 +517,11 @@ int main(int argc, char **argv)
     pct_t raw_fan1 = s_raw_fanout(ctx, 1);
     pct_t raw_fan16 = s_raw_fanout(ctx, 16);
 
-    printf("bench/bus: %zu latency samples per row, %zu messages for throughput\n\n",
-           s_samples, s_flood);
-    printf("%-28s %9s %9s   %9s %9s   %8s %8s\n", "", "runtime", "", "raw zmq", "",
-           "overhead", "");
-    printf("%-28s %9s %9s   %9s %9s   %8s %8s\n", "latency (µs)", "p50", "p99", "p50",
-           "p99", "p50", "p99");
+    printf("bench/bus: %zu latency samples per row, %zu messages for throughput\n\n", s_samples,
+           s_flood);
+    printf("%-28s %9s %9s   %9s %9s   %8s %8s\n", "", "runtime", "", "raw zmq", "", "overhead", "");
+    printf("%-28s %9s %9s   %9s %9s   %8s %8s\n", "latency (µs)", "p50", "p99", "p50", "p99", "p50",
+           "p99");
     s_row("mailbox one-way", rt_one, raw_one);
     s_row("event fan-out, 1 sub", rt_fan1, raw_fan1);
     s_row("event fan-out, 16 subs", rt_fan16, raw_fan16);

@@ -74,56 +74,61 @@
 
 static struct {
     bool quick;
-    int jobs;            /* per mode */
-    int combinations;    /* K: parallel combinations per job, generators per instance */
-    int images;          /* images per combination */
+    int jobs;         /* per mode */
+    int combinations; /* K: parallel combinations per job, generators per instance */
+    int images;       /* images per combination */
     int steps, size;
-    int delay_max_ms;    /* the cancel comes 0..this after every combination runs */
-    const char *modes;   /* comma-separated mode names, NULL: all */
+    int delay_max_ms;  /* the cancel comes 0..this after every combination runs */
+    const char *modes; /* comma-separated mode names, NULL: all */
     int floor_samples;
     unsigned seed;
     const char *csv, *plot, *logs, *backend;
     const char *redis, *database;
 } s_opt = {
-    .jobs = 40, .combinations = 4, .images = 20, .steps = 30, .size = 256,
-    .delay_max_ms = 1500, .floor_samples = 20000, .seed = 1,
+    .jobs = 40,
+    .combinations = 4,
+    .images = 20,
+    .steps = 30,
+    .size = 256,
+    .delay_max_ms = 1500,
+    .floor_samples = 20000,
+    .seed = 1,
     .backend = "cpu",
 };
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bench/cancel-latency [options]\n"
-            "       (run it as: cmd/imagejobs-local bench cancel-latency [options])\n"
-            "\n"
-            "  --quick            a small run (under a minute): 3 jobs per mode, 2,000\n"
-            "                     floor samples; ends with 'stop p99 ratio poll/event: X'\n"
-            "  --jobs N           jobs per mode (default 40)\n"
-            "  --combinations K   parallel combinations per job = generators per\n"
-            "                     instance (default 4)\n"
-            "  --images N         images per combination (default 20)\n"
-            "  --steps N          sampler steps per image (default 30)\n"
-            "  --size N           image width and height (default 256)\n"
-            "  --delay-max MS     cancel at a random moment 0..MS after every\n"
-            "                     combination runs (default 1500)\n"
-            "  --modes LIST       comma-separated, of event/immediate,\n"
-            "                     event/after_current_image, poll, cross/event/immediate,\n"
-            "                     cross/event/after_current_image (default: all)\n"
-            "  --no-cross         the same-instance modes only\n"
-            "  --floor-samples N  samples per floor (default 20000)\n"
-            "  --seed N           random seed of the cancel moments (default 1)\n"
-            "  --backend B        serve's --backend (default cpu)\n"
-            "  --csv FILE         every sample (default: bench/cancel-latency.csv in\n"
-            "                     the build tree, next to $IMAGEJOBS_BIN)\n"
-            "  --plot FILE.png    plot the stop-latency distributions (gnuplot,\n"
-            "                     installed with apt-get when missing)\n"
-            "  --logs DIR         the servers' logs (default: bench/cancel-latency-logs\n"
-            "                     in the build tree)\n"
-            "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
-            "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the poll and\n"
-            "                     cross-instance groups use DBNAME_poll and DBNAME_cross\n"
-            "                     in the same server (dropped and created afresh)\n"
-            "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
+    fprintf(f, "usage: bench/cancel-latency [options]\n"
+               "       (run it as: cmd/imagejobs-local bench cancel-latency [options])\n"
+               "\n"
+               "  --quick            a small run (under a minute): 3 jobs per mode, 2,000\n"
+               "                     floor samples; ends with 'stop p99 ratio poll/event: X'\n"
+               "  --jobs N           jobs per mode (default 40)\n"
+               "  --combinations K   parallel combinations per job = generators per\n"
+               "                     instance (default 4)\n"
+               "  --images N         images per combination (default 20)\n"
+               "  --steps N          sampler steps per image (default 30)\n"
+               "  --size N           image width and height (default 256)\n"
+               "  --delay-max MS     cancel at a random moment 0..MS after every\n"
+               "                     combination runs (default 1500)\n"
+               "  --modes LIST       comma-separated, of event/immediate,\n"
+               "                     event/after_current_image, poll, cross/event/immediate,\n"
+               "                     cross/event/after_current_image (default: all)\n"
+               "  --no-cross         the same-instance modes only\n"
+               "  --floor-samples N  samples per floor (default 20000)\n"
+               "  --seed N           random seed of the cancel moments (default 1)\n"
+               "  --backend B        serve's --backend (default cpu)\n"
+               "  --csv FILE         every sample (default: bench/cancel-latency.csv in\n"
+               "                     the build tree, next to $IMAGEJOBS_BIN)\n"
+               "  --plot FILE.png    plot the stop-latency distributions (gnuplot,\n"
+               "                     installed with apt-get when missing)\n"
+               "  --logs DIR         the servers' logs (default: bench/cancel-latency-logs\n"
+               "                     in the build tree)\n"
+               "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
+               "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the poll and\n"
+               "                     cross-instance groups use DBNAME_poll and DBNAME_cross\n"
+               "                     in the same server (dropped and created afresh)\n"
+               "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
 }
 
 static int s_parse_int(const char *what, const char *v, int lo, int hi)
@@ -140,8 +145,24 @@ static int s_parse_int(const char *what, const char *v, int lo, int hi)
 
 static void s_parse_args(int argc, char **argv)
 {
-    enum { O_JOBS = 256, O_COMB, O_IMAGES, O_STEPS, O_SIZE, O_DELAY, O_NOCROSS, O_MODES, O_FLOOR,
-           O_SEED, O_BACKEND, O_CSV, O_PLOT, O_LOGS, O_REDIS, O_DB };
+    enum {
+        O_JOBS = 256,
+        O_COMB,
+        O_IMAGES,
+        O_STEPS,
+        O_SIZE,
+        O_DELAY,
+        O_NOCROSS,
+        O_MODES,
+        O_FLOOR,
+        O_SEED,
+        O_BACKEND,
+        O_CSV,
+        O_PLOT,
+        O_LOGS,
+        O_REDIS,
+        O_DB
+    };
     static const struct option longs[] = {
         {"quick", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -174,25 +195,62 @@ static void s_parse_args(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'q': break;
-        case 'h': s_usage(stdout); exit(0);
-        case O_JOBS: s_opt.jobs = s_parse_int("--jobs", optarg, 1, 100000); break;
-        case O_COMB: s_opt.combinations = s_parse_int("--combinations", optarg, 1, 64); break;
-        case O_IMAGES: s_opt.images = s_parse_int("--images", optarg, 2, 10000); break;
-        case O_STEPS: s_opt.steps = s_parse_int("--steps", optarg, 1, 200); break;
-        case O_SIZE: s_opt.size = s_parse_int("--size", optarg, 64, 2048); break;
-        case O_DELAY: s_opt.delay_max_ms = s_parse_int("--delay-max", optarg, 0, 600000); break;
-        case O_NOCROSS: s_opt.modes = "event/immediate,event/after_current_image,poll"; break;
-        case O_MODES: s_opt.modes = optarg; break;
-        case O_FLOOR: s_opt.floor_samples = s_parse_int("--floor-samples", optarg, 100, 10000000); break;
-        case O_SEED: s_opt.seed = (unsigned)s_parse_int("--seed", optarg, 0, INT_MAX); break;
-        case O_BACKEND: s_opt.backend = optarg; break;
-        case O_CSV: s_opt.csv = optarg; break;
-        case O_PLOT: s_opt.plot = optarg; break;
-        case O_LOGS: s_opt.logs = optarg; break;
-        case O_REDIS: s_opt.redis = optarg; break;
-        case O_DB: s_opt.database = optarg; break;
-        default: s_usage(stderr); exit(2);
+        case 'q':
+            break;
+        case 'h':
+            s_usage(stdout);
+            exit(0);
+        case O_JOBS:
+            s_opt.jobs = s_parse_int("--jobs", optarg, 1, 100000);
+            break;
+        case O_COMB:
+            s_opt.combinations = s_parse_int("--combinations", optarg, 1, 64);
+            break;
+        case O_IMAGES:
+            s_opt.images = s_parse_int("--images", optarg, 2, 10000);
+            break;
+        case O_STEPS:
+            s_opt.steps = s_parse_int("--steps", optarg, 1, 200);
+            break;
+        case O_SIZE:
+            s_opt.size = s_parse_int("--size", optarg, 64, 2048);
+            break;
+        case O_DELAY:
+            s_opt.delay_max_ms = s_parse_int("--delay-max", optarg, 0, 600000);
+            break;
+        case O_NOCROSS:
+            s_opt.modes = "event/immediate,event/after_current_image,poll";
+            break;
+        case O_MODES:
+            s_opt.modes = optarg;
+            break;
+        case O_FLOOR:
+            s_opt.floor_samples = s_parse_int("--floor-samples", optarg, 100, 10000000);
+            break;
+        case O_SEED:
+            s_opt.seed = (unsigned)s_parse_int("--seed", optarg, 0, INT_MAX);
+            break;
+        case O_BACKEND:
+            s_opt.backend = optarg;
+            break;
+        case O_CSV:
+            s_opt.csv = optarg;
+            break;
+        case O_PLOT:
+            s_opt.plot = optarg;
+            break;
+        case O_LOGS:
+            s_opt.logs = optarg;
+            break;
+        case O_REDIS:
+            s_opt.redis = optarg;
+            break;
+        case O_DB:
+            s_opt.database = optarg;
+            break;
+        default:
+            s_usage(stderr);
+            exit(2);
         }
     }
     if (optind < argc) {
@@ -232,14 +290,12 @@ static void s_parse_args(int argc, char **argv)
 
 /* ================================================================ helpers */
 
-
 static int64_t s_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
-
 
 static void s_die(const char *fmt, ...)
 {
@@ -268,7 +324,6 @@ static void s_push(series_t *s, double x)
     }
     s->v[s->n++] = x;
 }
-
 
 /* Nearest-rank percentile of a sorted series (p in 0..1). */
 static double s_pct(const series_t *s, double p)
@@ -313,10 +368,10 @@ static const char *s_jstr(json_t *o, const char *key)
 /* ================================================================ servers */
 
 typedef struct {
-    const char *name;     /* instance id suffix and log name */
-    const char *check;    /* --cancel-check */
+    const char *name;  /* instance id suffix and log name */
+    const char *check; /* --cancel-check */
     int generators;
-    char database[1024];  /* conninfo */
+    char database[1024]; /* conninfo */
     int port;
     pid_t pid;
     char log[PATH_MAX];
@@ -401,9 +456,9 @@ static void s_start_server(server_t *s)
     snprintf(instance, sizeof instance, "bench-%s", s->name);
     snprintf(s->log, sizeof s->log, "%s/%s.log", s_opt.logs, s->name);
     s->port = api_free_port();
-    const char *args[] = {"--redis", s_opt.redis, "--database", s->database,
-                          "--generators", gens, "--cancel-check", s->check,
-                          "--instance", instance, "--backend", s_opt.backend, NULL};
+    const char *args[] = {"--redis",   s_opt.redis,      "--database", s->database,  "--generators",
+                          gens,        "--cancel-check", s->check,     "--instance", instance,
+                          "--backend", s_opt.backend,    NULL};
     s->pid = api_serve(s->port, args, s->log, 60);
     if (s->pid < 0)
         s_die("the %s server did not become ready; see %s", s->name, s->log);
@@ -626,7 +681,7 @@ static void s_pg_floor(PGconn *db, series_t *out)
 
 enum { M_RESPONSE, M_PROPAGATION, M_STOP, M_ENDED, M_CANCELLED, M_COUNT };
 static const char *const s_measure[M_COUNT] = {"response", "propagation", "stop", "ended",
-                                              "cancelled"};
+                                               "cancelled"};
 static const char *const s_measure_what[M_COUNT] = {
     "client: cancel sent -> HTTP answer",
     "server: cancel received -> generator observed it",
@@ -637,11 +692,11 @@ static const char *const s_measure_what[M_COUNT] = {
 
 typedef struct {
     const char *name;
-    const char *body;   /* the cancel's body, NULL: none (the seed's curl) */
-    int server;         /* takes the jobs and the cancels */
+    const char *body; /* the cancel's body, NULL: none (the seed's curl) */
+    int server;       /* takes the jobs and the cancels */
     bool cross;
-    bool on;            /* selected for this run */
-    bool broken;        /* a job of this mode never stopped: skip the rest */
+    bool on;     /* selected for this run */
+    bool broken; /* a job of this mode never stopped: skip the rest */
     series_t m[M_COUNT];
     int jobs, failed;
 } bench_mode_t;
@@ -713,7 +768,8 @@ static bool s_all_processing(json_t *job, int k)
         return false;
     size_t i;
     json_t *c;
-    json_array_foreach(combos, i, c) if (strcmp(s_jstr(c, "status"), "processing") != 0) return false;
+    json_array_foreach(combos, i,
+                       c) if (strcmp(s_jstr(c, "status"), "processing") != 0) return false;
     return true;
 }
 
@@ -731,20 +787,23 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
     json_int_t sum = 0;
     size_t i;
     json_t *c;
-    json_array_foreach(combos, i, c) sum += json_integer_value(json_object_get(c, "completed_images"));
+    json_array_foreach(combos, i, c) sum +=
+        json_integer_value(json_object_get(c, "completed_images"));
     if (!json_is_array(ids) || (json_int_t)json_array_size(ids) != done || sum != done
         || json_array_size(combos) != (size_t)s_opt.combinations) {
-        s_fail(m, id, job, "inconsistent counts: completed_images %lld, %zu attach ids, "
-               "%lld over %zu combinations", (long long)done, json_array_size(ids),
-               (long long)sum, json_array_size(combos));
+        s_fail(m, id, job,
+               "inconsistent counts: completed_images %lld, %zu attach ids, "
+               "%lld over %zu combinations",
+               (long long)done, json_array_size(ids), (long long)sum, json_array_size(combos));
         return -1;
     }
     /* each combination may finish at most the image it had in flight (or
      * was recording) when the cancel was written */
     if (done < at_cancel || done > at_cancel + s_opt.combinations) {
-        s_fail(m, id, job, "%lld images at the cancel, %lld at the end: more than one per "
-               "combination after the cancel, or fewer", (long long)at_cancel,
-               (long long)done);
+        s_fail(m, id, job,
+               "%lld images at the cancel, %lld at the end: more than one per "
+               "combination after the cancel, or fewer",
+               (long long)at_cancel, (long long)done);
         return -1;
     }
     int64_t req = s_iso_us(json_object_get(job, "cancel_requested_at"));
@@ -764,9 +823,11 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
             return -1;
         }
         if (obs < req || stop < obs || fin < stop) {
-            s_fail(m, id, job, "combination %zu: timestamps out of order (requested %lld, "
-                   "observed %+lld us, stopped %+lld us, finished %+lld us)", i, (long long)req,
-                   (long long)(obs - req), (long long)(stop - req), (long long)(fin - req));
+            s_fail(m, id, job,
+                   "combination %zu: timestamps out of order (requested %lld, "
+                   "observed %+lld us, stopped %+lld us, finished %+lld us)",
+                   i, (long long)req, (long long)(obs - req), (long long)(stop - req),
+                   (long long)(fin - req));
             return -1;
         }
     }
@@ -794,17 +855,22 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
 {
     int port = s_srv[m->server].port, k = s_opt.combinations;
     char body[4096];
-    int n = snprintf(body, sizeof body, "{\"prompt\":\"cancel-latency %s round %d\","
-                     "\"combinations\":[", m->name, round);
+    int n = snprintf(body, sizeof body,
+                     "{\"prompt\":\"cancel-latency %s round %d\","
+                     "\"combinations\":[",
+                     m->name, round);
     for (int i = 0; i < k; i++)
         n += snprintf(body + n, sizeof body - (size_t)n, "%s{\"seed\":%d}", i ? "," : "",
                       round * 64 + i + 1);
-    snprintf(body + n, sizeof body - (size_t)n, "],\"images_per_combination\":%d,"
-             "\"width\":%d,\"height\":%d,\"steps\":%d}", s_opt.images, s_opt.size, s_opt.size,
-             s_opt.steps);
+    snprintf(body + n, sizeof body - (size_t)n,
+             "],\"images_per_combination\":%d,"
+             "\"width\":%d,\"height\":%d,\"steps\":%d}",
+             s_opt.images, s_opt.size, s_opt.size, s_opt.steps);
     api_response_t r;
     if (api_request(port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body,
-                    strlen(body), &r) < 0 || r.status != 201) {
+                    strlen(body), &r)
+            < 0
+        || r.status != 201) {
         s_fail(m, NULL, r.json, "create: HTTP %d %s", r.status, r.body ? r.body : "");
         api_response_free(&r);
         m->broken = true;
@@ -885,9 +951,7 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
     json_decref(job);
 }
 
-static void s_quiet(void *arg, const char *message)
-{
-}
+static void s_quiet(void *arg, const char *message) {}
 
 /* --modes: which rows this run measures. */
 static void s_select_modes(void)
@@ -1010,8 +1074,7 @@ int main(int argc, char **argv)
         s_scratch_db(db, "poll", s_srv[SRV_POLL].database, sizeof s_srv[SRV_POLL].database);
     if (use[SRV_A]) {
         s_scratch_db(db, "cross", s_srv[SRV_A].database, sizeof s_srv[SRV_A].database);
-        snprintf(s_srv[SRV_B].database, sizeof s_srv[SRV_B].database, "%s",
-                 s_srv[SRV_A].database);
+        snprintf(s_srv[SRV_B].database, sizeof s_srv[SRV_B].database, "%s", s_srv[SRV_A].database);
     }
     s_srv[SRV_EVENT].generators = s_srv[SRV_POLL].generators = s_srv[SRV_B].generators =
         s_opt.combinations;
@@ -1061,8 +1124,8 @@ int main(int argc, char **argv)
            s_opt.jobs, s_opt.combinations, s_opt.images, s_opt.size, s_opt.size, s_opt.steps,
            s_opt.delay_max_ms, s_opt.backend, s_opt.seed);
     s_machine();
-    printf("\n%-33s %-12s %6s %9s %9s %9s %9s\n", "mode", "measure (ms)", "n", "p50", "p90",
-           "p99", "max");
+    printf("\n%-33s %-12s %6s %9s %9s %9s %9s\n", "mode", "measure (ms)", "n", "p50", "p90", "p99",
+           "max");
     for (size_t i = 0; i < NMODES; i++) {
         bench_mode_t *m = &s_modes[i];
         if (!m->on)
@@ -1073,7 +1136,9 @@ int main(int argc, char **argv)
             series_t *s = &m->m[k];
             s_sort(s);
             printf("%-33s %-12s %6zu %9.3f %9.3f %9.3f %9.3f\n",
-                   k == 0 ? m->name : k == 1 ? jobs : "",
+                   k == 0   ? m->name
+                   : k == 1 ? jobs
+                            : "",
                    s_measure[k], s->n, s_pct(s, .5), s_pct(s, .9), s_pct(s, .99),
                    s->n ? s->v[s->n - 1] : NAN);
         }
@@ -1109,7 +1174,8 @@ int main(int argc, char **argv)
     printf("\naims");
     if (s_image_ms.n)
         printf(" (one step under this load ~%.2f ms: median image %.1f ms in the "
-               "after_current_image rows / %d steps)", step, image, s_opt.steps);
+               "after_current_image rows / %d steps)",
+               step, image, s_opt.steps);
     printf(":\n");
     if (ev->on && s_image_ms.n)
         printf("  event/immediate stop p99 <= one step + 2 ms:  %.3f ms vs %.3f ms  %s\n", ev99,

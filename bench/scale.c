@@ -66,22 +66,21 @@ static int s_failures;
 
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bench/scale [options]\n"
-            "       (run it as: cmd/imagejobs-local bench scale [options])\n"
-            "\n"
-            "  --quick            a small run (under a minute)\n"
-            "  --instances N      rows for 1..N instances (default 3)\n"
-            "  --batch N          claims: jobs of 4 combinations (default 200)\n"
-            "  --enqueue N        enqueue-to-start samples (default 200)\n"
-            "  --cancels N        cancelled jobs per row (default 30)\n"
-            "  --logs DIR         the servers' logs (default: bench/scale-logs in the\n"
-            "                     build tree)\n"
-            "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
-            "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the instances\n"
-            "                     share DBNAME_scale in the same server, dropped and\n"
-            "                     created afresh for each row\n"
-            "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
+    fprintf(f, "usage: bench/scale [options]\n"
+               "       (run it as: cmd/imagejobs-local bench scale [options])\n"
+               "\n"
+               "  --quick            a small run (under a minute)\n"
+               "  --instances N      rows for 1..N instances (default 3)\n"
+               "  --batch N          claims: jobs of 4 combinations (default 200)\n"
+               "  --enqueue N        enqueue-to-start samples (default 200)\n"
+               "  --cancels N        cancelled jobs per row (default 30)\n"
+               "  --logs DIR         the servers' logs (default: bench/scale-logs in the\n"
+               "                     build tree)\n"
+               "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
+               "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the instances\n"
+               "                     share DBNAME_scale in the same server, dropped and\n"
+               "                     created afresh for each row\n"
+               "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
 }
 
 static int s_parse_int(const char *what, const char *v, int lo, int hi)
@@ -122,16 +121,35 @@ static void s_parse_args(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'q': break;
-        case 'h': s_usage(stdout); exit(0);
-        case O_INST: s_opt.max_instances = s_parse_int("--instances", optarg, 1, MAX_INSTANCES); break;
-        case O_BATCH: s_opt.batch_jobs = s_parse_int("--batch", optarg, 1, 100000); break;
-        case O_ENQ: s_opt.enqueue_jobs = s_parse_int("--enqueue", optarg, 1, 100000); break;
-        case O_CANCELS: s_opt.cancel_jobs = s_parse_int("--cancels", optarg, 1, 10000); break;
-        case O_LOGS: s_opt.logs = optarg; break;
-        case O_REDIS: s_opt.redis = optarg; break;
-        case O_DB: s_opt.database = optarg; break;
-        default: s_usage(stderr); exit(2);
+        case 'q':
+            break;
+        case 'h':
+            s_usage(stdout);
+            exit(0);
+        case O_INST:
+            s_opt.max_instances = s_parse_int("--instances", optarg, 1, MAX_INSTANCES);
+            break;
+        case O_BATCH:
+            s_opt.batch_jobs = s_parse_int("--batch", optarg, 1, 100000);
+            break;
+        case O_ENQ:
+            s_opt.enqueue_jobs = s_parse_int("--enqueue", optarg, 1, 100000);
+            break;
+        case O_CANCELS:
+            s_opt.cancel_jobs = s_parse_int("--cancels", optarg, 1, 10000);
+            break;
+        case O_LOGS:
+            s_opt.logs = optarg;
+            break;
+        case O_REDIS:
+            s_opt.redis = optarg;
+            break;
+        case O_DB:
+            s_opt.database = optarg;
+            break;
+        default:
+            s_usage(stderr);
+            exit(2);
         }
     }
     if (optind < argc) {
@@ -160,8 +178,6 @@ static void s_parse_args(int argc, char **argv)
 
 /* ================================================================ helpers */
 
-
-
 static void s_die(const char *fmt, ...)
 {
     va_list ap;
@@ -188,7 +204,6 @@ typedef struct {
     double *v;
     size_t n;
 } series_t;
-
 
 /* Nearest-rank percentile (p in 0..1) of a sorted series. */
 static double s_pct(const series_t *s, double p)
@@ -288,8 +303,9 @@ static void s_start(int i, const char *database)
     if (snprintf(s->log, sizeof s->log, "%s/%s.log", s_opt.logs, s->name) >= (int)sizeof s->log)
         s_die("--logs path too long");
     s->port = api_free_port();
-    const char *args[] = {"--redis", s_opt.redis, "--database", database, "--generators", gens,
-                          "--instance", s->name, "--backend", "cpu", NULL};
+    const char *args[] = {"--redis",      s_opt.redis, "--database", database,
+                          "--generators", gens,        "--instance", s->name,
+                          "--backend",    "cpu",       NULL};
     s->pid = api_serve(s->port, args, s->log, 60);
     if (s->pid < 0)
         s_die("%s did not become ready; see %s", s->name, s->log);
@@ -359,9 +375,8 @@ static int s_wait(PGconn *db, const char *sql, const char *id, long want, double
 
 static const char *const SQL_TASKS_PROCESSING =
     "SELECT count(*) FROM job_tasks WHERE job_id = $1 AND status = 'processing'";
-static const char *const SQL_JOB_ENDED =
-    "SELECT count(*) FROM jobs WHERE id = $1 "
-    "AND status IN ('completed', 'user_cancelled', 'failed')";
+static const char *const SQL_JOB_ENDED = "SELECT count(*) FROM jobs WHERE id = $1 "
+                                         "AND status IN ('completed', 'user_cancelled', 'failed')";
 static const char *const SQL_OPEN_JOBS =
     "SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')";
 
@@ -369,22 +384,23 @@ static const char *const SQL_OPEN_JOBS =
  * returns how many did not. */
 static long s_check_db(PGconn *db, long expect_jobs)
 {
-    PGresult *r = s_sql(db,
-        "WITH t AS (SELECT job_id, sum(completed_images) AS n,"
-        "  bool_and(status = 'completed') AS all_completed,"
-        "  bool_and(status = 'cancelled') AS all_cancelled FROM job_tasks GROUP BY job_id),"
-        " a AS (SELECT job_id, count(*) AS n FROM attachments GROUP BY job_id)"
-        "SELECT j.id, j.status, j.completed_images, j.total_images,"
-        "  cardinality(j.generated_attach_ids), t.n, COALESCE(a.n, 0) "
-        "FROM jobs j LEFT JOIN t ON t.job_id = j.id LEFT JOIN a ON a.job_id = j.id "
-        "WHERE NOT (j.completed_images = cardinality(j.generated_attach_ids)"
-        "           AND j.completed_images = COALESCE(t.n, -1)"
-        "           AND j.completed_images = COALESCE(a.n, 0)"
-        "           AND ((j.status = 'completed' AND t.all_completed"
-        "                 AND j.completed_images = j.total_images)"
-        "             OR (j.status = 'user_cancelled' AND t.all_cancelled"
-        "                 AND j.cancel_requested_at IS NOT NULL)))",
-        0, NULL);
+    PGresult *r =
+        s_sql(db,
+              "WITH t AS (SELECT job_id, sum(completed_images) AS n,"
+              "  bool_and(status = 'completed') AS all_completed,"
+              "  bool_and(status = 'cancelled') AS all_cancelled FROM job_tasks GROUP BY job_id),"
+              " a AS (SELECT job_id, count(*) AS n FROM attachments GROUP BY job_id)"
+              "SELECT j.id, j.status, j.completed_images, j.total_images,"
+              "  cardinality(j.generated_attach_ids), t.n, COALESCE(a.n, 0) "
+              "FROM jobs j LEFT JOIN t ON t.job_id = j.id LEFT JOIN a ON a.job_id = j.id "
+              "WHERE NOT (j.completed_images = cardinality(j.generated_attach_ids)"
+              "           AND j.completed_images = COALESCE(t.n, -1)"
+              "           AND j.completed_images = COALESCE(a.n, 0)"
+              "           AND ((j.status = 'completed' AND t.all_completed"
+              "                 AND j.completed_images = j.total_images)"
+              "             OR (j.status = 'user_cancelled' AND t.all_cancelled"
+              "                 AND j.cancel_requested_at IS NOT NULL)))",
+              0, NULL);
     long bad = PQntuples(r);
     for (int i = 0; i < PQntuples(r) && i < 5; i++)
         s_fail("job %s ended %s: completed_images %s of %s, %s attach ids, %s over its "
@@ -400,7 +416,8 @@ static long s_check_db(PGconn *db, long expect_jobs)
         bad++;
     }
     /* the cancelled combinations' timestamps, in order */
-    r = s_sql(db,
+    r = s_sql(
+        db,
         "SELECT count(*) FROM job_tasks t JOIN jobs j ON j.id = t.job_id "
         "WHERE j.prompt LIKE 'scale cancel %' AND NOT (t.cancel_observed_at >= j.cancel_requested_at"
         "  AND t.stopped_at >= t.cancel_observed_at AND j.finished_at >= t.stopped_at)",
@@ -409,7 +426,8 @@ static long s_check_db(PGconn *db, long expect_jobs)
     PQclear(r);
     if (bad_ts) {
         s_fail("%ld cancelled combinations without ordered requested <= observed <= stopped "
-               "<= finished timestamps", bad_ts);
+               "<= finished timestamps",
+               bad_ts);
         bad++;
     }
     return bad;
@@ -451,11 +469,12 @@ static void s_run_row(PGconn *admin, int n, row_t *row, unsigned *rng)
             s_wait(db, SQL_OPEN_JOBS, NULL, 0, 120, 0.02, "the batch");
         }
     }
-    PGresult *r = s_sql(db,
-        "SELECT count(*), extract(epoch FROM max(t.stopped_at) - min(t.started_at)) "
-        "FROM job_tasks t JOIN jobs j ON j.id = t.job_id "
-        "WHERE j.prompt LIKE 'scale batch %' AND t.status = 'completed'",
-        0, NULL);
+    PGresult *r =
+        s_sql(db,
+              "SELECT count(*), extract(epoch FROM max(t.stopped_at) - min(t.started_at)) "
+              "FROM job_tasks t JOIN jobs j ON j.id = t.job_id "
+              "WHERE j.prompt LIKE 'scale batch %' AND t.status = 'completed'",
+              0, NULL);
     row->combos = atol(PQgetvalue(r, 0, 0));
     double span = atof(PQgetvalue(r, 0, 1));
     row->claims_per_s = span > 0 ? (double)row->combos / span : NAN;
@@ -474,7 +493,8 @@ static void s_run_row(PGconn *admin, int n, row_t *row, unsigned *rng)
             break;
     }
     size_t remote = 0;
-    row->enqueue = s_sql_series(db,
+    row->enqueue = s_sql_series(
+        db,
         "SELECT extract(epoch FROM t.started_at - j.created_at) * 1000, t.claimed_by <> 'scale-1' "
         "FROM job_tasks t JOIN jobs j ON j.id = t.job_id WHERE j.prompt LIKE 'scale enqueue %'",
         &remote);
@@ -500,7 +520,8 @@ static void s_run_row(PGconn *admin, int n, row_t *row, unsigned *rng)
              n > 1 ? " AND t.claimed_by <> 'scale-1'" : "");
     size_t unused;
     row->cancel = s_sql_series(db, sql, &unused);
-    if (row->cancel.n != (size_t)s_opt.cancel_jobs * (size_t)(n > 1 ? (n - 1) * GENERATORS : GENERATORS))
+    if (row->cancel.n
+        != (size_t)s_opt.cancel_jobs * (size_t)(n > 1 ? (n - 1) * GENERATORS : GENERATORS))
         s_fail("%d instances: %zu cancel propagation samples, expected %d", n, row->cancel.n,
                s_opt.cancel_jobs * (n > 1 ? (n - 1) * GENERATORS : GENERATORS));
 

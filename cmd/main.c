@@ -55,8 +55,7 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                        "generation backend"},
     [SERVE_INSTANCE] = {"instance", "IMAGEJOBS_INSTANCE", NULL, "NAME", NULL,
                         "instance id shared by Redis and PostgreSQL (default: host-pid)"},
-    [SERVE_CANCEL_CHECK] = {"cancel-check", "IMAGEJOBS_CANCEL_CHECK", NULL, "event|poll",
-                            "event",
+    [SERVE_CANCEL_CHECK] = {"cancel-check", "IMAGEJOBS_CANCEL_CHECK", NULL, "event|poll", "event",
                             "event: cancels published to every generator; poll: the "
                             "seed's Redis flag before each image"},
     [SERVE_CORS_ORIGIN] = {"cors-origin", "IMAGEJOBS_CORS_ORIGIN", NULL, "ORIGIN", "*",
@@ -164,7 +163,8 @@ static int s_serve(int argc, char **argv)
     if (strcmp(v[SERVE_GENERATORS], "auto") == 0)
         ngen = generator_auto_count(cores, gpus);
     else if (options_long("generators", v[SERVE_GENERATORS], 0, GENERATORS_MAX, &ngen, err,
-                          sizeof err) < 0) {
+                          sizeof err)
+             < 0) {
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
@@ -198,11 +198,11 @@ static int s_serve(int argc, char **argv)
     }
     log_info("imagejobs %s instance %s starting", PACKAGE_VERSION, instance);
 
-    store_config_t store_cfg = {.conninfo = v[SERVE_DATABASE], .instance = instance,
-                                .lease_s = (double)lease};
+    store_config_t store_cfg = {
+        .conninfo = v[SERVE_DATABASE], .instance = instance, .lease_s = (double)lease};
     redis_config_t redis_cfg = {.url = v[SERVE_REDIS], .instance = instance};
-    http_config_t http_cfg = {.listen = v[SERVE_LISTEN], .cors_origin = v[SERVE_CORS_ORIGIN],
-                              .instance = instance};
+    http_config_t http_cfg = {
+        .listen = v[SERVE_LISTEN], .cors_origin = v[SERVE_CORS_ORIGIN], .instance = instance};
     if (!(svc.store = store_start(svc.rt, &store_cfg, err, sizeof err))
         || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
         log_error("%s", err);
@@ -223,8 +223,7 @@ static int s_serve(int argc, char **argv)
             .poll_mode = poll_mode,
             .lease_renew_s = (double)lease / 3.,
         };
-        if (!(svc.generators[svc.ngenerators] = generator_start(svc.rt, &gcfg, err,
-                                                                sizeof err))) {
+        if (!(svc.generators[svc.ngenerators] = generator_start(svc.rt, &gcfg, err, sizeof err))) {
             log_error("%s", err);
             s_service_stop(&svc);
             return 1;
@@ -236,8 +235,8 @@ static int s_serve(int argc, char **argv)
         s_service_stop(&svc);
         return 1;
     }
-    log_info("serving http://%s (%d generators, cancel-check %s)", v[SERVE_LISTEN],
-             svc.ngenerators, v[SERVE_CANCEL_CHECK]);
+    log_info("serving http://%s (%d generators, cancel-check %s)", v[SERVE_LISTEN], svc.ngenerators,
+             v[SERVE_CANCEL_CHECK]);
 
     int sig = migrated ? 0 : s_migrate_until_done(v[SERVE_DATABASE]);
     if (sig == 0)

@@ -14,7 +14,7 @@
 #define JOB_STYLE_MAX 1000  /* bytes of one combination's style */
 #define JOB_PROMPT_STYLE_SEPARATOR ", "
 /* The longest prompt a generator is handed: prompt + ", " + style. */
-#define JOB_GENERATION_PROMPT_MAX                                             \
+#define JOB_GENERATION_PROMPT_MAX                                                                  \
     (JOB_PROMPT_MAX + (int)sizeof JOB_PROMPT_STYLE_SEPARATOR - 1 + JOB_STYLE_MAX)
 
 #define JOB_COMBINATIONS_MAX 64

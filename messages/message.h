@@ -25,8 +25,8 @@ typedef struct {
 
 /* The enumerations of the table: cancel_mode_t, job_status_t, ... */
 #define VALUE(CONSTANT, text) CONSTANT,
-#define ENUM(PREFIX, name, values)                                            \
-    typedef enum { values PREFIX##_COUNT } name##_t;                          \
+#define ENUM(PREFIX, name, values)                                                                 \
+    typedef enum { values PREFIX##_COUNT } name##_t;                                               \
     enum { name##_COUNT_OF = PREFIX##_COUNT }; /* the count, by the name */
 #include "messages/messages.def"
 #undef ENUM
@@ -35,8 +35,8 @@ typedef struct {
 /* For each enumeration: name_name(v) is the value's text ("immediate"), or
  * "unknown" out of range; name_parse(s, len, &v) reads exactly that text
  * (len bytes, not NUL-terminated) and returns 0, or -1 for anything else. */
-#define ENUM(PREFIX, name, values)                                            \
-    const char *name##_name(name##_t v);                                      \
+#define ENUM(PREFIX, name, values)                                                                 \
+    const char *name##_name(name##_t v);                                                           \
     int name##_parse(const char *s, size_t len, name##_t *out);
 #include "messages/messages.def"
 #undef ENUM
@@ -49,7 +49,10 @@ typedef struct {
 #define FIELD_STR(f) char *f;
 #define FIELD_BIN(f) msg_bin_t f;
 #define FIELD_ENUM(f, e) e##_t f;
-#define MSG(TYPE, name, fields) typedef struct { fields } msg_##name##_t;
+#define MSG(TYPE, name, fields)                                                                    \
+    typedef struct {                                                                               \
+        fields                                                                                     \
+    } msg_##name##_t;
 #include "messages/messages.def"
 #undef MSG
 #undef FIELD_U64
@@ -76,8 +79,8 @@ enum {
 typedef struct {
     msg_type_t type;
     uint32_t flags;
-    uint64_t corr;              /* correlation id; 0 when none */
-    char sender[MSG_NAME_MAX];  /* actor (mailbox) name of the sender */
+    uint64_t corr;             /* correlation id; 0 when none */
+    char sender[MSG_NAME_MAX]; /* actor (mailbox) name of the sender */
     union {
 #define MSG(TYPE, name, fields) msg_##name##_t name;
 #include "messages/messages.def"
@@ -114,7 +117,6 @@ msg_t *msg_decode(const void *data, size_t size, char *err, size_t errlen);
 typedef struct msg_decoder msg_decoder_t;
 msg_decoder_t *msg_decoder_new(void);
 void msg_decoder_destroy(msg_decoder_t **dp);
-msg_t *msg_decode_with(msg_decoder_t *d, const void *data, size_t size, char *err,
-                       size_t errlen);
+msg_t *msg_decode_with(msg_decoder_t *d, const void *data, size_t size, char *err, size_t errlen);
 
 #endif

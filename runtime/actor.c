@@ -143,8 +143,8 @@ int actor_reply_to(actor_t *self, const actor_caller_t *to, msg_t *reply)
     reply->corr = to->corr;
     reply->flags |= MSG_FLAG_REPLY;
     if (mailbox_send(self->mailbox, to->sender, reply) < 0) {
-        log_debug("%s: reply %s to %s not delivered: %s", self->name,
-                  msg_type_name(reply->type), to->sender, strerror(errno));
+        log_debug("%s: reply %s to %s not delivered: %s", self->name, msg_type_name(reply->type),
+                  to->sender, strerror(errno));
         return -1;
     }
     return 0;
@@ -187,9 +187,8 @@ static void s_dispatch(actor_t *self, msg_t *msg)
             p->cb(self, 0, msg, p->arg);
             free(p);
         } else {
-            log_debug("late or unknown reply %s #%llu from %s dropped",
-                      msg_type_name(msg->type), (unsigned long long)msg->corr,
-                      msg->sender);
+            log_debug("late or unknown reply %s #%llu from %s dropped", msg_type_name(msg->type),
+                      (unsigned long long)msg->corr, msg->sender);
         }
         return;
     }
@@ -197,8 +196,7 @@ static void s_dispatch(actor_t *self, msg_t *msg)
     if (fn)
         fn(self, msg);
     else
-        log_warn("no handler for %s from %s; dropped", msg_type_name(msg->type),
-                 msg->sender);
+        log_warn("no handler for %s from %s; dropped", msg_type_name(msg->type), msg->sender);
 }
 
 static void s_inbox_cb(struct ev_loop *loop, zwatch_t *w, int revents)
@@ -335,8 +333,8 @@ static void *s_thread(void *arg)
     return NULL;
 }
 
-actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec,
-                   void *arg, char *err, size_t errlen)
+actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec, void *arg, char *err,
+                   size_t errlen)
 {
     if (!name || !*name || strlen(name) >= MSG_NAME_MAX) {
         snprintf(err, errlen, "actor name must be 1 to %d bytes", MSG_NAME_MAX - 1);
@@ -392,12 +390,30 @@ void actor_destroy(actor_t **ap)
 
 /* ------------------------------------------------------------ accessors */
 
-const char *actor_name(const actor_t *self) { return self->name; }
-struct ev_loop *actor_loop(actor_t *self) { return self->loop; }
-mailbox_t *actor_mailbox(actor_t *self) { return self->mailbox; }
-runtime_t *actor_runtime(actor_t *self) { return self->rt; }
-void *actor_state(actor_t *self) { return self->state; }
-void actor_set_state(actor_t *self, void *state) { self->state = state; }
+const char *actor_name(const actor_t *self)
+{
+    return self->name;
+}
+struct ev_loop *actor_loop(actor_t *self)
+{
+    return self->loop;
+}
+mailbox_t *actor_mailbox(actor_t *self)
+{
+    return self->mailbox;
+}
+runtime_t *actor_runtime(actor_t *self)
+{
+    return self->rt;
+}
+void *actor_state(actor_t *self)
+{
+    return self->state;
+}
+void actor_set_state(actor_t *self, void *state)
+{
+    self->state = state;
+}
 
 void actor_fail(actor_t *self, const char *fmt, ...)
 {

@@ -52,8 +52,8 @@ typedef struct {
 
 /* Starts actor `name` (unique in rt). Returns NULL and writes the reason to
  * err when the thread, its loop, its mailbox or its init fails. */
-actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec,
-                   void *arg, char *err, size_t errlen);
+actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec, void *arg, char *err,
+                   size_t errlen);
 
 /* Asks the actor to stop (see actor_spec_t.stopping), waits at most
  * ACTOR_STOP_DEADLINE_S for it to finish, runs fini, joins its thread and

@@ -55,8 +55,8 @@ void log_write(log_level_t level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof line - n, ".%06ldZ %s [%s] ",
-                          (long)tv.tv_usec, tags[level], log_thread_name());
+    n += (size_t)snprintf(line + n, sizeof line - n, ".%06ldZ %s [%s] ", (long)tv.tv_usec,
+                          tags[level], log_thread_name());
 
     va_list ap;
     va_start(ap, fmt);

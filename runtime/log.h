@@ -19,8 +19,7 @@ int log_level_parse(const char *s, log_level_t *level);
 void log_set_thread_name(const char *name);
 const char *log_thread_name(void);
 
-void log_write(log_level_t level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, __VA_ARGS__)

@@ -269,7 +269,7 @@ int mailbox_subscribe(mailbox_t *mb, const char *prefix)
 int mailbox_publish(mailbox_t *mb, const char *topic, msg_t *msg)
 {
     char stack[32][32];
-    char (*names)[32] = stack;
+    char(*names)[32] = stack;
     size_t n = runtime_subscribers(mb->rt, topic, names, 32);
     if (n > 32) {
         /* more subscribers than the stack holds: ask again with room */
@@ -294,8 +294,8 @@ int mailbox_publish(mailbox_t *mb, const char *topic, msg_t *msg)
                 delivered++;
             else {
                 /* unsubscribed and gone between the lookup and the send */
-                log_debug("event %s on %s not delivered to %s: %s",
-                          msg_type_name(msg->type), topic, names[i], strerror(errno));
+                log_debug("event %s on %s not delivered to %s: %s", msg_type_name(msg->type), topic,
+                          names[i], strerror(errno));
                 zmq_msg_close(&copy);
             }
         }
@@ -317,8 +317,8 @@ int mailbox_try_recv(mailbox_t *mb, msg_t **out)
         return 0;
     }
     char err[160];
-    *out = msg_decode_with(mb->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), err,
-                           sizeof err);
+    *out =
+        msg_decode_with(mb->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), err, sizeof err);
     zmq_msg_close(&frame);
     if (!*out) {
         log_warn("dropped a malformed message: %s", err);
@@ -326,7 +326,6 @@ int mailbox_try_recv(mailbox_t *mb, msg_t **out)
     }
     return 1;
 }
-
 
 msg_t *mailbox_recv(mailbox_t *mb, int timeout_ms)
 {

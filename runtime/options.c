@@ -12,8 +12,7 @@
 
 void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
 {
-    fprintf(out, "%s\n\nOptions (each also from the environment variable shown):\n",
-            usage);
+    fprintf(out, "%s\n\nOptions (each also from the environment variable shown):\n", usage);
     for (size_t i = 0; i < n; i++) {
         char flag[64];
         if (opts[i].short_name)
@@ -35,8 +34,8 @@ void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
     fprintf(out, "  %-28s %s\n", "--help", "print this help and exit");
 }
 
-int options_parse(const option_t *opts, size_t n, const char **values,
-                 int argc, char **argv, const char *usage, char *err, size_t errlen)
+int options_parse(const option_t *opts, size_t n, const char **values, int argc, char **argv,
+                  const char *usage, char *err, size_t errlen)
 {
     struct option *longopts = calloc(n + 2, sizeof *longopts);
     if (!longopts)
@@ -101,15 +100,15 @@ int options_parse(const option_t *opts, size_t n, const char **values,
     return rc;
 }
 
-int options_long(const char *name, const char *value, long min, long max, long *out,
-                char *err, size_t errlen)
+int options_long(const char *name, const char *value, long min, long max, long *out, char *err,
+                 size_t errlen)
 {
     char *end;
     errno = 0;
     long v = value ? strtol(value, &end, 10) : 0;
     if (!value || !*value || *end || errno || v < min || v > max) {
-        snprintf(err, errlen, "--%s must be an integer from %ld to %ld, not '%s'", name,
-                 min, max, value ? value : "");
+        snprintf(err, errlen, "--%s must be an integer from %ld to %ld, not '%s'", name, min, max,
+                 value ? value : "");
         return -1;
     }
     *out = v;

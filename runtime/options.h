@@ -18,22 +18,22 @@ typedef struct {
     const char *arg;     /* placeholder shown in --help ("HOST:PORT") */
     const char *def;     /* default, or NULL for none */
     const char *help;
-    int short_name;      /* one-letter alias ('o' for -o), or 0 */
+    int short_name; /* one-letter alias ('o' for -o), or 0 */
 } option_t;
 
 /* Parses argv (argv[0] is the command name) against opts[0..n). values[i]
  * receives option i's value or NULL. Positional arguments are rejected.
  * Returns 0, 1 when --help was given (usage already printed), or -1 with
  * a message in err. */
-int options_parse(const option_t *opts, size_t n, const char **values,
-                 int argc, char **argv, const char *usage, char *err, size_t errlen);
+int options_parse(const option_t *opts, size_t n, const char **values, int argc, char **argv,
+                  const char *usage, char *err, size_t errlen);
 
 /* Prints usage and the table: flags, placeholders, variables, defaults. */
 void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n);
 
 /* Converts a decimal integer within [min, max]; -1 (with a message in err
  * naming the option) when it is not one. */
-int options_long(const char *name, const char *value, long min, long max, long *out,
-                char *err, size_t errlen);
+int options_long(const char *name, const char *value, long min, long max, long *out, char *err,
+                 size_t errlen);
 
 #endif

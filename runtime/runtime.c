@@ -32,8 +32,8 @@ struct runtime {
     entry_t *entries;
     size_t nentries, cap;
     pid_t pid;
-    uint64_t next_id;          /* under lock */
-    _Atomic uint64_t epoch;    /* bumped by every unregister */
+    uint64_t next_id;       /* under lock */
+    _Atomic uint64_t epoch; /* bumped by every unregister */
 };
 
 runtime_t *runtime_new(void)
@@ -68,8 +68,8 @@ void runtime_destroy(runtime_t **rtp)
     if (!rt)
         return;
     if (rt->nentries)
-        log_warn("runtime destroyed with %zu mailboxes still open (first: %s)",
-                 rt->nentries, rt->entries[0].name);
+        log_warn("runtime destroyed with %zu mailboxes still open (first: %s)", rt->nentries,
+                 rt->entries[0].name);
     zmq_ctx_term(rt->zmq);
     for (size_t i = 0; i < rt->nentries; i++) {
         for (size_t t = 0; t < rt->entries[i].ntopics; t++)
@@ -193,8 +193,7 @@ int runtime_subscribe(runtime_t *rt, const char *name, const char *prefix)
     return rc;
 }
 
-size_t runtime_subscribers(runtime_t *rt, const char *topic, char (*names)[32],
-                           size_t max)
+size_t runtime_subscribers(runtime_t *rt, const char *topic, char (*names)[32], size_t max)
 {
     size_t n = 0;
     pthread_mutex_lock(&rt->lock);

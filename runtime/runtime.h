@@ -57,7 +57,6 @@ int runtime_subscribe(runtime_t *rt, const char *name, const char *prefix);
 /* Copies into names (a caller-provided array of max entries, each
  * MSG_NAME_MAX bytes) the subscribers of topic; returns how many there are
  * (which may exceed max). */
-size_t runtime_subscribers(runtime_t *rt, const char *topic, char (*names)[32],
-                           size_t max);
+size_t runtime_subscribers(runtime_t *rt, const char *topic, char (*names)[32], size_t max);
 
 #endif

@@ -10,8 +10,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#define CONTAINER(ptr, member) \
-    ((zwatch_t *)((char *)(ptr) - offsetof(zwatch_t, member)))
+#define CONTAINER(ptr, member) ((zwatch_t *)((char *)(ptr)-offsetof(zwatch_t, member)))
 
 /* The wanted subset of the socket's ZMQ_EVENTS as libev events, or
  * EV_ERROR when they cannot be read (the socket is being closed). */

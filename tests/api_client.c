@@ -68,15 +68,14 @@ int api_request(int port, const char *method, const char *path, const char *extr
         return -1;
     size_t cap_head = 1024 + strlen(path) + (extra_headers ? strlen(extra_headers) : 0);
     char *head = malloc(cap_head);
-    int n = snprintf(head, cap_head,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method,
-                     path, extra_headers ? extra_headers : "");
+    int n = snprintf(head, cap_head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s",
+                     method, path, extra_headers ? extra_headers : "");
     if (body)
         n += snprintf(head + n, cap_head - (size_t)n, "Content-Length: %zu\r\n", body_len);
     n += snprintf(head + n, cap_head - (size_t)n, "\r\n");
     /* the server may answer (413, 431) and close before reading it all */
-    int wrote = s_write_all(fd, head, (size_t)n) == 0
-                && (!body || s_write_all(fd, body, body_len) == 0);
+    int wrote =
+        s_write_all(fd, head, (size_t)n) == 0 && (!body || s_write_all(fd, body, body_len) == 0);
     free(head);
     (void)wrote;
     size_t cap = 65536, len = 0;

@@ -15,7 +15,7 @@ typedef struct {
     char headers[8192]; /* raw header block, lowercased names */
     char *body;         /* NUL-terminated, malloc'd */
     size_t body_len;
-    json_t *json;       /* parsed body when it is JSON, else NULL */
+    json_t *json; /* parsed body when it is JSON, else NULL */
 } api_response_t;
 
 /* Sends one request (extra_headers: "Name: value\r\n" lines or NULL; body

@@ -106,8 +106,8 @@ static void s_assert_consistent(const char *id, json_t *job)
         uint8_t *rgb;
         uint32_t w, h;
         char err[128];
-        ck_assert_msg(gen_png_decode((uint8_t *)r.body, r.body_len, &rgb, &w, &h, err,
-                                     sizeof err) == 0,
+        ck_assert_msg(gen_png_decode((uint8_t *)r.body, r.body_len, &rgb, &w, &h, err, sizeof err)
+                          == 0,
                       "attachment %zu does not decode: %s", i, err);
         free(rgb);
         api_response_free(&r);
@@ -138,9 +138,9 @@ static long s_redis_ttl(const char *id)
 }
 
 /* A job that keeps both generators busy for a long while. */
-#define LONG_JOB \
-    "{\"prompt\":\"a lighthouse on a stormy coast\",\"combinations\":[{\"seed\":1},"      \
-    "{\"seed\":2,\"style\":\"oil painting\"}],\"images_per_combination\":4,"             \
+#define LONG_JOB                                                                                   \
+    "{\"prompt\":\"a lighthouse on a stormy coast\",\"combinations\":[{\"seed\":1},"               \
+    "{\"seed\":2,\"style\":\"oil painting\"}],\"images_per_combination\":4,"                       \
     "\"width\":256,\"height\":256,\"steps\":80}"
 
 /* ------------------------------------------------------------ the seed's responses */
@@ -209,8 +209,8 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
                         "\"width\":512,\"height\":512,\"steps\":60}",
                         4);
     json_decref(s_wait_progress(id, 1, 120));
-    api_response_t r = s_cancel(id, "Content-Type: application/json\r\n",
-                                "{\"mode\":\"after_current_image\"}");
+    api_response_t r =
+        s_cancel(id, "Content-Type: application/json\r\n", "{\"mode\":\"after_current_image\"}");
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(api_check_str(r.json, "message"),
                      "Cancel request sent. Job will stop after current image.");
@@ -382,9 +382,14 @@ START_TEST(test_bad_input_changes_nothing_and_server_keeps_serving)
     PGconn *db = api_check_db(getenv("IMAGEJOBS_TEST_DATABASE"));
     long before = api_check_sql_long(db, "select count(*) from jobs where $1 = $1", "x");
     static const char *const bodies[] = {
-        "{\"prompt\":", "[]", "{\"prompt\":42}", "{\"prompt\":\"x\",\"width\":4096}",
-        "{\"prompt\":\"x\",\"steps\":0}", "{\"prompt\":\"x\",\"colour\":\"red\"}",
-        "{\"prompt\":\"\"}", "{\"prompt\":\"x\",\"combinations\":\"all\"}",
+        "{\"prompt\":",
+        "[]",
+        "{\"prompt\":42}",
+        "{\"prompt\":\"x\",\"width\":4096}",
+        "{\"prompt\":\"x\",\"steps\":0}",
+        "{\"prompt\":\"x\",\"colour\":\"red\"}",
+        "{\"prompt\":\"\"}",
+        "{\"prompt\":\"x\",\"combinations\":\"all\"}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
         api_response_t r =
@@ -505,9 +510,8 @@ START_TEST(test_longest_prompt_and_style_are_generated)
     style[1000] = '\0';
     memcpy(prompt, "a lighthouse ", 13);
     memcpy(style, "oil painting ", 13);
-    json_t *doc = json_pack("{s:s,s:[{s:i,s:s}],s:i,s:i,s:i}", "prompt", prompt,
-                            "combinations", "seed", 1, "style", style, "width", 64, "height",
-                            64, "steps", 1);
+    json_t *doc = json_pack("{s:s,s:[{s:i,s:s}],s:i,s:i,s:i}", "prompt", prompt, "combinations",
+                            "seed", 1, "style", style, "width", 64, "height", 64, "steps", 1);
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     char *id = s_create(body, 1);

@@ -130,8 +130,8 @@ static void s_check_png(const msg_t *m, uint64_t size)
     uint8_t *rgb = NULL;
     uint32_t w = 0, h = 0;
     char err[128];
-    ck_assert_int_eq(gen_png_decode(m->image_ready.png.data, m->image_ready.png.size, &rgb,
-                                    &w, &h, err, sizeof err),
+    ck_assert_int_eq(gen_png_decode(m->image_ready.png.data, m->image_ready.png.size, &rgb, &w, &h,
+                                    err, sizeof err),
                      0);
     ck_assert_uint_eq(w, size);
     ck_assert_uint_eq(h, size);

@@ -17,8 +17,8 @@
 #include "runtime/runtime.h"
 #include "runtime/uuid.h"
 
-#include <arpa/inet.h>
 #include "tests/runner.h"
+#include <arpa/inet.h>
 
 #include <check.h>
 #include <errno.h>
@@ -276,8 +276,7 @@ static bool s_closed_within(client_t *c, int ms)
 }
 
 /* A request with an optional body (then with its Content-Length). */
-static char *s_request(const char *method, const char *path, const char *ctype,
-                       const char *body)
+static char *s_request(const char *method, const char *path, const char *ctype, const char *body)
 {
     char *out;
     char ct[256] = "", cl[64] = "";
@@ -285,8 +284,8 @@ static char *s_request(const char *method, const char *path, const char *ctype,
         snprintf(ct, sizeof ct, "Content-Type: %s\r\n", ctype);
     if (body)
         snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", strlen(body));
-    ck_assert_int_gt(asprintf(&out, "%s %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n%s", method,
-                              path, ct, cl, body ? body : ""),
+    ck_assert_int_gt(asprintf(&out, "%s %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n%s", method, path,
+                              ct, cl, body ? body : ""),
                      0);
     return out;
 }
@@ -344,8 +343,7 @@ static msg_t *s_cancel_result(const char *prior, uint64_t done, uint64_t total)
     msg_set_str(&m->job_cancel_result.job_id, JOB);
     msg_job_cancel_result_t *b = &m->job_cancel_result;
     ck_assert_int_eq(job_status_parse(prior, strlen(prior), &b->prior_status), 0);
-    b->status = b->prior_status == JOB_STATUS_PENDING ? JOB_STATUS_USER_CANCELLED
-                                                      : b->prior_status;
+    b->status = b->prior_status == JOB_STATUS_PENDING ? JOB_STATUS_USER_CANCELLED : b->prior_status;
     m->job_cancel_result.completed_images = done;
     m->job_cancel_result.total_images = total;
     m->job_cancel_result.requested_at_us = s_now_us();
@@ -396,8 +394,7 @@ static void s_expect_error_like(const resp_t *r, int status, const char *want)
     ck_assert_msg(r->status == status, "status %d, wanted %d: %s", r->status, status, r->body);
     s_json_size(r, 1);
     const char *e = json_string_value(json_object_get(r->json, "error"));
-    ck_assert_msg(e && strstr(e, want), "error '%s' does not mention '%s'", e ? e : "(none)",
-                  want);
+    ck_assert_msg(e && strstr(e, want), "error '%s' does not mention '%s'", e ? e : "(none)", want);
 }
 
 static void s_expect_cors(const resp_t *r)
@@ -487,8 +484,7 @@ START_TEST(test_cancel_running_immediate_with_curl_shape)
 {
     client_t *c = s_connect();
     resp_t r;
-    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 3, 10),
-                       &r);
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 3, 10), &r);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
                             "processing", 3, 10);
     s_expect_broadcast("immediate");
@@ -503,8 +499,7 @@ START_TEST(test_cancel_after_current_image_is_the_seed_document)
     resp_t r;
     char *raw = s_request("POST", "/api/jobs/" JOB "/cancel", "application/json",
                           "{\"mode\": \"after_current_image\"}");
-    s_cancel_roundtrip(c, raw, "after_current_image",
-                       s_cancel_result("processing", 3, 10), &r);
+    s_cancel_roundtrip(c, raw, "after_current_image", s_cancel_result("processing", 3, 10), &r);
     free(raw);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop after current image.",
                             "processing", 3, 10);
@@ -523,8 +518,7 @@ START_TEST(test_cancel_with_fetch_shape_empty_json_body)
 {
     client_t *c = s_connect();
     resp_t r;
-    s_cancel_roundtrip(c, s_fetch_cancel, "immediate", s_cancel_result("processing", 0, 4),
-                       &r);
+    s_cancel_roundtrip(c, s_fetch_cancel, "immediate", s_cancel_result("processing", 0, 4), &r);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
                             "processing", 0, 4);
     s_expect_broadcast("immediate");
@@ -537,8 +531,7 @@ START_TEST(test_cancel_pending_job)
 {
     client_t *c = s_connect();
     resp_t r;
-    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("pending", 0, 8),
-                       &r);
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("pending", 0, 8), &r);
     s_expect_cancel_success(&r, "Job cancelled before it started.", "pending", 0, 8);
     s_expect_broadcast("immediate");
     s_resp_free(&r);
@@ -550,15 +543,13 @@ START_TEST(test_cancel_repeated_while_stopping_is_success_again)
 {
     client_t *c = s_connect();
     resp_t r;
-    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 2, 6),
-                       &r);
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 2, 6), &r);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
                             "processing", 2, 6);
     s_expect_broadcast("immediate");
     s_resp_free(&r);
     /* again, on the same connection, while the job is still stopping */
-    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 2, 6),
-                       &r);
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 2, 6), &r);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
                             "processing", 2, 6);
     s_expect_broadcast("immediate");
@@ -579,8 +570,8 @@ START_TEST(test_cancel_of_ended_jobs_is_not_success)
     client_t *c = s_connect();
     for (size_t i = 0; i < 3; i++) {
         resp_t r;
-        s_cancel_roundtrip(c, s_curl_cancel, "immediate",
-                           s_cancel_result(cases[i].status, 10, 10), &r);
+        s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result(cases[i].status, 10, 10),
+                           &r);
         ck_assert_int_eq(r.status, 200);
         s_expect_cors(&r);
         s_json_size(&r, 5);
@@ -666,8 +657,7 @@ START_TEST(test_cancel_body_variants)
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         char *raw = s_request("POST", "/api/jobs/" JOB "/cancel", good[i].ctype, good[i].body);
         resp_t r;
-        s_cancel_roundtrip(c, raw, good[i].mode, s_cancel_result("processing", 1, 5),
-                           &r);
+        s_cancel_roundtrip(c, raw, good[i].mode, s_cancel_result("processing", 1, 5), &r);
         ck_assert_int_eq(r.status, 200);
         s_json_bool(&r, "success", true);
         s_expect_broadcast(good[i].mode);
@@ -757,8 +747,8 @@ static json_t *s_expect_create(const char *body, const char *ctype, msg_t **reqp
 START_TEST(test_create_job_defaults)
 {
     msg_t *req;
-    json_t *combos = s_expect_create("{\"prompt\": \"a cat\"}", "application/json; charset=utf-8",
-                                     &req);
+    json_t *combos =
+        s_expect_create("{\"prompt\": \"a cat\"}", "application/json; charset=utf-8", &req);
     ck_assert_str_eq(req->job_create.prompt, "a cat");
     ck_assert_uint_eq(req->job_create.images_per_combination, 1);
     ck_assert_uint_eq(req->job_create.width, 512);
@@ -1111,8 +1101,8 @@ END_TEST
 START_TEST(test_unknown_path_and_wrong_method)
 {
     resp_t r;
-    static const char *const paths[] = {"/", "/nope", "/api", "/api/jobs/" JOB "/cancel/x",
-                                        "/api/jobsx", "/healthz/"};
+    static const char *const paths[] = {
+        "/", "/nope", "/api", "/api/jobs/" JOB "/cancel/x", "/api/jobsx", "/healthz/"};
     for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
         s_simple("GET", paths[i], NULL, NULL, &r);
         s_expect_error(&r, 404, "Not found");
@@ -1390,9 +1380,9 @@ START_TEST(test_pipelined_requests_answered_in_order)
     size_t n = 2000, len = 0;
     char *many = malloc(n * 64);
     for (size_t i = 0; i < n; i++)
-        len += (size_t)sprintf(many + len, i % 2 ? "GET /nope%zu HTTP/1.1\r\n\r\n"
-                                                 : "GET /healthz?i=%zu HTTP/1.1\r\n\r\n",
-                               i);
+        len += (size_t)sprintf(
+            many + len,
+            i % 2 ? "GET /nope%zu HTTP/1.1\r\n\r\n" : "GET /healthz?i=%zu HTTP/1.1\r\n\r\n", i);
     s_send(c, many, len);
     free(many);
     for (size_t i = 0; i < n; i++) {
@@ -1519,8 +1509,7 @@ START_TEST(test_abrupt_clients_do_not_disturb_the_server)
     }
     /* still serving, the full way */
     c = s_connect();
-    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 3, 10),
-                       &r);
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", s_cancel_result("processing", 3, 10), &r);
     s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
                             "processing", 3, 10);
     s_expect_broadcast("immediate");
@@ -1667,8 +1656,8 @@ START_TEST(test_many_idle_connections_are_cheap)
     usleep(200 * 1000);
     long after = s_rss_kb();
     double per = (double)(after - before) * 1024. / N;
-    fprintf(stderr, "check_http: %d idle keep-alive connections cost %.0f bytes each (RSS)\n",
-            N, per);
+    fprintf(stderr, "check_http: %d idle keep-alive connections cost %.0f bytes each (RSS)\n", N,
+            per);
     ck_assert_msg(per < 10240, "%.0f bytes per idle connection", per);
     /* a new client is served at once */
     double t0 = s_mono();
@@ -1715,8 +1704,7 @@ START_TEST(test_out_of_descriptors_does_not_spin)
     double cpu0 = s_cpu_s(), t0 = s_mono();
     usleep(1000 * 1000);
     double cpu = s_cpu_s() - cpu0, wall = s_mono() - t0;
-    ck_assert_msg(cpu < 0.3 * wall, "%.2f s of CPU in %.2f s while out of descriptors", cpu,
-                  wall);
+    ck_assert_msg(cpu < 0.3 * wall, "%.2f s of CPU in %.2f s while out of descriptors", cpu, wall);
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     /* descriptors are back: the waiting clients are served */
     for (int i = 0; i < N; i++) {

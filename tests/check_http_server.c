@@ -19,8 +19,8 @@
 #include "actors/http/server.h"
 #include "runtime/log.h"
 
-#include <arpa/inet.h>
 #include "tests/runner.h"
+#include <arpa/inet.h>
 
 #include <check.h>
 #include <errno.h>
@@ -42,8 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WAIT_MS 15000       /* generous: sanitizer builds on 2 busy cores */
-#define HIGH_WATER 4096     /* the producers' own limit on what they queue */
+#define WAIT_MS 15000   /* generous: sanitizer builds on 2 busy cores */
+#define HIGH_WATER 4096 /* the producers' own limit on what they queue */
 #define LOG_MAX 64
 
 /* ------------------------------------------------------------ the loop */
@@ -623,7 +623,8 @@ START_TEST(test_stream_of_10000_pieces_to_a_slow_reader)
     client_t *c = s_connect_rcvbuf(4096);
     s_sends(c, "GET /stream?id=1&n=10000 HTTP/1.1\r\nHost: x\r\n\r\n");
     /* the client reads nothing until the producer has had to wait */
-    ck_assert_msg(s_wait_for(&s_seen.blocked, 1), "the stream never filled the socket (ended %d)", s_get(&s_seen.ended));
+    ck_assert_msg(s_wait_for(&s_seen.blocked, 1), "the stream never filled the socket (ended %d)",
+                  s_get(&s_seen.ended));
     resp_t r;
     s_read_step(c, &r, 512); /* and then a little at a time */
     s_expect_stream(&r, 1, N);
@@ -879,8 +880,8 @@ START_TEST(test_getsockname_failure_is_reported)
     char err[256] = "";
     http_server_t *srv = http_server_new(&cfg, err, sizeof err);
     ck_assert_msg(srv == NULL, "started on port %d", srv ? http_server_port(srv) : 0);
-    ck_assert_msg(strstr(err, "cannot listen on 127.0.0.1:0") && strstr(err, "getsockname"),
-                  "%s", err);
+    ck_assert_msg(strstr(err, "cannot listen on 127.0.0.1:0") && strstr(err, "getsockname"), "%s",
+                  err);
     ev_loop_destroy(loop);
 }
 END_TEST

@@ -28,9 +28,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
-#include <pwd.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -152,9 +152,17 @@ static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
     snprintf(in->name, sizeof in->name, "%s-%d", name, (int)getpid());
     in->port = api_free_port();
     ck_assert_int_gt(in->port, 0);
-    const char *args[] = {"--redis", redis ? redis : getenv("IMAGEJOBS_TEST_REDIS"),
-                          "--database", s_conninfo, "--generators", "2", "--lease", lease,
-                          "--instance", in->name, NULL};
+    const char *args[] = {"--redis",
+                          redis ? redis : getenv("IMAGEJOBS_TEST_REDIS"),
+                          "--database",
+                          s_conninfo,
+                          "--generators",
+                          "2",
+                          "--lease",
+                          lease,
+                          "--instance",
+                          in->name,
+                          NULL};
     char log[256];
     snprintf(log, sizeof log, "tests/check_instances.%s.log", in->name);
     in->pid = api_spawn(in->port, args, log);
@@ -165,8 +173,8 @@ static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
 static void s_ready(inst_t *in)
 {
     ck_assert_msg(api_wait_ready(in->port, in->pid, 60) == 0,
-                  "instance %s did not become ready (see tests/check_instances.%s.log)",
-                  in->name, in->name);
+                  "instance %s did not become ready (see tests/check_instances.%s.log)", in->name,
+                  in->name);
 }
 
 /* Starts n instances together and waits until all are ready. */
@@ -526,8 +534,8 @@ static void s_redis_start(int port, const char *dir)
     snprintf(portstr, sizeof portstr, "%d", port);
     char log[512];
     snprintf(log, sizeof log, "%s/redis.log", dir);
-    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
-                          "", "--appendonly", "no", "--dir", dir, NULL};
+    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no",     "--dir", dir,      NULL};
     pid_t pid = api_exec(argv, NULL, log, false);
     ck_assert_int_ge(pid, 0);
     s_redis_pid = pid;
@@ -546,8 +554,7 @@ static void s_redis_start(int port, const char *dir)
             redisFree(rc);
         if (ok)
             return;
-        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "redis-server exited (%s/redis.log)",
-                      dir);
+        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "redis-server exited (%s/redis.log)", dir);
         ck_assert_msg(fixture_now() < deadline, "redis-server on %d never answered", port);
         fixture_pause_ms(20);
     }
@@ -658,8 +665,8 @@ static int s_pg_ctl_start(void)
              "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
              "-c synchronous_commit=off",
              s_pg_port, s_pg_dir);
-    const char *argv[] = {"pg_ctl", "-D", data, "-l", log, "-w", "-t", "30",
-                          "-o", opts, "start", NULL};
+    const char *argv[] = {"pg_ctl", "-D", data, "-l", log,     "-w",
+                          "-t",     "30", "-o", opts, "start", NULL};
     return s_pg_run(argv);
 }
 
@@ -742,14 +749,14 @@ static void s_pg_start_private(void)
     ck_assert_int_eq(chmod(s_pg_dir, 0755), 0);
     char data[128];
     snprintf(data, sizeof data, "%s/data", s_pg_dir);
-    const char *initdb[] = {"initdb", "-D", data, "-U", "postgres", "-A", "trust",
-                            "-E", "UTF8", "--no-locale", NULL};
+    const char *initdb[] = {"initdb", "-D", data,   "-U",          "postgres", "-A",
+                            "trust",  "-E", "UTF8", "--no-locale", NULL};
     ck_assert_msg(s_pg_run(initdb) == 0, "initdb failed (see %s/cmd.log)", s_pg_dir);
     s_pg_port = api_free_port();
     ck_assert_int_gt(s_pg_port, 0);
     ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not start (see %s/pg.log)", s_pg_dir);
-    snprintf(s_conninfo, sizeof s_conninfo,
-             "host=127.0.0.1 port=%d dbname=postgres user=postgres", s_pg_port);
+    snprintf(s_conninfo, sizeof s_conninfo, "host=127.0.0.1 port=%d dbname=postgres user=postgres",
+             s_pg_port);
     PQfinish(api_check_db(s_conninfo));
 }
 

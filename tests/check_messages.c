@@ -23,23 +23,23 @@ static void s_fill(msg_t *msg, unsigned salt)
 #define FIELD_F64(f) body->f = 0.25 + ++k;
 #define FIELD_BOOL(f) body->f = (++k & 1) != 0;
 #define FIELD_ENUM(f, e) body->f = (e##_t)(++k % e##_COUNT_OF);
-#define FIELD_STR(f)                                                          \
-    {                                                                         \
-        char s[64];                                                           \
-        snprintf(s, sizeof s, "%s-%u-ünï", #f, ++k);                          \
-        msg_set_str(&body->f, s);                                             \
+#define FIELD_STR(f)                                                                               \
+    {                                                                                              \
+        char s[64];                                                                                \
+        snprintf(s, sizeof s, "%s-%u-ünï", #f, ++k);                                               \
+        msg_set_str(&body->f, s);                                                                  \
     }
-#define FIELD_BIN(f)                                                          \
-    {                                                                         \
-        uint8_t b[300];                                                       \
-        for (size_t i = 0; i < sizeof b; i++)                                 \
-            b[i] = (uint8_t)(i * 7 + ++k);                                    \
-        msg_set_bin(&body->f, b, sizeof b);                                   \
+#define FIELD_BIN(f)                                                                               \
+    {                                                                                              \
+        uint8_t b[300];                                                                            \
+        for (size_t i = 0; i < sizeof b; i++)                                                      \
+            b[i] = (uint8_t)(i * 7 + ++k);                                                         \
+        msg_set_bin(&body->f, b, sizeof b);                                                        \
     }
-#define MSG(TYPE, name, fields)                                               \
-    if (msg->type == MSG_##TYPE) {                                            \
-        msg_##name##_t *body = &msg->name;                                    \
-        fields                                                                \
+#define MSG(TYPE, name, fields)                                                                    \
+    if (msg->type == MSG_##TYPE) {                                                                 \
+        msg_##name##_t *body = &msg->name;                                                         \
+        fields                                                                                     \
     }
 #include "messages/messages.def"
 #undef MSG
@@ -65,13 +65,13 @@ static void s_assert_equal(const msg_t *a, const msg_t *b)
 #define FIELD_BOOL(f) ck_assert_int_eq(x->f, y->f);
 #define FIELD_ENUM(f, e) ck_assert_int_eq(x->f, y->f);
 #define FIELD_STR(f) ck_assert_pstr_eq(x->f, y->f);
-#define FIELD_BIN(f)                                                          \
-    ck_assert_uint_eq(x->f.size, y->f.size);                                  \
+#define FIELD_BIN(f)                                                                               \
+    ck_assert_uint_eq(x->f.size, y->f.size);                                                       \
     ck_assert_mem_eq(x->f.data, y->f.data, x->f.size);
-#define MSG(TYPE, name, fields)                                               \
-    if (a->type == MSG_##TYPE) {                                              \
-        const msg_##name##_t *x = &a->name, *y = &b->name;                    \
-        fields                                                                \
+#define MSG(TYPE, name, fields)                                                                    \
+    if (a->type == MSG_##TYPE) {                                                                   \
+        const msg_##name##_t *x = &a->name, *y = &b->name;                                         \
+        fields                                                                                     \
     }
 #include "messages/messages.def"
 #undef MSG
@@ -148,8 +148,8 @@ START_TEST(test_every_truncation_rejected)
         ck_assert_int_eq(msg_encode(in, &data, &size), 0);
         for (size_t cut = 0; cut < size; cut++) {
             msg_t *out = s_decode(data, cut);
-            ck_assert_msg(out == NULL, "%s cut at %zu of %zu accepted", msg_type_name(t),
-                          cut, size);
+            ck_assert_msg(out == NULL, "%s cut at %zu of %zu accepted", msg_type_name(t), cut,
+                          size);
         }
         /* and a byte too many */
         uint8_t *longer = malloc(size + 1);
@@ -345,10 +345,9 @@ START_TEST(test_wrong_types_rejected)
     msg_destroy(&ok);
 
     static const shape_fn bad[] = {
-        s_ping_seq_is_string, s_ping_negative_u64, s_ping_three_fields,
-        s_unknown_type,       s_envelope_of_four,  s_envelope_is_map,
-        s_unknown_flags,      s_sender_too_long,   s_string_with_nul,
-        s_bin_given_str,      s_enum_out_of_range, s_enum_negative,
+        s_ping_seq_is_string, s_ping_negative_u64, s_ping_three_fields, s_unknown_type,
+        s_envelope_of_four,   s_envelope_is_map,   s_unknown_flags,     s_sender_too_long,
+        s_string_with_nul,    s_bin_given_str,     s_enum_out_of_range, s_enum_negative,
         s_enum_given_str,     s_enum_huge,
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)

@@ -15,8 +15,8 @@
 #include "actors/store/pgpipe.h"
 #include "runtime/log.h"
 
-#include <arpa/inet.h>
 #include "tests/runner.h"
+#include <arpa/inet.h>
 
 #include <check.h>
 #include <errno.h>
@@ -252,8 +252,7 @@ END_TEST
 START_TEST(test_bad_conninfo_is_refused)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    pgpipe_config_t cfg = {.conninfo = "host='unterminated", .stmts = s_stmts,
-                           .nstmts = ST_COUNT};
+    pgpipe_config_t cfg = {.conninfo = "host='unterminated", .stmts = s_stmts, .nstmts = ST_COUNT};
     char err[256] = "";
     ck_assert_ptr_null(pgpipe_new(loop, &cfg, err, sizeof err));
     ck_assert_msg(strstr(err, "conninfo") != NULL, "reason: %s", err);
@@ -429,8 +428,8 @@ START_TEST(test_refusing_server_is_unavailable)
     char conninfo[512] = "";
     for (PQconninfoOption *o = opts; o->keyword; o++)
         if (o->val && strcmp(o->keyword, "dbname") != 0)
-            snprintf(conninfo + strlen(conninfo), sizeof conninfo - strlen(conninfo),
-                     "%s='%s' ", o->keyword, o->val);
+            snprintf(conninfo + strlen(conninfo), sizeof conninfo - strlen(conninfo), "%s='%s' ",
+                     o->keyword, o->val);
     strcat(conninfo, "dbname=ij_pgpipe_no_such_db");
     PQconninfoFree(opts);
     s_open(conninfo, s_stmts, ST_COUNT);
@@ -508,10 +507,10 @@ static int s_pg_ctl(const char *action, const char *mode)
     char data[128], log[128], opts[256];
     snprintf(data, sizeof data, "%s/data", s_pg_dir);
     snprintf(log, sizeof log, "%s/pg.log", s_pg_dir);
-    snprintf(opts, sizeof opts, "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off",
-             s_pg_port, s_pg_dir);
-    const char *start[] = {"pg_ctl", "-D", data, "-l", log, "-w", "-t", "30",
-                           "-o", opts, "start", NULL};
+    snprintf(opts, sizeof opts, "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", s_pg_port,
+             s_pg_dir);
+    const char *start[] = {"pg_ctl", "-D", data, "-l", log,     "-w",
+                           "-t",     "30", "-o", opts, "start", NULL};
     const char *stop[] = {"pg_ctl", "-D", data, "-m", mode, "-w", "-t", "30", "stop", NULL};
     return s_pg_run(strcmp(action, "start") == 0 ? start : stop);
 }
@@ -547,8 +546,8 @@ START_TEST(test_server_restart_is_survived)
     }
     char data[128];
     snprintf(data, sizeof data, "%s/data", s_pg_dir);
-    const char *initdb[] = {"initdb", "-D", data, "-U", "postgres", "-A", "trust",
-                            "-E", "UTF8", "--no-locale", NULL};
+    const char *initdb[] = {"initdb", "-D", data,   "-U",          "postgres", "-A",
+                            "trust",  "-E", "UTF8", "--no-locale", NULL};
     ck_assert_msg(s_pg_run(initdb) == 0, "initdb failed (see %s/cmd.log)", s_pg_dir);
     s_pg_port = s_free_port();
     ck_assert_msg(s_pg_ctl("start", NULL) == 0, "no start (see %s/pg.log)", s_pg_dir);

@@ -20,8 +20,8 @@
 #include "runtime/uuid.h"
 #include "tests/api_client.h"
 
-#include <arpa/inet.h>
 #include "tests/runner.h"
+#include <arpa/inet.h>
 
 #include <check.h>
 #include <errno.h>
@@ -42,8 +42,8 @@
 
 #define WAIT_MS 30000 /* generous: sanitizer builds on 2 busy cores */
 
-static const char *s_server;  /* IMAGEJOBS_TEST_DATABASE, or NULL */
-static char *s_db;            /* conninfo of this suite's private database */
+static const char *s_server; /* IMAGEJOBS_TEST_DATABASE, or NULL */
+static char *s_db;           /* conninfo of this suite's private database */
 static char s_dbname[64];
 
 /* ------------------------------------------------------------ databases */
@@ -243,10 +243,9 @@ static msg_t *s_call(inst_t *in, msg_t **reqp)
 static void s_expect_error(msg_t **rp, int code)
 {
     msg_t *r = *rp;
-    ck_assert_msg(r->type == MSG_ERROR, "expected ERROR %d, got %s", code,
-                  msg_type_name(r->type));
-    ck_assert_msg(r->error.code == code, "expected ERROR %d, got %d (%s)", code,
-                  (int)r->error.code, r->error.reason ? r->error.reason : "");
+    ck_assert_msg(r->type == MSG_ERROR, "expected ERROR %d, got %s", code, msg_type_name(r->type));
+    ck_assert_msg(r->error.code == code, "expected ERROR %d, got %d (%s)", code, (int)r->error.code,
+                  r->error.reason ? r->error.reason : "");
     ck_assert_ptr_nonnull(r->error.reason);
     msg_destroy(rp);
 }
@@ -259,8 +258,8 @@ static void s_create(inst_t *in, int n, int per, char id[UUID_STR_LEN])
     char combos[4096] = "[";
     for (int i = 0; i < n; i++) {
         char one[64];
-        snprintf(one, sizeof one, "%s{\"seed\": %d, \"style\": \"%s%.0d\"}", i ? "," : "",
-                 100 + i, i ? "s" : "", i);
+        snprintf(one, sizeof one, "%s{\"seed\": %d, \"style\": \"%s%.0d\"}", i ? "," : "", 100 + i,
+                 i ? "s" : "", i);
         strcat(combos, one);
     }
     strcat(combos, "]");
@@ -339,7 +338,11 @@ static msg_t *s_image_req(const char *id, uint64_t comb, uint64_t index)
     /* not a real PNG: bytes that must survive the round trip, NUL included */
     char png[128];
     int n = snprintf(png, sizeof png, "\x89PNG %s/%" PRIu64 "/%" PRIu64 " ", id, comb, index);
-    memcpy(png + n + 1, "\xff" "\0" "binary", 8);
+    memcpy(png + n + 1,
+           "\xff"
+           "\0"
+           "binary",
+           8);
     png[n] = '\0';
     msg_set_bin(&req->image_ready.png, png, (size_t)n + 9);
     return req;
@@ -562,8 +565,7 @@ START_TEST(test_create_then_get_has_every_field)
     ck_assert(json_is_false(json_object_get(doc, "cancel_requested")));
     ck_assert(json_is_null(json_object_get(doc, "cancel_requested_at")));
     ck_assert(json_is_null(json_object_get(doc, "cancel_mode")));
-    ck_assert_msg(s_is_iso(s_jstr(doc, "created_at")), "created_at %s",
-                  s_jstr(doc, "created_at"));
+    ck_assert_msg(s_is_iso(s_jstr(doc, "created_at")), "created_at %s", s_jstr(doc, "created_at"));
     ck_assert(json_is_null(json_object_get(doc, "started_at")));
     ck_assert(json_is_null(json_object_get(doc, "finished_at")));
     ck_assert(json_is_null(json_object_get(doc, "error")));
@@ -771,8 +773,9 @@ START_TEST(test_image_recording_is_idempotent)
     ck_assert_str_eq(r->attachment.content_type, "image/png");
     msg_t *want = s_image_req(id, 1, 0);
     ck_assert_uint_eq(r->attachment.bytes.size, want->image_ready.png.size);
-    ck_assert(memcmp(r->attachment.bytes.data, want->image_ready.png.data,
-                     want->image_ready.png.size) == 0);
+    ck_assert(
+        memcmp(r->attachment.bytes.data, want->image_ready.png.data, want->image_ready.png.size)
+        == 0);
     msg_destroy(&want);
     msg_destroy(&r);
 
@@ -1069,8 +1072,7 @@ START_TEST(test_last_two_stops_race_and_finish_once)
 
         /* both stops at the same moment, on two connections */
         msg_t *qa = s_stop_req(id, ca, "completed", "inst-a", 0, 0, NULL);
-        msg_t *qb = s_stop_req(id, cb, round % 2 ? "cancelled" : "completed", "inst-b", 0, 0,
-                               NULL);
+        msg_t *qb = s_stop_req(id, cb, round % 2 ? "cancelled" : "completed", "inst-b", 0, 0, NULL);
         s_send(&s_a, qa);
         s_send(&s_b, qb);
         msg_t *ra = s_wait_reply(&s_a, qa->corr);
@@ -1079,8 +1081,8 @@ START_TEST(test_last_two_stops_race_and_finish_once)
         msg_destroy(&qb);
         ck_assert_int_eq(ra->type, MSG_OK);
         ck_assert_int_eq(rb->type, MSG_OK);
-        int finals = (strstr(ra->ok.detail, "; job ") != NULL)
-                     + (strstr(rb->ok.detail, "; job ") != NULL);
+        int finals =
+            (strstr(ra->ok.detail, "; job ") != NULL) + (strstr(rb->ok.detail, "; job ") != NULL);
         ck_assert_msg(finals == 1, "round %d: %s / %s", round, ra->ok.detail, rb->ok.detail);
         msg_destroy(&ra);
         msg_destroy(&rb);
@@ -1314,8 +1316,7 @@ START_TEST(test_unreachable_database_answers_eagain)
         r = s_call(&s_a, &req);
         ck_assert_int_eq(r->type, MSG_ERROR);
         ck_assert_int_eq(r->error.code, -EAGAIN);
-        ck_assert_msg(strstr(r->error.reason, "PostgreSQL") != NULL, "reason: %s",
-                      r->error.reason);
+        ck_assert_msg(strstr(r->error.reason, "PostgreSQL") != NULL, "reason: %s", r->error.reason);
         msg_destroy(&r);
         req = msg_new(MSG_HEALTH_CHECK);
         r = s_call(&s_a, &req);
@@ -1490,7 +1491,7 @@ static void s_serve_sigterm_while_locked(bool held_from_start)
         PQclear(r);
     }
     const char *redis = getenv("IMAGEJOBS_TEST_REDIS");
-    const char *args[] = {"--database", db, "--redis", redis ? redis : "redis://127.0.0.1:1",
+    const char *args[] = {"--database",   db,  "--redis", redis ? redis : "redis://127.0.0.1:1",
                           "--generators", "0", NULL};
     int port = api_free_port();
     pid_t pid = api_spawn(port, args, log);
@@ -1514,8 +1515,8 @@ static void s_serve_sigterm_while_locked(bool held_from_start)
     s_wait_migration_blocked(admin, name);
     /* SIGTERM, then 10 s (generous: an attempt waits 2 s for the lock) */
     int status = api_stop(pid, 10.);
-    ck_assert_msg(status == 0, "serve did not stop on SIGTERM with status 0 (%d; see %s)",
-                  status, log);
+    ck_assert_msg(status == 0, "serve did not stop on SIGTERM with status 0 (%d; see %s)", status,
+                  log);
     PQfinish(holder);
     free(db);
     free(admin);
@@ -1599,8 +1600,7 @@ static int s_before(void)
     s_db = s_create_db(s_dbname);
     char err[256] = "";
     if (!s_db || store_migrate(s_db, err, sizeof err) < 0) {
-        fprintf(stderr, "cannot set up database %s: %s\n", s_dbname,
-                s_db ? err : "create failed");
+        fprintf(stderr, "cannot set up database %s: %s\n", s_dbname, s_db ? err : "create failed");
         return 1;
     }
     return 0;

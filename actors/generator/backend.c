@@ -249,7 +249,6 @@ uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t he
     return (height + rows - 1) / rows;
 }
 
-
 int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, double *ms_per_step,
                     char *err, size_t errlen)
 {

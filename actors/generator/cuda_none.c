@@ -27,9 +27,7 @@ void gen_cuda_close(gen_cuda_t **gp)
     *gp = NULL;
 }
 
-void gen_cuda_set_wakeup(gen_cuda_t *g, void (*fn)(void *arg), void *arg)
-{
-}
+void gen_cuda_set_wakeup(gen_cuda_t *g, void (*fn)(void *arg), void *arg) {}
 
 int gen_cuda_begin(gen_cuda_t *g, const sampler_scene_t *sc, uint32_t steps)
 {
@@ -61,9 +59,7 @@ int gen_cuda_snapshot(gen_cuda_t *g, uint8_t *rgb_out)
     return -1;
 }
 
-void gen_cuda_abort(gen_cuda_t *g)
-{
-}
+void gen_cuda_abort(gen_cuda_t *g) {}
 
 const char *gen_cuda_error(const gen_cuda_t *g)
 {

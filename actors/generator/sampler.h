@@ -359,7 +359,8 @@ HD static inline float sampler_cover(const sampler_scene_t *sc, int i, float x, 
     if (sc->layer_trees[i] > 0.0f) {
         /* two staggered rows of conifers */
         float f = 16.0f + 9.0f * (float)i, tx = sc->layer_off[i] + x * f;
-        float t = sampler_max(sampler_trees(tx, seed), 0.8f * sampler_trees(tx + 0.5f, seed ^ 0x55u));
+        float t =
+            sampler_max(sampler_trees(tx, seed), 0.8f * sampler_trees(tx + 0.5f, seed ^ 0x55u));
         line -= trees_max * t;
     }
     *line_out = line;

@@ -16,9 +16,9 @@
 
 #include "actors/http/server.h"
 
-#define HEAD_LIMIT (16u * 1024)         /* request line + headers: 431 past it */
-#define BODY_LIMIT (1024u * 1024)       /* request body: 413 past it */
-#define PEND_LIMIT (64u * 1024)         /* input read aside while a stream runs */
+#define HEAD_LIMIT (16u * 1024)   /* request line + headers: 431 past it */
+#define BODY_LIMIT (1024u * 1024) /* request body: 413 past it */
+#define PEND_LIMIT (64u * 1024)   /* input read aside while a stream runs */
 
 typedef struct {
     char *data;

@@ -19,7 +19,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define NAME_SHOWN 64        /* bytes of a client's field name quoted back */
+#define NAME_SHOWN 64 /* bytes of a client's field name quoted back */
 
 void http_utf8_trim(char *s)
 {
@@ -103,8 +103,7 @@ static uint32_t s_random_seed(void)
 
 /* An optional integer field: absent gives def. */
 static bool s_int_field(json_t *doc, const char *name, json_int_t def, json_int_t min,
-                        json_int_t max, json_int_t multiple, json_int_t *out, char *why,
-                        size_t len)
+                        json_int_t max, json_int_t multiple, json_int_t *out, char *why, size_t len)
 {
     json_t *v = json_object_get(doc, name);
     if (!v) {
@@ -134,8 +133,8 @@ static json_t *s_combinations(json_t *v, char *why, size_t len)
 {
     json_t *out = json_array();
     if (!v) { /* one combination, random seed, no style */
-        json_array_append_new(out, json_pack("{s:I,s:s}", "seed", (json_int_t)s_random_seed(),
-                                             "style", ""));
+        json_array_append_new(
+            out, json_pack("{s:I,s:s}", "seed", (json_int_t)s_random_seed(), "style", ""));
         return out;
     }
     if (!json_is_array(v)) {
@@ -159,8 +158,7 @@ static json_t *s_combinations(json_t *v, char *why, size_t len)
         {
             if (strcmp(key, "seed") != 0 && strcmp(key, "style") != 0) {
                 char buf[NAME_SHOWN + 4];
-                snprintf(why, len, "unknown field \"combinations[%zu].%s\"", i,
-                         s_shown(key, buf));
+                snprintf(why, len, "unknown field \"combinations[%zu].%s\"", i, s_shown(key, buf));
                 goto fail;
             }
         }
@@ -169,8 +167,8 @@ static json_t *s_combinations(json_t *v, char *why, size_t len)
         if (sv) {
             if (!json_is_integer(sv) || json_integer_value(sv) < 0
                 || json_integer_value(sv) > JOB_SEED_MAX) {
-                snprintf(why, len, "combinations[%zu].seed must be an integer from 0 to %lld",
-                         i, JOB_SEED_MAX);
+                snprintf(why, len, "combinations[%zu].seed must be an integer from 0 to %lld", i,
+                         JOB_SEED_MAX);
                 goto fail;
             }
             seed = json_integer_value(sv);
@@ -234,8 +232,8 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
     if (!s_int_field(doc, "images_per_combination", 1, 1, JOB_IMAGES_MAX, 1, &images, why, whylen)
         || !s_int_field(doc, "width", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &width,
                         why, whylen)
-        || !s_int_field(doc, "height", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE,
-                        &height, why, whylen)
+        || !s_int_field(doc, "height", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &height,
+                        why, whylen)
         || !s_int_field(doc, "steps", 30, JOB_STEPS_MIN, JOB_STEPS_MAX, 1, &steps, why, whylen))
         return NULL;
     json_t *combos = s_combinations(json_object_get(doc, "combinations"), why, whylen);
@@ -264,8 +262,8 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
     return m;
 }
 
-msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN],
-                      uint64_t *total_images, int *status, char *why, size_t whylen)
+msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN], uint64_t *total_images,
+                      int *status, char *why, size_t whylen)
 {
     *status = 400;
     if (s_blank(rq->body, rq->body_len)) {
@@ -287,8 +285,7 @@ msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN],
 
 /* ------------------------------------------------------------ cancel */
 
-int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why,
-                           size_t whylen)
+int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why, size_t whylen)
 {
     *mode = CANCEL_MODE_IMMEDIATE;
     if (s_blank(rq->body, rq->body_len))

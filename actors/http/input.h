@@ -20,14 +20,13 @@
  * combinations x images_per_combination. Returns the message (the
  * caller's), or NULL with the HTTP status (400, 415, 500) in *status and
  * the reason in why. */
-msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN],
-                      uint64_t *total_images, int *status, char *why, size_t whylen);
+msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN], uint64_t *total_images,
+                      int *status, char *why, size_t whylen);
 
 /* The mode of a cancel from its optional body: none, blank, {} or
  * {"mode": ...} (immediate when absent). 0, or -1 with the reason in why
  * for anything else. */
-int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why,
-                           size_t whylen);
+int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why, size_t whylen);
 
 /* Drops a UTF-8 sequence cut short at the end of s (by truncation). */
 void http_utf8_trim(char *s);

@@ -149,8 +149,7 @@ static int s_on_header_field(http_parser *p, const char *at, size_t len)
 }
 
 /* Appends to a fixed header buffer; a value that does not fit is marked. */
-static void s_hdr_add(char *dst, size_t cap, uint8_t *len, bool *overflow, const char *at,
-                      size_t n)
+static void s_hdr_add(char *dst, size_t cap, uint8_t *len, bool *overflow, const char *at, size_t n)
 {
     if (*overflow || *len + n >= cap) {
         *overflow = true;
@@ -265,8 +264,7 @@ static void s_target(http_exchange_t *x)
     if (url[0] != '/') {
         struct http_parser_url u;
         http_parser_url_init(&u);
-        if (http_parser_parse_url(url, x->url.len, 0, &u) != 0
-            || !(u.field_set & (1 << UF_PATH))) {
+        if (http_parser_parse_url(url, x->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
             v->path = url; /* "*" and the like: no route has it */
             return;
         }

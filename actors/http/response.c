@@ -23,20 +23,34 @@
 static const char *s_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Server Error";
     }
 }
 
@@ -56,8 +70,7 @@ void http_out_free(conn_t *c)
  * until the pending input is full, and write while anything is queued. */
 void http_conn_watch_stream(conn_t *c)
 {
-    http_conn_watch(c, (c->pend_len < PEND_LIMIT ? EV_READ : 0)
-                        | (s_out_queued(c) ? EV_WRITE : 0));
+    http_conn_watch(c, (c->pend_len < PEND_LIMIT ? EV_READ : 0) | (s_out_queued(c) ? EV_WRITE : 0));
 }
 
 /* ------------------------------------------------------------ respond */
@@ -91,8 +104,7 @@ static void s_head(conn_t *c, const http_exchange_t *x, int status, const char *
     else if (x->http10)
         http_buf_adds(b, "Connection: keep-alive\r\n");
     http_buf_add(b, "\r\n", 2);
-    log_debug("%s %s: %d",
-              x->view.path ? http_method_str((enum http_method)x->view.method) : "-",
+    log_debug("%s %s: %d", x->view.path ? http_method_str((enum http_method)x->view.method) : "-",
               x->view.path ? x->view.path : "(unparsed)", status);
 }
 
@@ -101,8 +113,8 @@ static bool s_status_has_body(int status)
     return status != 204 && status != 304 && status >= 200;
 }
 
-void http_respond(http_exchange_t *x, int status, const char *content_type,
-                  const char *headers, char **bodyp, size_t body_len)
+void http_respond(http_exchange_t *x, int status, const char *content_type, const char *headers,
+                  char **bodyp, size_t body_len)
 {
     char *body = NULL;
     if (bodyp) {
@@ -224,8 +236,8 @@ static int s_call_leave(http_exchange_t *x, conn_t *c)
     return rc;
 }
 
-int http_stream_begin(http_exchange_t *x, int status, const char *content_type,
-                      const char *headers, const http_stream_fns_t *fns)
+int http_stream_begin(http_exchange_t *x, int status, const char *content_type, const char *headers,
+                      const http_stream_fns_t *fns)
 {
     conn_t *c = x->conn;
     if (!c || x->state != X_SERVING)

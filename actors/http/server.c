@@ -368,8 +368,7 @@ static void s_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* ------------------------------------------------------------ the server */
 
 /* Splits HOST:PORT ("[v6]:PORT" too; an empty host is every address). */
-static int s_split_address(const char *addr, char *host, size_t hostlen, char *port,
-                           size_t portlen)
+static int s_split_address(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon;
     if (addr[0] == '[') {
@@ -414,8 +413,7 @@ static int s_listen(const char *addr, int *portp, char *err, size_t errlen)
     }
     int fd = -1, e = 0;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             e = errno;
             continue;

@@ -44,11 +44,11 @@ typedef struct http_exchange http_exchange_t;
 /* A complete request, valid until its response starts (http_respond() or
  * http_stream_begin()) or its client goes. */
 typedef struct {
-    unsigned method;          /* enum http_method */
-    bool head;                /* HEAD: the response goes out without its body */
-    const char *path;         /* NUL-terminated, without query or fragment, not decoded */
-    http_query_t query;       /* the query string's pairs, decoded */
-    const char *body;         /* NUL-terminated copy of the body (body_len bytes) */
+    unsigned method;    /* enum http_method */
+    bool head;          /* HEAD: the response goes out without its body */
+    const char *path;   /* NUL-terminated, without query or fragment, not decoded */
+    http_query_t query; /* the query string's pairs, decoded */
+    const char *body;   /* NUL-terminated copy of the body (body_len bytes) */
     size_t body_len;
     const char *content_type; /* the Content-Type header, or NULL */
     int64_t received_at_us;   /* wall clock when the request was read in full */
@@ -120,8 +120,8 @@ void http_server_destroy(http_server_t **srvp);
  * is NULLed; NULL for none). Content-Length and Connection are added here.
  * Once per exchange; x is not the caller's any more after it (unless held).
  * An exchange whose client has gone takes the call and drops the body. */
-void http_respond(http_exchange_t *x, int status, const char *content_type,
-                  const char *headers, char **bodyp, size_t body_len);
+void http_respond(http_exchange_t *x, int status, const char *content_type, const char *headers,
+                  char **bodyp, size_t body_len);
 
 /* Keeps x's memory valid past its answer or its client's departure, for
  * code that will look at it later (a reply to come from another actor);
@@ -153,8 +153,8 @@ typedef struct {
  * chunked and keeps the connection; HTTP/1.0 gets a body delimited by the
  * close. Returns 0, or -1 when the client is already gone (fns will not be
  * called: x is not the caller's any more). */
-int http_stream_begin(http_exchange_t *x, int status, const char *content_type,
-                      const char *headers, const http_stream_fns_t *fns);
+int http_stream_begin(http_exchange_t *x, int status, const char *content_type, const char *headers,
+                      const http_stream_fns_t *fns);
 
 /* Sends len bytes (copied) as the next piece of the body, now or as the
  * client reads. Returns 0, or -1 when the stream is over: the client has

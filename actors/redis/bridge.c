@@ -57,10 +57,22 @@ typedef struct {
     char **(*origin)(msg_t *m);
 } bridge_t;
 
-static const char *s_check_cancel_msg(msg_t *m) { return s_check_cancel(&m->job_cancel); }
-static const char *s_check_work_msg(msg_t *m) { return s_check_work(&m->work_available); }
-static char **s_cancel_origin(msg_t *m) { return &m->job_cancel.origin; }
-static char **s_work_origin(msg_t *m) { return &m->work_available.origin; }
+static const char *s_check_cancel_msg(msg_t *m)
+{
+    return s_check_cancel(&m->job_cancel);
+}
+static const char *s_check_work_msg(msg_t *m)
+{
+    return s_check_work(&m->work_available);
+}
+static char **s_cancel_origin(msg_t *m)
+{
+    return &m->job_cancel.origin;
+}
+static char **s_work_origin(msg_t *m)
+{
+    return &m->work_available.origin;
+}
 
 static const bridge_t s_bridges[] = {
     {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin},
@@ -83,8 +95,7 @@ static void s_drop_payload(redis_state_t *st, const bridge_t *b, const char *why
     if (st->dropped <= DROP_LOG_FIRST || st->dropped % 1000 == 0) {
         char shown[96];
         redis_sanitize(shown, sizeof shown, p, len);
-        log_warn("dropped a malformed message on %s (%s): \"%s\" (%" PRIu64
-                 " dropped so far)",
+        log_warn("dropped a malformed message on %s (%s): \"%s\" (%" PRIu64 " dropped so far)",
                  b->channel, why, shown, st->dropped);
     }
 }
@@ -133,8 +144,8 @@ void redis_bridge_recheck(redis_state_t *st)
     msg_destroy(&ev);
 }
 
-void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen,
-                          const char *payload, size_t len)
+void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen, const char *payload,
+                          size_t len)
 {
     for (size_t i = 0; i < BRIDGES; i++)
         if (strlen(s_bridges[i].channel) == chlen
@@ -163,8 +174,8 @@ void redis_on_bridged_event(actor_t *self, msg_t *msg)
     msg_set_str(b->origin(msg), st->instance);
     const char *bad = b->check(msg);
     if (bad) {
-        log_warn("malformed %s from %s not published (%s)", msg_type_name(msg->type),
-                 msg->sender, bad);
+        log_warn("malformed %s from %s not published (%s)", msg_type_name(msg->type), msg->sender,
+                 bad);
         return;
     }
     snprintf(msg->sender, sizeof msg->sender, "%s", actor_name(self));

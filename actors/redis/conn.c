@@ -65,8 +65,7 @@ static void s_conn_down(conn_t *c, const char *why)
         st->sub_gap = true;
     if (!c->outage_logged) {
         log_warn("%s: %s %s: %s; retrying", c->role,
-                 c->was_ready ? "lost the connection to" : "cannot connect to", st->url,
-                 c->error);
+                 c->was_ready ? "lost the connection to" : "cannot connect to", st->url, c->error);
         c->outage_logged = true;
     } else {
         log_debug("%s: %s still unreachable: %s", c->role, st->url, c->error);
@@ -144,8 +143,8 @@ static void s_on_connect(const redisAsyncContext *ac, int status)
         c->state = CONN_SUBSCRIBING;
         rc = redisAsyncCommand(w, NULL, NULL, "CLIENT SETNAME %s", name);
         if (rc == REDIS_OK)
-            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s",
-                                   REDIS_CANCEL_CHANNEL, REDIS_WORK_CHANNEL);
+            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s", REDIS_CANCEL_CHANNEL,
+                                   REDIS_WORK_CHANNEL);
     } else {
         rc = redisAsyncCommand(w, s_on_hello, c, "CLIENT SETNAME %s", name);
     }
@@ -210,8 +209,7 @@ void redis_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
             s_conn_drop(c, "no connection or no answer in time");
         else if (c->state == CONN_SUBSCRIBING && now - c->since > CONNECT_TIMEOUT_S)
             s_conn_drop(c, "SUBSCRIBE not confirmed in time");
-        else if (c->state == CONN_READY && c->inflight
-                 && now - c->progress > COMMAND_TIMEOUT_S)
+        else if (c->state == CONN_READY && c->inflight && now - c->progress > COMMAND_TIMEOUT_S)
             s_conn_drop(c, "no reply to commands in time");
         else if (c->state == CONN_CLOSING) /* hiredis refused a command but kept it */
             s_conn_drop(c, "connection unusable");
@@ -233,8 +231,7 @@ void redis_conn_init(redis_state_t *st, conn_t *c, const char *role)
 
 static bool s_reply_is(const redisReply *r, const char *s)
 {
-    return r->type == REDIS_REPLY_STRING && r->len == strlen(s)
-           && memcmp(r->str, s, r->len) == 0;
+    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) && memcmp(r->str, s, r->len) == 0;
 }
 
 /* Every reply of the subscriber's SUBSCRIBE: its confirmation, then one
@@ -256,8 +253,7 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
         c->state = CONN_READY;
         backoff_reset(&c->backoff);
         if (c->outage_logged)
-            log_info("subscriber: back on %s, subscribed to %s", st->url,
-                     REDIS_CANCEL_CHANNEL);
+            log_info("subscriber: back on %s, subscribed to %s", st->url, REDIS_CANCEL_CHANNEL);
         else
             log_info("subscriber: subscribed to %s on %s", REDIS_CANCEL_CHANNEL, st->url);
         c->outage_logged = false;

@@ -23,11 +23,11 @@
 typedef struct {
     redis_state_t *st;
     cancel_t c;
-    bool from_queue;   /* counts against the flush window */
-    int replies_due;   /* of SET and PUBLISH */
-    bool lost;         /* a reply came back NULL */
+    bool from_queue; /* counts against the flush window */
+    int replies_due; /* of SET and PUBLISH */
+    bool lost;       /* a reply came back NULL */
     long long receivers;
-    char error[160];   /* Redis's first error reply */
+    char error[160]; /* Redis's first error reply */
 } cancel_op_t;
 
 typedef struct {
@@ -137,8 +137,7 @@ static void s_cancel_done(cancel_op_t *op)
 
 /* Common part of the SET and PUBLISH callbacks; returns true when the op is
  * complete. */
-static bool s_cancel_reply(redisAsyncContext *ac, redisReply *r, cancel_op_t *op,
-                           int ok_type)
+static bool s_cancel_reply(redisAsyncContext *ac, redisReply *r, cancel_op_t *op, int ok_type)
 {
     redis_conn_replied(&op->st->cmd, ac, r);
     if (!r)
@@ -195,8 +194,8 @@ static void s_cancel_send(redis_state_t *st, cancel_op_t *op)
     size_t n;
     s_cancel_payload(st, &op->c, &payload, &n);
     op->replies_due = 0;
-    if (redisAsyncCommand(c->ac, s_on_set, op, "SET job:%s:cancelled true EX %d",
-                          op->c.job_id, FLAG_TTL_S)
+    if (redisAsyncCommand(c->ac, s_on_set, op, "SET job:%s:cancelled true EX %d", op->c.job_id,
+                          FLAG_TTL_S)
         == REDIS_OK) {
         op->replies_due++;
         redis_conn_sent(c);
@@ -243,7 +242,7 @@ static void s_on_flag(redisAsyncContext *ac, void *reply, void *privdata)
     redis_conn_replied(&st->cmd, ac, r);
     if (!r) {
         actor_reply_error(st->self, &op->req, -EAGAIN,
-                       st->stopping ? "redis actor stopping" : "redis connection lost");
+                          st->stopping ? "redis actor stopping" : "redis connection lost");
     } else if (r->type == REDIS_REPLY_ERROR) {
         char why[160];
         redis_sanitize(why, sizeof why, r->str, r->len);
@@ -299,7 +298,7 @@ void redis_on_flag_get(actor_t *self, msg_t *msg)
     }
     if (!redis_cmd_ready(st)) {
         actor_reply_error(st->self, &req, -EAGAIN, "redis unavailable (%s)",
-                       st->cmd.error[0] ? st->cmd.error : redis_state_name(st->cmd.state));
+                          st->cmd.error[0] ? st->cmd.error : redis_state_name(st->cmd.state));
         return;
     }
     char id[UUID_STR_LEN];

@@ -24,17 +24,17 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#define FLAG_TTL_S 3600          /* the seed's TTL of job:{id}:cancelled */
-#define BACKOFF_FIRST_S 0.1      /* first retry after a failure */
-#define BACKOFF_MAX_S 5.0        /* retries never wait longer */
-#define CONNECT_TIMEOUT_S 5.0    /* connected and first answer, or SUBSCRIBE confirmed */
-#define COMMAND_TIMEOUT_S 5.0    /* no reply at all while commands wait */
+#define FLAG_TTL_S 3600       /* the seed's TTL of job:{id}:cancelled */
+#define BACKOFF_FIRST_S 0.1   /* first retry after a failure */
+#define BACKOFF_MAX_S 5.0     /* retries never wait longer */
+#define CONNECT_TIMEOUT_S 5.0 /* connected and first answer, or SUBSCRIBE confirmed */
+#define COMMAND_TIMEOUT_S 5.0 /* no reply at all while commands wait */
 #define WATCHDOG_PERIOD_S 1.0
-#define FLUSH_WINDOW 256         /* queued cancels in flight at once */
-#define QUEUE_BUCKETS 16384      /* hash buckets of the queue (power of 2) */
-#define PAYLOAD_MAX 1024         /* longest channel message we decode */
+#define FLUSH_WINDOW 256                       /* queued cancels in flight at once */
+#define QUEUE_BUCKETS 16384                    /* hash buckets of the queue (power of 2) */
+#define PAYLOAD_MAX 1024                       /* longest channel message we decode */
 #define MAX_REQUESTED_AT_US 4102444800000000LL /* 2100-01-01 */
-#define DROP_LOG_FIRST 10        /* malformed messages logged one by one */
+#define DROP_LOG_FIRST 10                      /* malformed messages logged one by one */
 
 typedef enum {
     CONN_DOWN,        /* no context; the retry timer is armed */
@@ -48,17 +48,17 @@ typedef struct redis_state redis_state_t;
 
 typedef struct {
     redis_state_t *st;
-    const char *role;           /* "commands" or "subscriber" */
-    redisAsyncContext *ac;      /* NULL while down */
+    const char *role;      /* "commands" or "subscriber" */
+    redisAsyncContext *ac; /* NULL while down */
     conn_state_t state;
     ev_timer retry;
-    backoff_t backoff;          /* the next retry's delay */
-    ev_tstamp since;            /* when CONNECTING or SUBSCRIBING began */
-    ev_tstamp progress;         /* last reply, or first command after idle */
-    unsigned inflight;          /* commands awaiting a reply */
-    bool was_ready;             /* has been READY once: "lost" vs "failed" */
-    bool outage_logged;         /* the current outage was logged */
-    char error[128];            /* why it last went down */
+    backoff_t backoff;  /* the next retry's delay */
+    ev_tstamp since;    /* when CONNECTING or SUBSCRIBING began */
+    ev_tstamp progress; /* last reply, or first command after idle */
+    unsigned inflight;  /* commands awaiting a reply */
+    bool was_ready;     /* has been READY once: "lost" vs "failed" */
+    bool outage_logged; /* the current outage was logged */
+    char error[128];    /* why it last went down */
 } conn_t;
 
 /* One cancel as it goes to Redis. */
@@ -137,8 +137,8 @@ void redis_on_flag_get(actor_t *self, msg_t *msg);
 /* --- bridge.c ----------------------------------------------------------- */
 
 /* One ["message", channel, payload] of the subscriber. */
-void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen,
-                          const char *payload, size_t len);
+void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen, const char *payload,
+                          size_t len);
 /* The subscription is back after a gap: CANCEL_RECHECK on the bus. */
 void redis_bridge_recheck(redis_state_t *st);
 void redis_on_bridged_event(actor_t *self, msg_t *msg);

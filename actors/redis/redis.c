@@ -66,8 +66,7 @@ typedef struct {
     size_t queue_max;
 } start_arg_t;
 
-static const char *const s_state_names[] = {"down", "connecting", "subscribing", "up",
-                                            "closing"};
+static const char *const s_state_names[] = {"down", "connecting", "subscribing", "up", "closing"};
 
 /* ------------------------------------------------------------ helpers */
 
@@ -107,7 +106,6 @@ void redis_sanitize(char *out, size_t outlen, const char *in, size_t len)
     }
     out[n] = '\0';
 }
-
 
 /* ------------------------------------------------------------ health */
 
@@ -233,8 +231,8 @@ static int s_url_parse(const char *url, start_arg_t *a, char *err, size_t errlen
     }
     if (url[0] == '/') {
         if (strlen(url) >= sizeof a->path) {
-            snprintf(err, errlen, "unix socket path longer than %zu bytes: %s",
-                     sizeof a->path - 1, url);
+            snprintf(err, errlen, "unix socket path longer than %zu bytes: %s", sizeof a->path - 1,
+                     url);
             return -1;
         }
         a->host[0] = '\0';
@@ -269,8 +267,8 @@ static int s_url_parse(const char *url, start_arg_t *a, char *err, size_t errlen
         hlen = (size_t)(p - host);
     }
     if (hlen == 0 || hlen >= sizeof a->host) {
-        snprintf(err, errlen, "bad Redis URL \"%s\": %s host (%s)", url,
-                 hlen ? "too long a" : "no", usage);
+        snprintf(err, errlen, "bad Redis URL \"%s\": %s host (%s)", url, hlen ? "too long a" : "no",
+                 usage);
         return -1;
     }
     memcpy(a->host, host, hlen);

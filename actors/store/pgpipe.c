@@ -383,8 +383,7 @@ static void s_prepared(pgpipe_t *p, pgpipe_group_t *g)
         char msg[200], why[300];
         pgpipe_oneline(msg, sizeof msg, r ? PQresultErrorMessage(r) : "no result");
         if (p->cfg.setup_hint)
-            snprintf(why, sizeof why, "cannot set up the session (%s): %s", p->cfg.setup_hint,
-                     msg);
+            snprintf(why, sizeof why, "cannot set up the session (%s): %s", p->cfg.setup_hint, msg);
         else
             snprintf(why, sizeof why, "cannot set up the session: %s", msg);
         pgpipe_group_free(&g);
@@ -540,9 +539,8 @@ static bool s_send(pgpipe_t *p, pgpipe_group_t *g)
     p->ninflight++;
     for (int i = 0; i < g->nstmts; i++) {
         const pgpipe_stmt_t *s = &p->cfg.stmts[g->stmts[i]];
-        if (!PQsendQueryPrepared(p->conn, s->name, s->nparams,
-                                 (const char *const *)g->values, g->lengths, g->formats,
-                                 g->result_format)) {
+        if (!PQsendQueryPrepared(p->conn, s->name, s->nparams, (const char *const *)g->values,
+                                 g->lengths, g->formats, g->result_format)) {
             s_down(p, PQerrorMessage(p->conn));
             return false;
         }
@@ -662,8 +660,7 @@ static void s_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ------------------------------------------------------------------ public */
 
-pgpipe_t *pgpipe_new(struct ev_loop *loop, const pgpipe_config_t *cfg, char *err,
-                     size_t errlen)
+pgpipe_t *pgpipe_new(struct ev_loop *loop, const pgpipe_config_t *cfg, char *err, size_t errlen)
 {
     if (pgpipe_conninfo_check(cfg->conninfo, err, errlen) < 0)
         return NULL;

@@ -90,10 +90,10 @@ typedef struct {
     /* When set-up or prepare fails, the log and the reason say this too
      * (what the operator should check). NULL: nothing. */
     const char *setup_hint;
-    double connect_timeout_s; /* <= 0: 5 */
-    double backoff_min_s;     /* <= 0: 0.1 */
-    double backoff_max_s;     /* <= 0: 5 */
-    int max_inflight;         /* groups in the pipeline at once; <= 0: 256 */
+    double connect_timeout_s;           /* <= 0: 5 */
+    double backoff_min_s;               /* <= 0: 0.1 */
+    double backoff_max_s;               /* <= 0: 5 */
+    int max_inflight;                   /* groups in the pipeline at once; <= 0: 256 */
     pgpipe_connect_fn on_connect;       /* NULL: none */
     pgpipe_disconnect_fn on_disconnect; /* NULL: none */
     void *arg;                          /* for on_connect, on_disconnect */
@@ -110,8 +110,7 @@ typedef enum {
  * is copied; its strings and statements must outlive the pipe. NULL with
  * the reason in err for a conninfo that cannot parse. Owned by the caller:
  * pgpipe_destroy(). */
-pgpipe_t *pgpipe_new(struct ev_loop *loop, const pgpipe_config_t *cfg, char *err,
-                     size_t errlen);
+pgpipe_t *pgpipe_new(struct ev_loop *loop, const pgpipe_config_t *cfg, char *err, size_t errlen);
 
 /* Closes the connection and answers every group not yet answered with
  * -ECANCELED; NULLs *pp. Inside a callback of this pipe, the free waits

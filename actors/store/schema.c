@@ -126,8 +126,7 @@ int store_migrate(const char *conninfo, char *err, size_t errlen)
      * work done. */
     if (s_exec(c, "SET lock_timeout = '" MIGRATE_LOCK_TIMEOUT "'", NULL, err, errlen) < 0
         || s_exec(c, "BEGIN", NULL, err, errlen) < 0
-        || s_exec(c, "SELECT pg_advisory_xact_lock(" STORE_MIGRATE_LOCK_KEY ")", NULL, err,
-                  errlen)
+        || s_exec(c, "SELECT pg_advisory_xact_lock(" STORE_MIGRATE_LOCK_KEY ")", NULL, err, errlen)
                < 0
         || s_exec(c,
                   "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -135,8 +134,7 @@ int store_migrate(const char *conninfo, char *err, size_t errlen)
                   "  applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
                   NULL, err, errlen)
                < 0
-        || s_exec(c, "SELECT COALESCE(max(version), 0) FROM schema_version", &r, err, errlen)
-               < 0)
+        || s_exec(c, "SELECT COALESCE(max(version), 0) FROM schema_version", &r, err, errlen) < 0)
         goto out;
     from = atoi(PQgetvalue(r, 0, 0));
     PQclear(r);

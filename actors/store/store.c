@@ -82,9 +82,8 @@ enum {
 #include "actors/store/queries.def"
 
 static const pgpipe_stmt_t s_stmts[ST_COUNT] = {
-#define STATEMENT(id, types, sql)                                                           \
-    [ST_##id] = {"ij_" #id, sql, (int)(sizeof s_types_##id / sizeof(Oid)) - 1,              \
-                 s_types_##id + 1},
+#define STATEMENT(id, types, sql)                                                                  \
+    [ST_##id] = {"ij_" #id, sql, (int)(sizeof s_types_##id / sizeof(Oid)) - 1, s_types_##id + 1},
 #define QUERY(id, what, types, flags, group, reply, sql) STATEMENT(id, types, sql)
 #include "actors/store/queries.def"
 };
@@ -93,7 +92,7 @@ static const pgpipe_stmt_t s_stmts[ST_COUNT] = {
  * statements of its group, in order. */
 typedef void (*reply_fn)(store_t *st, const op_t *op, const pgpipe_reply_t *r);
 
-#define QUERY(id, what, types, flags, group, reply, sql)                                    \
+#define QUERY(id, what, types, flags, group, reply, sql)                                           \
     static void reply(store_t *st, const op_t *op, const pgpipe_reply_t *r);
 #include "actors/store/queries.def"
 
@@ -106,9 +105,9 @@ typedef struct {
 } query_t;
 
 static const query_t s_queries[OP_COUNT] = {
-#define QUERY(id, what, types, flags, group, reply, sql)                                    \
-    [OP_##id] = {what, flags, (int)(sizeof((int[]){S_LIST group}) / sizeof(int)),           \
-                 {S_LIST group}, reply},
+#define QUERY(id, what, types, flags, group, reply, sql)                                           \
+    [OP_##id] = {                                                                                  \
+        what, flags, (int)(sizeof((int[]){S_LIST group}) / sizeof(int)), {S_LIST group}, reply},
 #include "actors/store/queries.def"
 };
 
@@ -120,7 +119,7 @@ struct op {
     const query_t *q;
     actor_caller_t caller;
     char job_id[UUID_STR_LEN];
-    cancel_mode_t mode;      /* a cancel's, for the event once it landed */
+    cancel_mode_t mode; /* a cancel's, for the event once it landed */
     int64_t requested_at_us;
     pgpipe_group_t *group; /* until submitted */
 };
@@ -180,8 +179,7 @@ static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
     op_t *op = arg;
     store_t *st = op->st;
     if (r->status == -ECANCELED)
-        actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping",
-                          op->q->what);
+        actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping", op->q->what);
     else if (r->status < 0)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: %s", op->q->what, r->reason);
     else if ((op->q->flags & Q_OWN_ERRORS) || !s_op_failed(st, op, r))
@@ -202,8 +200,8 @@ static op_t *s_op_new(store_t *st, int kind, const msg_t *req, const char *job_i
     op->caller = actor_caller(req);
     if (job_id)
         snprintf(op->job_id, sizeof op->job_id, "%s", job_id);
-    op->group = pgpipe_group_new(op->q->stmts, op->q->nstmts,
-                                 (op->q->flags & Q_BINARY) ? 1 : 0, s_op_done, op);
+    op->group = pgpipe_group_new(op->q->stmts, op->q->nstmts, (op->q->flags & Q_BINARY) ? 1 : 0,
+                                 s_op_done, op);
     return op;
 }
 
@@ -350,8 +348,7 @@ static void s_on_job_create(actor_t *self, msg_t *msg)
                        b->images_per_combination < 1 || b->images_per_combination > INT32_MAX
                            || b->width < 1 || b->width > INT32_MAX || b->height < 1
                            || b->height > INT32_MAX || b->steps < 1 || b->steps > INT32_MAX,
-                       -EINVAL,
-                       "images_per_combination, width, height and steps must be positive"))
+                       -EINVAL, "images_per_combination, width, height and steps must be positive"))
         return;
     if (s_check_combinations(b->combinations, &n, why, sizeof why) < 0) {
         actor_reply_error(self, &to, -EINVAL, "%s", why);
@@ -459,19 +456,17 @@ static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_
     /* a processing job with no combination running ended right here */
     const PGresult *fin = r->results[2];
     if (s_status(res, 0, 0, &b->prior_status) < 0
-        || (PQntuples(fin) == 1 ? s_status(fin, 0, 0, &b->status)
-                                : s_status(res, 0, 1, &b->status))
+        || (PQntuples(fin) == 1 ? s_status(fin, 0, 0, &b->status) : s_status(res, 0, 1, &b->status))
                < 0) {
         msg_destroy(&m);
-        actor_reply_error(st->self, &op->caller, -EIO, "job %s has an unknown status",
-                          op->job_id);
+        actor_reply_error(st->self, &op->caller, -EIO, "job %s has an unknown status", op->job_id);
         return;
     }
     b->completed_images = (uint64_t)s_i64(res, 0, 2);
     b->total_images = (uint64_t)s_i64(res, 0, 3);
     b->requested_at_us = s_i64(res, 0, 5);
-    bool accepted = b->prior_status == JOB_STATUS_PENDING
-                    || b->prior_status == JOB_STATUS_PROCESSING;
+    bool accepted =
+        b->prior_status == JOB_STATUS_PENDING || b->prior_status == JOB_STATUS_PROCESSING;
     s_send_reply(st, op, &m);
 
     /* the cancel of a running or pending job has landed: the redis actor
@@ -530,8 +525,7 @@ static void s_on_health(actor_t *self, msg_t *msg)
         const char *why = pgpipe_last_error(st->pipe);
         char detail[300];
         snprintf(detail, sizeof detail, "PostgreSQL %s%s%s",
-                 status == PGPIPE_STARTING ? "connecting" : "unavailable", why[0] ? ": " : "",
-                 why);
+                 status == PGPIPE_STARTING ? "connecting" : "unavailable", why[0] ? ": " : "", why);
         actor_caller_t to = actor_caller(msg);
         s_health_reply(st, &to, false, detail);
         return;
@@ -603,8 +597,7 @@ static void s_on_image_ready(actor_t *self, msg_t *msg)
         return;
     if (uuid_v4(id) < 0) {
         actor_caller_t to = actor_caller(msg);
-        actor_reply_error(self, &to, -EAGAIN, "cannot make an attachment id: %s",
-                          strerror(errno));
+        actor_reply_error(self, &to, -EAGAIN, "cannot make an attachment id: %s", strerror(errno));
         return;
     }
     op_t *op = s_op_new(st, OP_image_record, msg, b->job_id);
@@ -632,8 +625,8 @@ static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_rep
     if (s_i64(res, 0, 3) == 0) { /* the combination is not running */
         const char *status = s_val(res, 0, 5);
         if (!status)
-            actor_reply_error(st->self, &op->caller, -ENOENT,
-                              "job %s has no such combination", op->job_id);
+            actor_reply_error(st->self, &op->caller, -ENOENT, "job %s has no such combination",
+                              op->job_id);
         else
             actor_reply_error(st->self, &op->caller, -ENOENT,
                               "combination not running (it is %s) or image index out of "
@@ -657,8 +650,7 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     msg_task_stopped_t *b = &msg->task_stopped;
     /* outcome and cancel_mode are in range: the decoder checked them */
     if (s_bad_uuid(st, msg, b->job_id, "job_id")
-        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL,
-                       "combination out of range"))
+        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL, "combination out of range"))
         return;
     op_t *op = s_op_new(st, OP_task_stop, msg, b->job_id);
     pgpipe_param_str(op->group, b->job_id);
@@ -689,8 +681,8 @@ static void s_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply
         /* a repeat of a stop already recorded, or a holder whose claim was
          * taken over: nothing to do, and nothing to retry */
         const char *holder = s_val(res, 0, 2);
-        snprintf(detail, sizeof detail, "not applied: combination is %s%s%s",
-                 PQgetvalue(res, 0, 1), holder ? ", claimed by " : "", holder ? holder : "");
+        snprintf(detail, sizeof detail, "not applied: combination is %s%s%s", PQgetvalue(res, 0, 1),
+                 holder ? ", claimed by " : "", holder ? holder : "");
     } else {
         const PGresult *fin = r->results[4];
         if (PQntuples(fin) == 1)
@@ -710,8 +702,7 @@ static void s_on_lease_renew(actor_t *self, msg_t *msg)
     store_t *st = actor_state(self);
     msg_lease_renew_t *b = &msg->lease_renew;
     if (s_bad_uuid(st, msg, b->job_id, "job_id")
-        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL,
-                       "combination out of range"))
+        || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL, "combination out of range"))
         return;
     op_t *op = s_op_new(st, OP_lease_renew, msg, NULL);
     pgpipe_param_str(op->group, b->job_id);
@@ -723,8 +714,8 @@ static void s_on_lease_renew(actor_t *self, msg_t *msg)
 
 static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
-    const PGresult *res = s_one_row(st, op, r->results[0],
-                                    "claim lost: the combination is no longer held here");
+    const PGresult *res =
+        s_one_row(st, op, r->results[0], "claim lost: the combination is no longer held here");
     if (!res)
         return;
     msg_t *m = msg_new(MSG_LEASE_STATE);
