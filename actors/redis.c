@@ -107,6 +107,7 @@ typedef struct {
     bool was_ready;             /* has been READY once: "lost" vs "failed" */
     bool outage_logged;         /* the current outage was logged */
     char error[128];            /* why it last went down */
+    char refused[96];           /* CLOSING: the refusal that made it unusable */
 } conn_t;
 
 /* One cancel as it goes to Redis. */
@@ -344,15 +345,44 @@ static void s_cancel_done(cancel_op_t *op)
     s_flush(st);
 }
 
+/* An error reply that means "not now" rather than "never": Redis restarted
+ * and is loading its dataset (it accepts connections and answers CLIENT,
+ * SUBSCRIBE and PUBLISH meanwhile, but refuses SET), a script keeps it
+ * busy, or a replica lost its master. */
+static bool s_error_is_transient(const redisReply *r)
+{
+    static const char *const codes[] = {"LOADING", "BUSY", "MASTERDOWN"};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        size_t n = strlen(codes[i]);
+        if (r->len >= n && memcmp(r->str, codes[i], n) == 0 && (r->len == n || r->str[n] == ' '))
+            return true;
+    }
+    return false;
+}
+
 /* Common part of the SET and PUBLISH callbacks; returns true when the op is
- * complete. */
+ * complete. A transient refusal counts as a lost reply: the cancel goes
+ * back into the queue, and the connection is marked unusable so that the
+ * watchdog drops it and the retry comes with backoff (retrying from here
+ * would spin for as long as Redis loads). */
 static bool s_cancel_reply(redisAsyncContext *ac, redisReply *r, cancel_op_t *op,
                            int ok_type)
 {
     s_conn_replied(&op->st->cmd, ac, r);
+    conn_t *c = &op->st->cmd;
     if (!r)
         op->lost = true;
-    else if (r->type == REDIS_REPLY_ERROR) {
+    else if (r->type == REDIS_REPLY_ERROR && s_error_is_transient(r)) {
+        op->lost = true;
+        if (c->ac == ac && c->state == CONN_READY) {
+            char why[96];
+            s_sanitize(why, sizeof why, r->str, r->len);
+            log_info("commands: redis refuses writes for now (%s); cancels kept, reconnecting",
+                     why);
+            snprintf(c->refused, sizeof c->refused, "%s", why);
+            c->state = CONN_CLOSING;
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
         if (!op->error[0])
             s_sanitize(op->error, sizeof op->error, r->str, r->len);
     } else if ((int)r->type != ok_type && !op->error[0]) {
@@ -761,6 +791,7 @@ static void s_conn_connect(conn_t *c)
     c->state = CONN_CONNECTING;
     c->since = ev_now(st->loop);
     c->inflight = 0;
+    c->refused[0] = '\0';
 }
 
 static void s_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -785,8 +816,8 @@ static void s_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
         else if (c->state == CONN_READY && c->inflight
                  && now - c->progress > COMMAND_TIMEOUT_S)
             s_conn_drop(c, "no reply to commands in time");
-        else if (c->state == CONN_CLOSING) /* hiredis refused a command but kept it */
-            s_conn_drop(c, "connection unusable");
+        else if (c->state == CONN_CLOSING) /* refused a command, Redis or hiredis */
+            s_conn_drop(c, c->refused[0] ? c->refused : "connection unusable");
     }
 }
 
