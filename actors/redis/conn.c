@@ -188,6 +188,7 @@ void redis_conn_connect(conn_t *c)
     c->state = CONN_CONNECTING;
     c->since = ev_now(st->loop);
     c->inflight = 0;
+    c->refused[0] = '\0';
 }
 
 static void s_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -211,8 +212,8 @@ void redis_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
             s_conn_drop(c, "SUBSCRIBE not confirmed in time");
         else if (c->state == CONN_READY && c->inflight && now - c->progress > COMMAND_TIMEOUT_S)
             s_conn_drop(c, "no reply to commands in time");
-        else if (c->state == CONN_CLOSING) /* hiredis refused a command but kept it */
-            s_conn_drop(c, "connection unusable");
+        else if (c->state == CONN_CLOSING) /* refused a command, Redis or hiredis */
+            s_conn_drop(c, c->refused[0] ? c->refused : "connection unusable");
     }
 }
 

@@ -135,14 +135,43 @@ static void s_cancel_done(cancel_op_t *op)
     redis_flag_flush(st);
 }
 
+/* An error reply that means "not now" rather than "never": Redis restarted
+ * and is loading its dataset (it accepts connections and answers CLIENT,
+ * SUBSCRIBE and PUBLISH meanwhile, but refuses SET), a script keeps it
+ * busy, or a replica lost its master. */
+static bool s_error_is_transient(const redisReply *r)
+{
+    static const char *const codes[] = {"LOADING", "BUSY", "MASTERDOWN"};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        size_t n = strlen(codes[i]);
+        if (r->len >= n && memcmp(r->str, codes[i], n) == 0 && (r->len == n || r->str[n] == ' '))
+            return true;
+    }
+    return false;
+}
+
 /* Common part of the SET and PUBLISH callbacks; returns true when the op is
- * complete. */
+ * complete. A transient refusal counts as a lost reply: the cancel goes
+ * back into the queue, and the connection is marked unusable so that the
+ * watchdog drops it and the retry comes with backoff (retrying from here
+ * would spin for as long as Redis loads). */
 static bool s_cancel_reply(redisAsyncContext *ac, redisReply *r, cancel_op_t *op, int ok_type)
 {
     redis_conn_replied(&op->st->cmd, ac, r);
+    conn_t *c = &op->st->cmd;
     if (!r)
         op->lost = true;
-    else if (r->type == REDIS_REPLY_ERROR) {
+    else if (r->type == REDIS_REPLY_ERROR && s_error_is_transient(r)) {
+        op->lost = true;
+        if (c->ac == ac && c->state == CONN_READY) {
+            char why[96];
+            redis_sanitize(why, sizeof why, r->str, r->len);
+            log_info("commands: redis refuses writes for now (%s); cancels kept, reconnecting",
+                     why);
+            snprintf(c->refused, sizeof c->refused, "%s", why);
+            c->state = CONN_CLOSING;
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
         if (!op->error[0])
             redis_sanitize(op->error, sizeof op->error, r->str, r->len);
     } else if ((int)r->type != ok_type && !op->error[0]) {

@@ -59,6 +59,7 @@ typedef struct {
     bool was_ready;     /* has been READY once: "lost" vs "failed" */
     bool outage_logged; /* the current outage was logged */
     char error[128];    /* why it last went down */
+    char refused[96];   /* CLOSING: the refusal that made it unusable */
 } conn_t;
 
 /* One cancel as it goes to Redis. */
