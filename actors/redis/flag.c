@@ -275,7 +275,9 @@ static void s_on_flag(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (r->type == REDIS_REPLY_ERROR) {
         char why[160];
         redis_sanitize(why, sizeof why, r->str, r->len);
-        actor_reply_error(st->self, &op->req, -EIO, "redis: %s", why);
+        /* "not now" (loading, busy) is unavailable, like a lost connection */
+        actor_reply_error(st->self, &op->req, s_error_is_transient(r) ? -EAGAIN : -EIO,
+                          "redis: %s", why);
     } else {
         msg_t *flag = msg_new(MSG_REDIS_FLAG);
         flag->redis_flag.set =
