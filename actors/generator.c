@@ -95,6 +95,8 @@ typedef struct {
     uint32_t width, height;
     uint64_t item_seq; /* the claim it belongs to */
     uint64_t index;    /* and the image */
+    void (*before)(void *arg);
+    void *before_arg;
     uint8_t *png;
     size_t len;
     int rc;
@@ -306,6 +308,8 @@ static void s_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void s_encode_work(void *job)
 {
     encode_t *e = job;
+    if (e->before)
+        e->before(e->before_arg);
     e->rc = gen_png_encode(e->rgb, e->width, e->height, &e->png, &e->len, e->err, sizeof e->err);
 }
 
@@ -342,6 +346,8 @@ static void s_image_done(gen_actor_t *g)
     e->width = (uint32_t)g->item.width;
     e->height = (uint32_t)g->item.height;
     e->item_seq = g->item_seq;
+    e->before = g->cfg.before_encode;
+    e->before_arg = g->cfg.before_encode_arg;
     e->index = g->index;
     g->phase = ENCODING;
     g->encoding = true;

@@ -30,6 +30,10 @@ typedef struct {
     double sweep_s;           /* ask for work this often when idle; default 2 */
     double lease_renew_s;     /* renew the claim this often; default 5 */
     double request_timeout_s; /* store/redis replies; default 10 */
+    /* Called on the encoder thread before each PNG encode (NULL: none):
+     * lets a test hold an encode to show the loop keeps reading meanwhile. */
+    void (*before_encode)(void *arg);
+    void *before_encode_arg;
 } generator_config_t;
 
 /* The most generator actors one process runs. */

@@ -12,6 +12,8 @@
 #include "tests/runner.h"
 
 #include <check.h>
+#include <semaphore.h>
+#include <time.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,6 +407,52 @@ START_TEST(test_cuda_without_a_device_is_a_clear_error)
 }
 END_TEST
 
+/* The encode of a finished image runs off the generator's loop: held on
+ * the encoder thread, it does not keep a cancel from being observed and
+ * acted on (the encode once ran on the loop, between a cancel and its
+ * observation: this test hung there). */
+typedef struct {
+    sem_t entered, release;
+} hold_t;
+
+static void s_hold_encode(void *arg)
+{
+    hold_t *h = arg;
+    sem_post(&h->entered);
+    sem_wait(&h->release);
+}
+
+START_TEST(test_cancel_is_observed_while_an_image_is_encoded)
+{
+    hold_t h;
+    sem_init(&h.entered, 0, 0);
+    sem_init(&h.release, 0, 0);
+    generator_config_t cfg = s_config();
+    cfg.before_encode = s_hold_encode;
+    cfg.before_encode_arg = &h;
+    actor_t *g = s_start(&cfg);
+    s_claim(64, 2, 3, 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    ck_assert_int_eq(sem_timedwait(&h.entered, &until), 0); /* image 0 is being encoded */
+    s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED); /* the encode still held */
+    ck_assert_int_eq(stop->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
+    ck_assert_int_gt(stop->task_stopped.observed_at_us, 0);
+    s_ok(stop);
+    msg_destroy(&stop);
+    sem_post(&h.release);
+    /* the held image was not recorded: next comes the idle generator's ask */
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
+    s_no_work(req);
+    msg_destroy(&req);
+    generator_destroy(&g);
+    sem_destroy(&h.entered);
+    sem_destroy(&h.release);
+}
+END_TEST
+
 /* --generators auto on a host with more cores (or GPUs) than the process
  * has room for generators: serve once wrote past its array of 64. */
 START_TEST(test_auto_count_is_clamped)
@@ -463,6 +511,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_lost_claim_is_dropped_without_a_stop);
     tcase_add_test(tc, test_cuda_without_a_device_is_a_clear_error);
     tcase_add_test(tc, test_auto_count_is_clamped);
+    tcase_add_test(tc, test_cancel_is_observed_while_an_image_is_encoded);
     tcase_add_test(tc, test_unexpected_reply_type_is_held_and_retried);
     suite_add_tcase(s, tc);
     return s;
