@@ -143,9 +143,10 @@ static void s_make_database(void)
     PQfinish(api_check_db(s_conninfo)); /* it exists */
 }
 
-/* Starts an instance (not waiting for it); redis: a URL or NULL for the
- * suite's. */
-static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
+/* Starts an instance with `generators` generator actors (not waiting for
+ * it); redis: a URL or NULL for the suite's. */
+static inst_t *s_spawn_with(const char *name, const char *redis, const char *lease,
+                            const char *generators)
 {
     ck_assert_int_lt(s_ninst, MAX_INST);
     inst_t *in = &s_inst[s_ninst++];
@@ -157,7 +158,7 @@ static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
                           "--database",
                           s_conninfo,
                           "--generators",
-                          "2",
+                          generators,
                           "--lease",
                           lease,
                           "--instance",
@@ -168,6 +169,11 @@ static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
     in->pid = api_spawn(in->port, args, log);
     ck_assert_int_gt(in->pid, 0);
     return in;
+}
+
+static inst_t *s_spawn(const char *name, const char *redis, const char *lease)
+{
+    return s_spawn_with(name, redis, lease, "2");
 }
 
 static void s_ready(inst_t *in)
@@ -475,6 +481,75 @@ START_TEST(test_kill9_one_instance_job_still_completes_once)
     free(id);
     s_stop_all();
     s_cleanup();
+}
+END_TEST
+
+/* A cancelled job whose instance died: its combination is still
+ * `processing`, held by a lease nobody renews, and claims skip cancelled
+ * jobs, so nothing took it over; it stayed `processing` forever. Every
+ * instance's store now ends such combinations once their lease has run
+ * out, and the job ends `user_cancelled` with its images. `first` says
+ * when the cancel comes: 'k' after the kill -9 and the restart, 'c' (mode
+ * after_current_image) just before the kill. */
+static void s_cancel_survives_kill9(char first)
+{
+    s_make_database();
+    inst_t *a = s_spawn("A", NULL, "2");
+    s_ready(a);
+    char *id = s_create(a, 1, 256, 30, 10);
+    PGconn *db = api_check_db(s_conninfo);
+    double deadline = fixture_now() + 60;
+    while (api_check_sql_long(db, "select completed_images from jobs where id = $1", id) < 2) {
+        ck_assert_msg(fixture_now() < deadline, "the job never made 2 images");
+        fixture_pause_ms(20);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    if (first == 'c') {
+        api_response_t r =
+            api_check_call(a->port, "POST", path, NULL, "{\"mode\":\"after_current_image\"}");
+        ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
+        ck_assert(json_is_true(json_object_get(r.json, "success")));
+        api_response_free(&r);
+    }
+    ck_assert_int_eq(WTERMSIG(api_kill(a->pid)), SIGKILL);
+    a->pid = 0;
+    /* no generators on B: nothing may resume the job before the cancel, so
+     * the dead instance's lapsed lease is all that holds it */
+    inst_t *b = s_spawn_with("B", NULL, "2", "0");
+    s_ready(b);
+    if (first == 'k') {
+        api_response_t r = api_check_call(b->port, "POST", path, NULL, NULL);
+        ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
+        ck_assert(json_is_true(json_object_get(r.json, "success")));
+        ck_assert_str_eq(api_check_str(r.json, "current_status"), "processing");
+        api_response_free(&r);
+    }
+    /* well within a few lease periods (2 s), on the instance that lives */
+    json_t *job = api_check_wait_final(b->port, id, 30, 50);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert_int_ge(api_check_int(job, "completed_images"), 2);
+    ck_assert_int_lt(api_check_int(job, "completed_images"), 10);
+    s_assert_consistent(db, id, job);
+    json_t *c = json_array_get(json_object_get(job, "combinations"), 0);
+    ck_assert_str_eq(api_check_str(c, "status"), "cancelled");
+    ck_assert(json_is_string(json_object_get(c, "stopped_at")));
+    json_decref(job);
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+
+START_TEST(test_cancel_after_kill9_ends_the_job)
+{
+    s_cancel_survives_kill9('k');
+}
+END_TEST
+
+START_TEST(test_kill9_after_cancel_ends_the_job)
+{
+    s_cancel_survives_kill9('c');
 }
 END_TEST
 
@@ -918,6 +993,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_six_combinations_spread_over_three_instances);
     tcase_add_test(tc, test_cancel_through_one_instance_stops_all);
     tcase_add_test(tc, test_kill9_one_instance_job_still_completes_once);
+    tcase_add_test(tc, test_cancel_after_kill9_ends_the_job);
+    tcase_add_test(tc, test_kill9_after_cancel_ends_the_job);
     tcase_add_test(tc, test_sigterm_one_instance_other_resumes_before_lease);
     tcase_add_test(tc, test_redis_outage_cancel_is_kept_and_flag_written);
     tcase_add_test(tc, test_postgres_outage_job_completes);

@@ -52,6 +52,7 @@ struct store {
     char *instance;
     double lease_s;
     char app_name[64];
+    ev_timer reap; /* ends cancelled jobs' abandoned combinations */
 };
 
 /* ---------------------------------------------------------- the query table */
@@ -197,7 +198,8 @@ static op_t *s_op_new(store_t *st, int kind, const msg_t *req, const char *job_i
         abort();
     op->st = st;
     op->q = &s_queries[kind];
-    op->caller = actor_caller(req);
+    if (req)
+        op->caller = actor_caller(req); /* else nobody waits: the store's own */
     if (job_id)
         snprintf(op->job_id, sizeof op->job_id, "%s", job_id);
     op->group = pgpipe_group_new(op->q->stmts, op->q->nstmts, (op->q->flags & Q_BINARY) ? 1 : 0,
@@ -725,6 +727,26 @@ static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_
 
 /* --------------------------------------------------------------- lifecycle */
 
+/* The reaper (queries.def: reap_cancelled), on the store's own timer. Two
+ * rounds in flight at once (a slow server) do no harm: each skips what the
+ * other holds, and what is ended stays ended. */
+static void s_reply_reaped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) == 1 && s_i64(res, 0, 0) > 0)
+        log_info("ended %lld combinations of cancelled jobs whose holder's lease ran out; "
+                 "%lld jobs finished",
+                 (long long)s_i64(res, 0, 0), (long long)s_i64(res, 0, 1));
+}
+
+static void s_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    store_t *st = w->data;
+    if (actor_is_stopping(st->self) || pgpipe_status(st->pipe) != PGPIPE_READY)
+        return;
+    s_op_submit(s_op_new(st, OP_reap_cancelled, NULL, NULL));
+}
+
 static char *s_xstrdup(const char *s)
 {
     char *d = strdup(s);
@@ -758,6 +780,8 @@ static int s_init(actor_t *self, void *arg)
                                      .stmts = s_stmts,
                                      .nstmts = ST_COUNT,
                                      .setup_hint = SETUP_HINT};
+    ev_timer_init(&st->reap, s_reap_cb, st->lease_s / 3, st->lease_s / 3);
+    st->reap.data = st;
     actor_set_state(self, st);
     char err[256];
     /* a database that is down is no failure: the pipe retries on its own */
@@ -770,6 +794,7 @@ static int s_init(actor_t *self, void *arg)
         free(st);
         return -1;
     }
+    ev_timer_start(actor_loop(self), &st->reap);
     return 0;
 }
 
@@ -778,6 +803,7 @@ static void s_fini(actor_t *self)
     store_t *st = actor_state(self);
     if (!st)
         return;
+    ev_timer_stop(actor_loop(self), &st->reap);
     pgpipe_destroy(&st->pipe); /* what is still queued: "the store is stopping" */
     free(st->conninfo);
     free(st->instance);
