@@ -155,17 +155,24 @@ static bool s_awaited(gen_actor_t *g, int status, phase_t phase)
 
 /* A cancel for the running job, from an event (requested_us: when the
  * cancel was received) or from the store (requested_us 0). */
+/* Only immediate is stronger than after_current_image: an immediate cancel
+ * upgrades one already observed (the job stops at the next step after all),
+ * anything else after a cancel changes nothing. */
 static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
 {
-    if (mode == CANCEL_MODE_NONE || !g->have_item || g->cancel != CANCEL_MODE_NONE
-        || g->phase == STOPPING)
+    if (mode == CANCEL_MODE_NONE || !g->have_item || g->phase == STOPPING)
         return;
+    bool upgrade = g->cancel == CANCEL_MODE_AFTER_CURRENT_IMAGE && mode == CANCEL_MODE_IMMEDIATE;
+    if (g->cancel != CANCEL_MODE_NONE && !upgrade)
+        return;
+    if (!upgrade) { /* the first cancel is the one observed, and the one reported */
+        g->observed_us = clock_wall_us();
+        g->cancel_requested_us = requested_us;
+    }
     g->cancel = mode;
-    g->observed_us = clock_wall_us();
-    g->cancel_requested_us = requested_us;
-    log_info("cancel of %s/%llu observed (%s) at step %u", g->item.job_id,
-             (unsigned long long)g->item.combination, cancel_mode_name(mode),
-             gen_steps_done(g->backend));
+    log_info("cancel of %s/%llu %s (%s) at step %u", g->item.job_id,
+             (unsigned long long)g->item.combination, upgrade ? "upgraded" : "observed",
+             cancel_mode_name(mode), gen_steps_done(g->backend));
     switch (g->phase) {
     case RUNNING:
     case ENCODING:

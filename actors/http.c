@@ -300,10 +300,16 @@ static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t
         /* running or waiting (a repeated cancel of a job still stopping
          * lands here too): stopped now, or as the mode says */
         if (x) {
-            const char *message = pending ? "Job cancelled before it started."
-                                  : cx->mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
-                                      ? "Cancel request sent. Job will stop after current image."
-                                      : "Cancel request sent. Job will stop at the next step.";
+            /* the mode that stands: an immediate cancel upgrades an earlier
+             * after_current_image; a weaker one after it changes nothing */
+            cancel_mode_t stands = r->mode != CANCEL_MODE_NONE ? r->mode : cx->mode;
+            const char *message =
+                pending ? "Job cancelled before it started."
+                : stands == CANCEL_MODE_AFTER_CURRENT_IMAGE
+                    ? "Cancel request sent. Job will stop after current image."
+                : cx->mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
+                    ? "An immediate cancel was already requested. Job will stop at the next step."
+                    : "Cancel request sent. Job will stop at the next step.";
             s_respond_json(x, 200,
                            json_pack("{s:b,s:s,s:s,s:s,s:I,s:I}", "success", 1, "message", message,
                                      "job_id", cx->job_id, "current_status", prior,

@@ -226,6 +226,48 @@ START_TEST(test_after_current_image_keeps_the_inflight_image)
 }
 END_TEST
 
+/* after_current_image, then immediate 0.1 s later: the second answer
+ * promises the next step, and the job keeps that promise (it once
+ * finished its image, and cancel_mode stayed after_current_image). */
+START_TEST(test_immediate_upgrades_after_current_image)
+{
+    char *id = s_create("{\"prompt\":\"a glacier under stars\",\"width\":1024,\"height\":1024,"
+                        "\"steps\":60}",
+                        1);
+    double deadline = fixture_now() + 60;
+    for (;;) { /* its one combination runs */
+        json_t *j = api_check_job(s_port, id);
+        json_t *c = json_array_get(json_object_get(j, "combinations"), 0);
+        int running = !strcmp(api_check_str(c, "status"), "processing");
+        json_decref(j);
+        if (running)
+            break;
+        ck_assert_msg(fixture_now() < deadline, "the job never ran");
+        fixture_pause_ms(20);
+    }
+    api_response_t r =
+        s_cancel(id, "Content-Type: application/json\r\n", "{\"mode\":\"after_current_image\"}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(api_check_str(r.json, "message"),
+                     "Cancel request sent. Job will stop after current image.");
+    api_response_free(&r);
+    fixture_pause_ms(100);
+    r = s_cancel(id, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(json_is_true(json_object_get(r.json, "success")));
+    ck_assert_str_eq(api_check_str(r.json, "message"),
+                     "Cancel request sent. Job will stop at the next step.");
+    api_response_free(&r);
+    json_t *job = api_check_wait_final(s_port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert_str_eq(api_check_str(job, "cancel_mode"), "immediate");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 0); /* dropped, as promised */
+    s_assert_consistent(id, job);
+    json_decref(job);
+    free(id);
+}
+END_TEST
+
 START_TEST(test_cancel_pending_job_at_once)
 {
     /* two long jobs occupy both generators; the third waits */
@@ -547,6 +589,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_longest_prompt_and_style_are_generated);
     tcase_add_test(tc, test_cancel_running_job_answers_as_the_document);
     tcase_add_test(tc, test_after_current_image_keeps_the_inflight_image);
+    tcase_add_test(tc, test_immediate_upgrades_after_current_image);
     tcase_add_test(tc, test_cancel_pending_job_at_once);
     tcase_add_test(tc, test_50_jobs_half_cancelled_all_end_consistent);
     tcase_add_test(tc, test_bad_input_changes_nothing_and_server_keeps_serving);

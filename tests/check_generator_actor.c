@@ -12,12 +12,12 @@
 #include "tests/runner.h"
 
 #include <check.h>
-#include <semaphore.h>
-#include <time.h>
 #include <errno.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define JOB "0b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a10"
 
@@ -453,6 +453,27 @@ START_TEST(test_cancel_is_observed_while_an_image_is_encoded)
 }
 END_TEST
 
+/* An immediate cancel after an after_current_image one upgrades it: the
+ * image in flight is dropped at the next step after all (it was finished
+ * and recorded, for a job that had been promised "the next step"). */
+START_TEST(test_immediate_upgrades_after_current_image)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_claim(512, 200, 3, 0); /* an image takes many seconds */
+    s_publish_cancel(JOB, CANCEL_MODE_AFTER_CURRENT_IMAGE);
+    s_publish_cancel(JOB, CANCEL_MODE_IMMEDIATE);
+    msg_t *m = fixture_expect_any(s_store);
+    ck_assert_msg(m->type == MSG_TASK_STOPPED, "got %s: the image was finished",
+                  msg_type_name(m->type));
+    ck_assert_int_eq(m->task_stopped.outcome, TASK_OUTCOME_CANCELLED);
+    ck_assert_uint_lt(m->task_stopped.steps_done, 200);
+    s_ok(m);
+    msg_destroy(&m);
+    generator_destroy(&g);
+}
+END_TEST
+
 /* --generators auto on a host with more cores (or GPUs) than the process
  * has room for generators: serve once wrote past its array of 64. */
 START_TEST(test_auto_count_is_clamped)
@@ -511,6 +532,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_lost_claim_is_dropped_without_a_stop);
     tcase_add_test(tc, test_cuda_without_a_device_is_a_clear_error);
     tcase_add_test(tc, test_auto_count_is_clamped);
+    tcase_add_test(tc, test_immediate_upgrades_after_current_image);
     tcase_add_test(tc, test_cancel_is_observed_while_an_image_is_encoded);
     tcase_add_test(tc, test_unexpected_reply_type_is_held_and_retried);
     suite_add_tcase(s, tc);

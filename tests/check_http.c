@@ -493,6 +493,35 @@ START_TEST(test_cancel_running_immediate_with_curl_shape)
 }
 END_TEST
 
+/* The answer follows the mode that stands (the store's reply): a weaker
+ * after_current_image after an immediate one changes nothing and says so;
+ * an immediate one after after_current_image promises the next step. */
+START_TEST(test_cancel_answer_follows_the_mode_that_stands)
+{
+    client_t *c = s_connect();
+    resp_t r;
+    char *raw = s_request("POST", "/api/jobs/" JOB "/cancel", "application/json",
+                          "{\"mode\": \"after_current_image\"}");
+    msg_t *res = s_cancel_result("processing", 3, 10);
+    res->job_cancel_result.mode = CANCEL_MODE_IMMEDIATE;
+    s_cancel_roundtrip(c, raw, "after_current_image", res, &r);
+    free(raw);
+    s_expect_cancel_success(
+        &r, "An immediate cancel was already requested. Job will stop at the next step.",
+        "processing", 3, 10);
+    s_expect_broadcast("after_current_image");
+    s_resp_free(&r);
+    res = s_cancel_result("processing", 3, 10);
+    res->job_cancel_result.mode = CANCEL_MODE_IMMEDIATE;
+    s_cancel_roundtrip(c, s_curl_cancel, "immediate", res, &r);
+    s_expect_cancel_success(&r, "Cancel request sent. Job will stop at the next step.",
+                            "processing", 3, 10);
+    s_expect_broadcast("immediate");
+    s_resp_free(&r);
+    s_close(&c);
+}
+END_TEST
+
 START_TEST(test_cancel_after_current_image_is_the_seed_document)
 {
     client_t *c = s_connect();
@@ -1796,6 +1825,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_cancel_running_immediate_with_curl_shape);
     tcase_add_test(tc, test_cancel_after_current_image_is_the_seed_document);
+    tcase_add_test(tc, test_cancel_answer_follows_the_mode_that_stands);
     tcase_add_test(tc, test_cancel_with_fetch_shape_empty_json_body);
     tcase_add_test(tc, test_cancel_pending_job);
     tcase_add_test(tc, test_cancel_repeated_while_stopping_is_success_again);

@@ -851,6 +851,55 @@ START_TEST(test_cancel_pending_job_ends_it_at_once)
 }
 END_TEST
 
+/* immediate after after_current_image upgrades the cancel: the record
+ * says immediate and the holders learn it with their next reply (it once
+ * stayed after_current_image, and the job finished its image); a weaker
+ * mode after a stronger one changes nothing. */
+START_TEST(test_stronger_mode_upgrades_weaker_changes_nothing)
+{
+    char id[UUID_STR_LEN], id2[UUID_STR_LEN];
+    s_create(&s_a, 1, 3, id);
+    msg_t *r = s_claim(&s_a);
+    ck_assert_int_eq(r->type, MSG_WORK_ITEM);
+    ck_assert_str_eq(r->work_item.job_id, id);
+    msg_destroy(&r);
+    int64_t at = s_now_us();
+    r = s_cancel(&s_a, id, "after_current_image", at);
+    ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
+    ck_assert_int_eq(r->job_cancel_result.mode, CANCEL_MODE_AFTER_CURRENT_IMAGE);
+    msg_destroy(&r);
+    r = s_cancel(&s_a, id, "immediate", at + 1000);
+    ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
+    ck_assert_str_eq(job_status_name(r->job_cancel_result.prior_status), "processing");
+    ck_assert_int_eq(r->job_cancel_result.mode, CANCEL_MODE_IMMEDIATE);
+    ck_assert_int_eq(r->job_cancel_result.requested_at_us, at); /* the first time stands */
+    msg_destroy(&r);
+    json_t *doc = s_get(&s_a, id);
+    ck_assert_str_eq(s_jstr(doc, "cancel_mode"), "immediate");
+    json_decref(doc);
+    r = s_lease(&s_a, id, 0);
+    ck_assert_int_eq(r->type, MSG_LEASE_STATE);
+    ck_assert_int_eq(r->lease_state.cancel_mode, CANCEL_MODE_IMMEDIATE);
+    msg_destroy(&r);
+
+    s_create(&s_a, 1, 3, id2);
+    r = s_claim(&s_a);
+    ck_assert_int_eq(r->type, MSG_WORK_ITEM);
+    ck_assert_str_eq(r->work_item.job_id, id2);
+    msg_destroy(&r);
+    r = s_cancel(&s_a, id2, "immediate", at);
+    ck_assert_int_eq(r->job_cancel_result.mode, CANCEL_MODE_IMMEDIATE);
+    msg_destroy(&r);
+    r = s_cancel(&s_a, id2, "after_current_image", at + 1000);
+    ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
+    ck_assert_int_eq(r->job_cancel_result.mode, CANCEL_MODE_IMMEDIATE);
+    msg_destroy(&r);
+    doc = s_get(&s_a, id2);
+    ck_assert_str_eq(s_jstr(doc, "cancel_mode"), "immediate");
+    json_decref(doc);
+}
+END_TEST
+
 START_TEST(test_cancel_processing_job_then_stops_end_it)
 {
     char id[UUID_STR_LEN];
@@ -875,10 +924,13 @@ START_TEST(test_cancel_processing_job_then_stops_end_it)
     ck_assert_int_eq(r->job_cancel_result.requested_at_us, at);
     msg_destroy(&r);
 
-    r = s_cancel(&s_a, id, "immediate", at + 1000);
+    /* the same again: the first time and mode stand (an immediate one
+     * would upgrade it: test_stronger_mode_upgrades_weaker_changes_nothing) */
+    r = s_cancel(&s_a, id, "after_current_image", at + 1000);
     ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
     ck_assert_str_eq(job_status_name(r->job_cancel_result.prior_status), "processing");
     ck_assert_int_eq(r->job_cancel_result.requested_at_us, at);
+    ck_assert_int_eq(r->job_cancel_result.mode, CANCEL_MODE_AFTER_CURRENT_IMAGE);
     msg_destroy(&r);
 
     json_t *doc = s_get(&s_a, id);
@@ -1565,6 +1617,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_image_recording_is_idempotent);
     tcase_add_test(tc, test_cancel_pending_job_ends_it_at_once);
     tcase_add_test(tc, test_cancel_processing_job_then_stops_end_it);
+    tcase_add_test(tc, test_stronger_mode_upgrades_weaker_changes_nothing);
     tcase_add_test(tc, test_stops_ahead_of_the_cancel_record_it);
     tcase_add_test(tc, test_job_ends_in_the_right_status_once);
     tcase_add_test(tc, test_last_two_stops_race_and_finish_once);

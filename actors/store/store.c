@@ -467,16 +467,18 @@ static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_
     b->completed_images = (uint64_t)s_i64(res, 0, 2);
     b->total_images = (uint64_t)s_i64(res, 0, 3);
     b->requested_at_us = s_i64(res, 0, 5);
+    b->mode = s_mode(res, 0, 4);
     bool accepted =
         b->prior_status == JOB_STATUS_PENDING || b->prior_status == JOB_STATUS_PROCESSING;
-    s_send_reply(st, op, &m);
+    cancel_mode_t standing = b->mode != CANCEL_MODE_NONE ? b->mode : op->mode;
+    s_send_reply(st, op, &m); /* b goes with m */
 
     /* the cancel of a running or pending job has landed: the redis actor
      * sets the seed's flag (a repeated cancel of a job still stopping too) */
     if (accepted) {
         msg_t *ev = msg_new(MSG_JOB_CANCEL_RECORDED);
         msg_set_str(&ev->job_cancel_recorded.job_id, op->job_id);
-        ev->job_cancel_recorded.mode = op->mode;
+        ev->job_cancel_recorded.mode = standing;
         ev->job_cancel_recorded.requested_at_us = op->requested_at_us;
         if (actor_publish(st->self, TOPIC_JOB_CANCEL_RECORDED, ev) < 0)
             log_warn("cannot publish the cancel record of %s", op->job_id);
