@@ -287,6 +287,25 @@ static void s_publish_cancel(actor_t *self, const cancel_t *cx)
 static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     cancel_t *cx = arg;
+    if (status == 0 && reply->type == MSG_JOB_CANCEL_KEPT) {
+        /* PostgreSQL is unreachable: the store keeps the cancel and writes
+         * it on its return; the running generators stop now (the event).
+         * Taken, not yet recorded: 202, with what is known. */
+        if (x) {
+            const char *message =
+                reply->job_cancel_kept.mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
+                    ? "Cancel request accepted. Job will stop after current image; the cancel is "
+                      "recorded when the database is back."
+                    : "Cancel request accepted. Job will stop at the next step; the cancel is "
+                      "recorded when the database is back.";
+            s_respond_json(
+                x, 202,
+                json_pack("{s:b,s:s,s:s}", "success", 1, "message", message, "job_id", cx->job_id),
+                NULL);
+        }
+        free(cx);
+        return;
+    }
     if (status != 0 || reply->type != MSG_JOB_CANCEL_RESULT) {
         if (x)
             s_backend_failed(x, status, reply, "Job not found", "database");

@@ -952,6 +952,72 @@ START_TEST(test_postgres_outage_job_completes)
 }
 END_TEST
 
+/* With PostgreSQL down, a cancel is taken (202, success) and kept, not
+ * refused with a 503 that then cancelled anyway: the running job stops at
+ * once (the event), and both it and a pending one (no generator ran it)
+ * end user_cancelled when PostgreSQL is back. */
+START_TEST(test_cancels_during_postgres_outage_are_kept)
+{
+    s_pg_start_private();
+    inst_t *in = s_spawn_with("A", NULL, "10", "1"); /* one generator: the second job waits */
+    s_ready(in);
+    char pidfile[128];
+    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
+    FILE *pf = fopen(pidfile, "w");
+    ck_assert_ptr_nonnull(pf);
+    fprintf(pf, "%d\n", (int)in->pid);
+    fclose(pf);
+    char *running = s_create(in, 1, 256, 60, 20);
+    char *pending = s_create(in, 1, 64, 2, 1);
+    double deadline = fixture_now() + 30;
+    while (s_processing(in, running) < 1) {
+        ck_assert_msg(fixture_now() < deadline, "the first job never ran");
+        fixture_pause_ms(20);
+    }
+    ck_assert_msg(s_pg_ctl_stop("fast") == 0, "pg_ctl stop failed (see %s/cmd.log)", s_pg_dir);
+    const char *ids[2] = {pending, running};
+    for (int i = 0; i < 2; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/api/jobs/%s/cancel", ids[i]);
+        api_response_t r = api_check_call(in->port, "POST", path, NULL, NULL);
+        ck_assert_msg(r.status == 202, "cancel with PostgreSQL down: %d %s", r.status, r.body);
+        ck_assert(json_is_true(json_object_get(r.json, "success")));
+        ck_assert_str_eq(api_check_str(r.json, "job_id"), ids[i]);
+        api_response_free(&r);
+    }
+    ck_assert_msg(s_pg_ctl_start() == 0, "PostgreSQL did not restart (see %s/pg.log)", s_pg_dir);
+    PGconn *db = api_check_db(s_conninfo);
+    for (int i = 0; i < 2; i++) {
+        json_t *job = NULL;
+        deadline = fixture_now() + 30;
+        while (!job) {
+            char path[128];
+            snprintf(path, sizeof path, "/api/jobs/%s", ids[i]);
+            api_response_t r = api_check_call(in->port, "GET", path, NULL, NULL);
+            if (r.status == 200 && api_check_final(api_check_str(r.json, "job_status")))
+                job = json_incref(r.json);
+            api_response_free(&r);
+            ck_assert_msg(job || fixture_now() < deadline, "job %s did not end after the restart",
+                          ids[i]);
+            if (!job)
+                fixture_pause_ms(50);
+        }
+        ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+        ck_assert(json_is_true(json_object_get(job, "cancel_requested")));
+        s_assert_consistent(db, ids[i], job);
+        json_decref(job);
+    }
+    ck_assert_int_eq(
+        api_check_sql_long(db, "select completed_images from jobs where id = $1", pending), 0);
+    PQfinish(db);
+    free(running);
+    free(pending);
+    s_stop_all();
+    ck_assert_msg(s_pg_ctl_stop("fast") == 0, "pg_ctl stop failed (see %s/cmd.log)", s_pg_dir);
+    s_pg_cleanup();
+}
+END_TEST
+
 /* ------------------------------------------------------------ migration */
 
 START_TEST(test_two_instances_started_together_migrate_once)
@@ -998,6 +1064,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_sigterm_one_instance_other_resumes_before_lease);
     tcase_add_test(tc, test_redis_outage_cancel_is_kept_and_flag_written);
     tcase_add_test(tc, test_postgres_outage_job_completes);
+    tcase_add_test(tc, test_cancels_during_postgres_outage_are_kept);
     suite_add_tcase(s, tc);
     return s;
 }

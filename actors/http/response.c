@@ -29,6 +29,8 @@ static const char *s_reason(int status)
         return "OK";
     case 201:
         return "Created";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 400:

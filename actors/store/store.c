@@ -53,12 +53,24 @@ struct store {
     double lease_s;
     char app_name[64];
     ev_timer reap; /* ends cancelled jobs' abandoned combinations */
+    /* Cancels received while PostgreSQL was unreachable, written on its
+     * return: one per job (the first time, the strongest mode). */
+    struct kept_cancel {
+        char job_id[UUID_STR_LEN];
+        cancel_mode_t mode;
+        int64_t requested_at_us;
+    } * kept;
+    size_t nkept;
 };
+
+/* Most cancels kept for PostgreSQL's return; past it a cancel is refused
+ * with 503, honestly. */
+#define KEPT_MAX 10000
 
 /* ---------------------------------------------------------- the query table */
 
 /* QUERY flags (queries.def) */
-enum { Q_BINARY = 1, Q_OWN_ERRORS = 2 };
+enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4 };
 
 #define S_LIST(...) __VA_ARGS__
 
@@ -175,11 +187,15 @@ static bool s_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 }
 
 /* pgpipe's callback: every operation ends here, answered exactly once. */
+static bool s_keep(store_t *st, const op_t *op);
+
 static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
 {
     op_t *op = arg;
     store_t *st = op->st;
-    if (r->status == -ECANCELED)
+    if (r->status == -EAGAIN && (op->q->flags & Q_KEEP) && s_keep(st, op))
+        ; /* answered: written when PostgreSQL is back */
+    else if (r->status == -ECANCELED)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping", op->q->what);
     else if (r->status < 0)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: %s", op->q->what, r->reason);
@@ -214,6 +230,10 @@ static void s_op_submit(op_t *op)
     store_t *st = op->st;
     if (pgpipe_submit(st->pipe, &op->group) == 0)
         return;
+    if ((op->q->flags & Q_KEEP) && s_keep(st, op)) { /* the group went with the submit */
+        free(op);
+        return;
+    }
     const char *why = pgpipe_last_error(st->pipe);
     actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: PostgreSQL unavailable (%s)",
                       op->q->what, why[0] ? why : "connecting");
@@ -428,6 +448,63 @@ static void s_reply_job_json(store_t *st, const op_t *op, const pgpipe_reply_t *
     s_send_reply(st, op, &m);
 }
 
+/* A cancel that cannot reach PostgreSQL now is kept, not refused: its
+ * event has already stopped the running generators, and the user was told
+ * it is taken (JOB_CANCEL_KEPT: HTTP 202). It is written as soon as the
+ * connection is back, even for a job no generator was running (a pending
+ * job). Kept in memory: an instance that dies before PostgreSQL returns
+ * takes its kept cancels of pending jobs with it (running ones are
+ * recorded by their generators' stops, which retry until they land).
+ * false when the store cannot keep it (full): the caller answers -EAGAIN. */
+static bool s_keep(store_t *st, const op_t *op)
+{
+    struct kept_cancel *k = NULL;
+    for (size_t i = 0; i < st->nkept && !k; i++)
+        if (strcmp(st->kept[i].job_id, op->job_id) == 0)
+            k = &st->kept[i];
+    if (!k) {
+        if (st->nkept >= KEPT_MAX)
+            return false;
+        if (!st->kept && !(st->kept = calloc(KEPT_MAX, sizeof *st->kept)))
+            abort();
+        k = &st->kept[st->nkept++];
+        snprintf(k->job_id, sizeof k->job_id, "%s", op->job_id);
+        k->mode = op->mode;
+        k->requested_at_us = op->requested_at_us;
+        log_warn("PostgreSQL unavailable: the cancel of %s is kept for its return (%zu kept)",
+                 op->job_id, st->nkept);
+    } else if (op->mode == CANCEL_MODE_IMMEDIATE) {
+        k->mode = CANCEL_MODE_IMMEDIATE; /* a stronger one upgrades it */
+    }
+    msg_t *m = msg_new(MSG_JOB_CANCEL_KEPT);
+    msg_set_str(&m->job_cancel_kept.job_id, op->job_id);
+    m->job_cancel_kept.mode = k->mode;
+    s_send_reply(st, op, &m);
+    return true;
+}
+
+static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, cancel_mode_t mode,
+                         int64_t requested_at_us);
+
+/* PostgreSQL is back: the kept cancels go first into the pipeline, before
+ * any claim (a kept cancel of a pending job lands before a generator here
+ * can start it). Nobody waits for their answers; each publishes its
+ * JOB_CANCEL_RECORDED like any other. */
+static void s_on_connect(pgpipe_t *p, int status, const char *why, void *arg)
+{
+    store_t *st = arg;
+    if (status != 0 || st->nkept == 0)
+        return;
+    log_info("PostgreSQL is back: writing %zu kept cancels", st->nkept);
+    size_t n = st->nkept;
+    struct kept_cancel *kept = st->kept;
+    st->kept = NULL;
+    st->nkept = 0;
+    for (size_t i = 0; i < n; i++)
+        s_op_submit(s_cancel_op(st, NULL, kept[i].job_id, kept[i].mode, kept[i].requested_at_us));
+    free(kept);
+}
+
 /* JOB_CANCEL_REQUEST -> JOB_CANCEL_RESULT: the cancel statement, then the
  * combinations nobody runs are ended and the job finished if none runs. */
 
@@ -438,13 +515,20 @@ static void s_on_job_cancel(actor_t *self, msg_t *msg)
     if (s_bad_uuid(st, msg, b->job_id, "job_id"))
         return;
     cancel_mode_t mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
-    op_t *op = s_op_new(st, OP_job_cancel, msg, b->job_id);
+    s_op_submit(s_cancel_op(st, msg, b->job_id, mode, b->received_at_us));
+}
+
+/* The cancel statement for job_id, answering req (NULL: nobody waits). */
+static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, cancel_mode_t mode,
+                         int64_t requested_at_us)
+{
+    op_t *op = s_op_new(st, OP_job_cancel, req, job_id);
     op->mode = mode;
-    op->requested_at_us = b->received_at_us;
-    pgpipe_param_str(op->group, b->job_id);
+    op->requested_at_us = requested_at_us;
+    pgpipe_param_str(op->group, job_id);
     pgpipe_param_str(op->group, cancel_mode_name(mode));
-    pgpipe_param_i64(op->group, b->received_at_us);
-    s_op_submit(op);
+    pgpipe_param_i64(op->group, requested_at_us);
+    return op;
 }
 
 static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_reply_t *r)
@@ -781,7 +865,9 @@ static int s_init(actor_t *self, void *arg)
                                      .setup_sql = SETUP_SQL,
                                      .stmts = s_stmts,
                                      .nstmts = ST_COUNT,
-                                     .setup_hint = SETUP_HINT};
+                                     .setup_hint = SETUP_HINT,
+                                     .on_connect = s_on_connect,
+                                     .arg = st};
     ev_timer_init(&st->reap, s_reap_cb, st->lease_s / 3, st->lease_s / 3);
     st->reap.data = st;
     actor_set_state(self, st);
@@ -807,6 +893,10 @@ static void s_fini(actor_t *self)
         return;
     ev_timer_stop(actor_loop(self), &st->reap);
     pgpipe_destroy(&st->pipe); /* what is still queued: "the store is stopping" */
+    if (st->nkept)
+        log_warn("%zu kept cancels not written: PostgreSQL did not come back before the stop",
+                 st->nkept);
+    free(st->kept);
     free(st->conninfo);
     free(st->instance);
     free(st);
