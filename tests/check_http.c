@@ -1528,6 +1528,64 @@ START_TEST(test_abrupt_clients_do_not_disturb_the_server)
 }
 END_TEST
 
+/* Framing that a proxy in front of us could read another way (request
+ * smuggling, RFC 9112), and requests we cannot read as HTTP/1.1: each is
+ * answered in the API's error format with Connection: close, the
+ * connection closes, and nothing reaches the store or the bus (each would
+ * otherwise carry a cancel). */
+START_TEST(test_lenient_framing_is_refused)
+{
+#define CANCEL "POST /api/jobs/" JOB "/cancel HTTP/1.1\r\n"
+#define SMUGGLED CANCEL "Host: x\r\nContent-Length: 0\r\n\r\n"
+    static const struct {
+        const char *raw;
+        int status;
+    } cases[] = {
+        {CANCEL "Host: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nContent-Length : 2\r\n\r\n{}" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 501},
+        {CANCEL "Content-Length: 0\r\n\r\n", 400},
+        {"POST /api/jobs/" JOB "/cancel HTTP/2.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {"POST /api/jobs/" JOB "/cancel HTTP/3.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {"POST /api/jobs/" JOB "/cancel HTTP/9.9\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {CANCEL "Host: x\r\nContent-Type: text/plain\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n{}",
+         400},
+        {CANCEL "Host: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400},
+        {"POST /api/jobs/" JOB "/cancel\t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400},
+        {"GET /\r\n", 400},
+        {"\r\n", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        client_t *c = s_connect();
+        s_sends(c, cases[i].raw);
+        resp_t r;
+        ck_assert_msg(s_read(c, &r) == 0, "case %zu: no answer", i);
+        ck_assert_msg(r.status == cases[i].status, "case %zu: status %d, wanted %d: %s", i,
+                      r.status, cases[i].status, r.body);
+        ck_assert_str_eq(s_header(&r, "Content-Type"), "application/json");
+        s_json_size(&r, 1);
+        ck_assert(json_is_string(json_object_get(r.json, "error")));
+        ck_assert_str_eq(s_header(&r, "Connection"), "close");
+        s_expect_cors(&r);
+        s_resp_free(&r);
+        ck_assert_msg(s_closed_within(c, 5000), "case %zu: the connection stayed open", i);
+        s_close(&c);
+    }
+    s_expect_none(s_store, 100);
+    s_expect_no_broadcast();
+    /* and the server serves on */
+    resp_t r;
+    s_simple("GET", "/healthz", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    s_resp_free(&r);
+#undef SMUGGLED
+#undef CANCEL
+}
+END_TEST
+
 /* Requests an attachment of size bytes on a client with a small receive
  * buffer, so the server must wait for EV_WRITE; returns the expected bytes. */
 static uint8_t *s_big_attachment(client_t **cp, size_t size)
@@ -1842,6 +1900,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_keep_alive_reuse_and_connection_close);
     tcase_add_test(tc, test_slow_and_dead_readers);
     tcase_add_test(tc, test_abrupt_clients_do_not_disturb_the_server);
+    tcase_add_test(tc, test_lenient_framing_is_refused);
     tcase_add_test(tc, test_many_idle_connections_are_cheap);
     tcase_add_test(tc, test_out_of_descriptors_does_not_spin);
     tcase_add_test(tc, test_listen_errors_are_reported);

@@ -851,6 +851,172 @@ START_TEST(test_own_refusals_use_the_users_format)
 }
 END_TEST
 
+/* ------------------------------------------------------------ strict framing */
+
+/* The requests served so far ("plain N" notes). */
+static int s_plain_served(void)
+{
+    pthread_mutex_lock(&s_seen.lock);
+    int n = 0;
+    for (int i = 0; i < s_seen.nlog; i++)
+        n += strncmp(s_seen.log[i], "plain ", 6) == 0;
+    pthread_mutex_unlock(&s_seen.lock);
+    return n;
+}
+
+/* raw, sent on a fresh connection, is answered status in the user's error
+ * format with Connection: close, and the connection closes; no request
+ * (neither raw's nor one smuggled after it) reaches on_request. */
+static void s_refused(const char *raw, size_t len, int status)
+{
+    int served = s_plain_served();
+    client_t *c = s_connect();
+    while (len) {
+        ssize_t n = send(c->fd, raw, len, MSG_NOSIGNAL);
+        ck_assert_msg(n > 0, "send: %s", strerror(errno));
+        raw += n;
+        len -= (size_t)n;
+    }
+    resp_t r;
+    s_read(c, &r);
+    ck_assert_msg(r.status == status, "status %d, wanted %d: %s", r.status, status, r.body);
+    char want[16];
+    snprintf(want, sizeof want, "<%d ", status);
+    ck_assert_msg(strncmp(r.body, want, strlen(want)) == 0, "not the user's format: %s", r.body);
+    ck_assert_msg(s_has_header(&r, "\r\nContent-Type: text/x-test\r\n"), "%s", r.head);
+    ck_assert_msg(s_has_header(&r, "\r\nConnection: close\r\n"), "%s", r.head);
+    free(r.body);
+    ck_assert_msg(s_closed_by_server(c), "the connection stayed open");
+    s_close(&c);
+    ck_assert_int_eq(s_plain_served(), served);
+}
+
+#define S_REFUSED(lit, status) s_refused(lit, sizeof lit - 1, status)
+
+/* What the requests below would smuggle if their framing were honoured. */
+#define SMUGGLED "GET /plain?i=smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+START_TEST(test_space_before_colon_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length : 2\r\n\r\nab" SMUGGLED, 400);
+    s_plain_ok(1);
+}
+END_TEST
+
+START_TEST(test_obs_fold_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\tc\r\n\r\n", 400);
+    /* whitespace before the first header line is a fold of the request line */
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\n Host: x\r\n\r\n", 400);
+    s_plain_ok(2);
+}
+END_TEST
+
+START_TEST(test_chunk_data_without_crlf_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "2\r\nabXX0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "2\r\nab0\r\n\r\n" SMUGGLED,
+              400);
+    s_plain_ok(3);
+}
+END_TEST
+
+START_TEST(test_unknown_transfer_coding_is_501)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              501);
+    /* the same list over two header lines */
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" SMUGGLED,
+              501);
+    /* chunked not last: the length cannot be known (RFC 9112 6.3) */
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400);
+    /* HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 6.1) */
+    S_REFUSED("POST /plain?i=1 HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+    s_plain_ok(4);
+}
+END_TEST
+
+START_TEST(test_missing_or_repeated_host_is_400)
+{
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nX-Host: x\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n", 400);
+    s_plain_ok(5);
+}
+END_TEST
+
+START_TEST(test_other_versions_are_505)
+{
+    S_REFUSED("GET /plain?i=1 HTTP/2.0\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/3.0\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/9.9\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/1.2\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/0.9\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
+    /* not a version at all */
+    S_REFUSED("GET /plain?i=1 HTTP/1.x\r\nHost: x\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/11.1\r\nHost: x\r\n\r\n", 400);
+    s_plain_ok(6);
+}
+END_TEST
+
+START_TEST(test_repeated_content_type_or_length_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+              "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+              "Content-Length: 2\r\n\r\nab",
+              400);
+    s_plain_ok(7);
+}
+END_TEST
+
+START_TEST(test_tab_in_url_is_400)
+{
+    S_REFUSED("GET /plain?i=1\tx HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    S_REFUSED("GET /pla\tin?i=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    s_plain_ok(8);
+}
+END_TEST
+
+START_TEST(test_http09_line_and_empty_line_are_400)
+{
+    S_REFUSED("GET /\r\n", 400);
+    S_REFUSED("GET /plain?i=1\r\n\r\n", 400);
+    S_REFUSED("\r\n", 400);
+    /* an empty line where the next request line belongs */
+    client_t *c = s_connect();
+    s_sends(c, "GET /plain?i=9 HTTP/1.1\r\nHost: x\r\n\r\n\r\n");
+    resp_t r;
+    s_read(c, &r);
+    ck_assert_str_eq(r.body, "plain 9");
+    free(r.body);
+    s_read(c, &r);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert(s_has_header(&r, "\r\nConnection: close\r\n"));
+    free(r.body);
+    ck_assert(s_closed_by_server(c));
+    s_close(&c);
+    s_plain_ok(10);
+}
+END_TEST
+
 /* getsockname() fails in this thread from now on (seccomp): -1 if the
  * kernel refuses the filter. */
 static int s_fail_getsockname(void)
@@ -907,6 +1073,15 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_http10_and_head_streams);
     tcase_add_test(tc, test_shutdown_lets_streams_finish_then_closes);
     tcase_add_test(tc, test_own_refusals_use_the_users_format);
+    tcase_add_test(tc, test_space_before_colon_is_400);
+    tcase_add_test(tc, test_obs_fold_is_400);
+    tcase_add_test(tc, test_chunk_data_without_crlf_is_400);
+    tcase_add_test(tc, test_unknown_transfer_coding_is_501);
+    tcase_add_test(tc, test_missing_or_repeated_host_is_400);
+    tcase_add_test(tc, test_other_versions_are_505);
+    tcase_add_test(tc, test_repeated_content_type_or_length_is_400);
+    tcase_add_test(tc, test_tab_in_url_is_400);
+    tcase_add_test(tc, test_http09_line_and_empty_line_are_400);
     suite_add_tcase(s, tc);
     return s;
 }
