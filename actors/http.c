@@ -23,8 +23,8 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <jansson.h>
+#include <llhttp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,7 +560,7 @@ static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
         char allow[64];
         snprintf(allow, sizeof allow, "Allow: %s\r\n", r->allow);
         s_error(x, 405, allow, "method %s is not allowed here (allowed: %s)",
-                http_method_str((enum http_method)rq->method), r->allow);
+                llhttp_method_name((llhttp_method_t)rq->method), r->allow);
         return;
     }
     /* a preflight may come for any API path */

@@ -655,7 +655,9 @@ END_TEST
 START_TEST(test_cancel_id_is_lowercased)
 {
     client_t *c = s_connect();
-    s_sends(c, "POST /api/jobs/550E8400-E29B-41D4-A716-446655440000/cancel HTTP/1.1\r\n\r\n");
+    s_sends(
+        c,
+        "POST /api/jobs/550E8400-E29B-41D4-A716-446655440000/cancel HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *req = s_expect_msg(s_store, MSG_JOB_CANCEL_REQUEST);
     ck_assert_str_eq(req->job_cancel_request.job_id, JOB);
     s_answer(s_store, req, s_cancel_result("processing", 1, 2));
@@ -916,7 +918,9 @@ START_TEST(test_get_job_passes_the_document_through)
                               "\"completed_images\":3,\"total_images\":10,"
                               "\"generated_attach_ids\":[],\"cancel_requested\":false}";
     client_t *c = s_connect();
-    s_sends(c, "GET /api/jobs/550E8400-e29b-41d4-a716-446655440000?verbose=1 HTTP/1.1\r\n\r\n");
+    s_sends(
+        c,
+        "GET /api/jobs/550E8400-e29b-41d4-a716-446655440000?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *req = s_expect_msg(s_store, MSG_JOB_GET);
     ck_assert_str_eq(req->job_get.job_id, JOB);
     msg_t *reply = msg_new(MSG_JOB_JSON);
@@ -932,7 +936,7 @@ START_TEST(test_get_job_passes_the_document_through)
     s_resp_free(&r);
 
     /* HEAD: the same headers, no body */
-    s_sends(c, "HEAD /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "HEAD /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     req = s_expect_msg(s_store, MSG_JOB_GET);
     reply = msg_new(MSG_JOB_JSON);
     msg_set_str(&reply->job_json.json, doc);
@@ -952,7 +956,7 @@ START_TEST(test_get_job_passes_the_document_through)
     s_close(&c);
 
     c = s_connect();
-    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     req = s_expect_msg(s_store, MSG_JOB_GET);
     s_answer(s_store, req, s_error_msg(-ENOENT, "no such job"));
     msg_destroy(&req);
@@ -1023,7 +1027,7 @@ END_TEST
 static void s_readyz(bool db, bool redis, bool db_answers, resp_t *r)
 {
     client_t *c = s_connect();
-    s_sends(c, "GET /readyz HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *a = s_expect_msg(s_store, MSG_HEALTH_CHECK);
     msg_t *b = s_expect_msg(s_redis, MSG_HEALTH_CHECK);
     if (db_answers) {
@@ -1099,7 +1103,7 @@ START_TEST(test_store_unavailable_is_503)
     s_http_start(0.3, 10., 60.);
     c = s_connect();
     double t0 = s_mono();
-    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     req = s_expect_msg(s_store, MSG_JOB_GET);
     s_read_ok(c, &r);
     s_expect_error(&r, 503, "database unavailable");
@@ -1113,11 +1117,11 @@ START_TEST(test_store_unavailable_is_503)
 
     /* no store actor at all */
     mailbox_destroy(&s_store);
-    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read_ok(c, &r);
     s_expect_error(&r, 503, "database unavailable");
     s_resp_free(&r);
-    s_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read_ok(c, &r);
     ck_assert_int_eq(r.status, 200);
     s_resp_free(&r);
@@ -1181,7 +1185,7 @@ START_TEST(test_cors_preflight)
         ck_assert_uint_eq(r.body_len, 0);
         s_resp_free(&r);
         /* the connection goes on */
-        s_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+        s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         s_read_ok(c, &r);
         ck_assert_int_eq(r.status, 200);
         s_expect_cors(&r);
@@ -1195,7 +1199,7 @@ START_TEST(test_oversized_body_is_413)
 {
     /* announced: refused before the body is sent */
     client_t *c = s_connect();
-    s_sends(c, "POST /api/jobs HTTP/1.1\r\nContent-Type: application/json\r\n"
+    s_sends(c, "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Content-Length: 2000000\r\n\r\n");
     resp_t r;
     s_read_ok(c, &r);
@@ -1208,7 +1212,7 @@ START_TEST(test_oversized_body_is_413)
 
     /* with Expect: 100-continue the client never sends it either */
     c = s_connect();
-    s_sends(c, "POST /api/jobs HTTP/1.1\r\nContent-Type: application/json\r\n"
+    s_sends(c, "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Expect: 100-continue\r\nContent-Length: 1048577\r\n\r\n");
     s_read_ok(c, &r);
     ck_assert_int_eq(r.status, 413);
@@ -1217,7 +1221,7 @@ START_TEST(test_oversized_body_is_413)
 
     /* chunked: refused once the chunks pass the limit */
     c = s_connect();
-    s_sends(c, "POST /api/jobs HTTP/1.1\r\nContent-Type: application/json\r\n"
+    s_sends(c, "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Transfer-Encoding: chunked\r\n\r\n");
     char *chunk = malloc(65536 + 16);
     int hl = sprintf(chunk, "10000\r\n");
@@ -1255,7 +1259,8 @@ START_TEST(test_oversized_headers_are_431)
     pad[19999] = '\0';
     client_t *c = s_connect();
     char *raw;
-    ck_assert_int_gt(asprintf(&raw, "GET /healthz HTTP/1.1\r\nX-Pad: %s\r\n\r\n", pad), 0);
+    ck_assert_int_gt(asprintf(&raw, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", pad),
+                     0);
     s_sends(c, raw);
     free(raw);
     resp_t r;
@@ -1268,7 +1273,7 @@ START_TEST(test_oversized_headers_are_431)
 
     /* a long URL counts too */
     c = s_connect();
-    ck_assert_int_gt(asprintf(&raw, "GET /%s HTTP/1.1\r\n\r\n", pad), 0);
+    ck_assert_int_gt(asprintf(&raw, "GET /%s HTTP/1.1\r\nHost: x\r\n\r\n", pad), 0);
     s_sends(c, raw);
     free(raw);
     s_read_ok(c, &r);
@@ -1279,7 +1284,8 @@ START_TEST(test_oversized_headers_are_431)
     /* 15 KiB of headers is within the limit */
     pad[15000] = '\0';
     c = s_connect();
-    ck_assert_int_gt(asprintf(&raw, "GET /healthz HTTP/1.1\r\nX-Pad: %s\r\n\r\n", pad), 0);
+    ck_assert_int_gt(asprintf(&raw, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", pad),
+                     0);
     s_sends(c, raw);
     free(raw);
     s_read_ok(c, &r);
@@ -1306,7 +1312,7 @@ START_TEST(test_stalled_clients_are_closed)
 
     /* body never finished */
     c = s_connect();
-    s_sends(c, "POST /api/jobs HTTP/1.1\r\nContent-Type: application/json\r\n"
+    s_sends(c, "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Content-Length: 100\r\n\r\n{\"prompt\"");
     ck_assert(s_closed_within(c, 5000));
     s_close(&c);
@@ -1319,7 +1325,7 @@ START_TEST(test_stalled_clients_are_closed)
         if (send(c->fd, "X", 1, MSG_NOSIGNAL) != 1)
             closed = true;
         else if (i == 0)
-            s_sends(c, "GET /healthz HTTP/1.1\r\nX-Slow: ");
+            s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
         else
             closed = s_closed_within(c, 100);
     }
@@ -1329,7 +1335,7 @@ START_TEST(test_stalled_clients_are_closed)
 
     /* an idle keep-alive connection, after the keep-alive timeout */
     c = s_connect();
-    s_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read_ok(c, &r);
     ck_assert_int_eq(r.status, 200);
     s_resp_free(&r);
@@ -1354,12 +1360,13 @@ START_TEST(test_pipelined_requests_answered_in_order)
     char raw[2048];
     snprintf(raw, sizeof raw,
              "GET /api/jobs/%s HTTP/1.1\r\nHost: x\r\n\r\n"
-             "POST /api/jobs/" JOB "/cancel HTTP/1.1\r\nContent-Type: application/json\r\n"
+             "POST /api/jobs/" JOB
+             "/cancel HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: 30\r\n\r\n{\"mode\":\"after_current_image\"}"
-             "GET /healthz HTTP/1.1\r\n\r\n"
-             "GET /nope HTTP/1.1\r\n\r\n"
-             "POST /api/jobs//cancel HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-             "GET /api/jobs/%s HTTP/1.1\r\n\r\n",
+             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+             "POST /api/jobs//cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+             "GET /api/jobs/%s HTTP/1.1\r\nHost: x\r\n\r\n",
              ids[0], ids[1]);
     s_sends(c, raw);
 
@@ -1409,9 +1416,10 @@ START_TEST(test_pipelined_requests_answered_in_order)
     size_t n = 2000, len = 0;
     char *many = malloc(n * 64);
     for (size_t i = 0; i < n; i++)
-        len += (size_t)sprintf(
-            many + len,
-            i % 2 ? "GET /nope%zu HTTP/1.1\r\n\r\n" : "GET /healthz?i=%zu HTTP/1.1\r\n\r\n", i);
+        len += (size_t)sprintf(many + len,
+                               i % 2 ? "GET /nope%zu HTTP/1.1\r\nHost: x\r\n\r\n"
+                                     : "GET /healthz?i=%zu HTTP/1.1\r\nHost: x\r\n\r\n",
+                               i);
     s_send(c, many, len);
     free(many);
     for (size_t i = 0; i < n; i++) {
@@ -1440,7 +1448,7 @@ START_TEST(test_keep_alive_reuse_and_connection_close)
         s_resp_free(&r);
     }
     /* a request cut into one-byte writes */
-    static const char frag[] = "POST /api/jobs/" JOB "/cancel HTTP/1.1\r\n"
+    static const char frag[] = "POST /api/jobs/" JOB "/cancel HTTP/1.1\r\nHost: x\r\n"
                                "Content-Type: application/json\r\nContent-Length: 30\r\n\r\n"
                                "{\"mode\":\"after_current_image\"}";
     for (size_t i = 0; i < sizeof frag - 1; i++) {
@@ -1458,7 +1466,9 @@ START_TEST(test_keep_alive_reuse_and_connection_close)
     s_expect_broadcast("after_current_image");
 
     /* Connection: close is honoured, and nothing after it is read */
-    s_sends(c, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    s_sends(
+        c,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read_ok(c, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(s_header(&r, "Connection"), "close");
@@ -1493,23 +1503,23 @@ START_TEST(test_abrupt_clients_do_not_disturb_the_server)
     resp_t r;
     /* closed mid-body */
     client_t *c = s_connect();
-    s_sends(c, "POST /api/jobs HTTP/1.1\r\nContent-Type: application/json\r\n"
+    s_sends(c, "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Content-Length: 100\r\n\r\n{\"prompt\":");
     s_close(&c);
     /* closed mid-headers, reset (SO_LINGER 0) */
     c = s_connect();
-    s_sends(c, "GET /healthz HTTP/1.1\r\nHo");
+    s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nHo");
     struct linger lg = {1, 0};
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     s_close(&c);
     /* pipelined then gone before reading anything */
     c = s_connect();
     for (int i = 0; i < 50; i++)
-        s_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+        s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     s_close(&c);
     /* gone while its request waits for the store */
     c = s_connect();
-    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *req = s_expect_msg(s_store, MSG_JOB_GET);
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     s_close(&c);
@@ -1521,10 +1531,10 @@ START_TEST(test_abrupt_clients_do_not_disturb_the_server)
     /* garbage */
     static const char *const junk[] = {
         "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", /* a TLS hello */
-        "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
-        "BREW /pot HTTP/1.1\r\n\r\n",
-        "GET /healthz HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "POST /api/jobs HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST /api/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     };
     for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
         c = s_connect();
@@ -1547,6 +1557,64 @@ START_TEST(test_abrupt_clients_do_not_disturb_the_server)
 }
 END_TEST
 
+/* Framing that a proxy in front of us could read another way (request
+ * smuggling, RFC 9112), and requests we cannot read as HTTP/1.1: each is
+ * answered in the API's error format with Connection: close, the
+ * connection closes, and nothing reaches the store or the bus (each would
+ * otherwise carry a cancel). */
+START_TEST(test_lenient_framing_is_refused)
+{
+#define CANCEL "POST /api/jobs/" JOB "/cancel HTTP/1.1\r\n"
+#define SMUGGLED CANCEL "Host: x\r\nContent-Length: 0\r\n\r\n"
+    static const struct {
+        const char *raw;
+        int status;
+    } cases[] = {
+        {CANCEL "Host: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nContent-Length : 2\r\n\r\n{}" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n" SMUGGLED, 400},
+        {CANCEL "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" SMUGGLED, 501},
+        {CANCEL "Content-Length: 0\r\n\r\n", 400},
+        {"POST /api/jobs/" JOB "/cancel HTTP/2.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {"POST /api/jobs/" JOB "/cancel HTTP/3.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {"POST /api/jobs/" JOB "/cancel HTTP/9.9\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505},
+        {CANCEL "Host: x\r\nContent-Type: text/plain\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n{}",
+         400},
+        {CANCEL "Host: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400},
+        {"POST /api/jobs/" JOB "/cancel\t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400},
+        {"GET /\r\n", 400},
+        {"\r\n", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        client_t *c = s_connect();
+        s_sends(c, cases[i].raw);
+        resp_t r;
+        ck_assert_msg(s_read(c, &r) == 0, "case %zu: no answer", i);
+        ck_assert_msg(r.status == cases[i].status, "case %zu: status %d, wanted %d: %s", i,
+                      r.status, cases[i].status, r.body);
+        ck_assert_str_eq(s_header(&r, "Content-Type"), "application/json");
+        s_json_size(&r, 1);
+        ck_assert(json_is_string(json_object_get(r.json, "error")));
+        ck_assert_str_eq(s_header(&r, "Connection"), "close");
+        s_expect_cors(&r);
+        s_resp_free(&r);
+        ck_assert_msg(s_closed_within(c, 5000), "case %zu: the connection stayed open", i);
+        s_close(&c);
+    }
+    s_expect_none(s_store, 100);
+    s_expect_no_broadcast();
+    /* and the server serves on */
+    resp_t r;
+    s_simple("GET", "/healthz", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    s_resp_free(&r);
+#undef SMUGGLED
+#undef CANCEL
+}
+END_TEST
+
 /* Requests an attachment of size bytes on a client with a small receive
  * buffer, so the server must wait for EV_WRITE; returns the expected bytes. */
 static uint8_t *s_big_attachment(client_t **cp, size_t size)
@@ -1559,7 +1627,7 @@ static uint8_t *s_big_attachment(client_t **cp, size_t size)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s_port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(c->fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    s_sends(c, "GET /api/attachments/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /api/attachments/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *req = s_expect_msg(s_store, MSG_ATTACHMENT_GET);
     uint8_t *png = malloc(size);
     for (size_t i = 0; i < size; i++)
@@ -1601,7 +1669,7 @@ START_TEST(test_slow_and_dead_readers)
     }
     ck_assert_uint_eq(got, size);
     /* and the connection is still good */
-    s_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     c->len = 0;
     resp_t r;
     s_read_ok(c, &r);
@@ -1658,7 +1726,7 @@ static int s_bare_healthz(void)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s_port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    static const char req[] = "GET /healthz HTTP/1.1\r\n\r\n";
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     ck_assert_int_eq(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
     char buf[1024];
     size_t len = 0;
@@ -1737,7 +1805,7 @@ START_TEST(test_out_of_descriptors_does_not_spin)
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     /* descriptors are back: the waiting clients are served */
     for (int i = 0; i < N; i++) {
-        s_sends(c[i], "GET /healthz HTTP/1.1\r\n\r\n");
+        s_sends(c[i], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         resp_t r;
         s_read_ok(c[i], &r);
         ck_assert_int_eq(r.status, 200);
@@ -1782,11 +1850,11 @@ START_TEST(test_shutdown_stops_accepting)
 {
     client_t *idle = s_connect();
     resp_t r;
-    s_sends(idle, "GET /healthz HTTP/1.1\r\n\r\n");
+    s_sends(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read_ok(idle, &r);
     s_resp_free(&r);
     client_t *busy = s_connect();
-    s_sends(busy, "GET /api/jobs/" JOB " HTTP/1.1\r\n\r\n");
+    s_sends(busy, "GET /api/jobs/" JOB " HTTP/1.1\r\nHost: x\r\n\r\n");
     msg_t *req = s_expect_msg(s_store, MSG_JOB_GET);
 
     msg_t *shut = msg_new(MSG_SHUTDOWN);
@@ -1862,6 +1930,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_keep_alive_reuse_and_connection_close);
     tcase_add_test(tc, test_slow_and_dead_readers);
     tcase_add_test(tc, test_abrupt_clients_do_not_disturb_the_server);
+    tcase_add_test(tc, test_lenient_framing_is_refused);
     tcase_add_test(tc, test_many_idle_connections_are_cheap);
     tcase_add_test(tc, test_out_of_descriptors_does_not_spin);
     tcase_add_test(tc, test_listen_errors_are_reported);

@@ -531,7 +531,7 @@ static void s_plain_ok(int i)
 {
     client_t *c = s_connect();
     char req[64];
-    snprintf(req, sizeof req, "GET /plain?i=%d HTTP/1.1\r\n\r\n", i);
+    snprintf(req, sizeof req, "GET /plain?i=%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
     s_sends(c, req);
     resp_t r;
     s_read(c, &r);
@@ -633,7 +633,7 @@ START_TEST(test_stream_of_10000_pieces_to_a_slow_reader)
     ck_assert_int_eq(s_get(&s_seen.write_failed), 0);
     free(r.body);
     /* the connection serves on */
-    s_sends(c, "GET /plain?i=7 HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /plain?i=7 HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read(c, &r);
     ck_assert_str_eq(r.body, "plain 7");
     free(r.body);
@@ -646,7 +646,7 @@ START_TEST(test_stream_abandoned_halfway)
     /* the producer has written its half and waits: the client's departure
      * reaches it only through the closed callback */
     client_t *c = s_connect();
-    s_sends(c, "GET /half?id=2&n=5000 HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /half?id=2&n=5000 HTTP/1.1\r\nHost: x\r\n\r\n");
     char last[1100];
     last[s_piece(2, 4999, last)] = '\0';
     ck_assert_uint_gt(s_until(c, last, 0, 65536), 0);
@@ -657,7 +657,7 @@ START_TEST(test_stream_abandoned_halfway)
     /* gone while the producer is writing: told exactly once, one way or
      * the other */
     c = s_connect_rcvbuf(4096);
-    s_sends(c, "GET /stream?id=3&n=1000000 HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /stream?id=3&n=1000000 HTTP/1.1\r\nHost: x\r\n\r\n");
     resp_t r;
     ck_assert_uint_gt(s_until(c, "\r\n\r\n", 0, 512), 0);
     ck_assert_uint_gt(s_until(c, NULL, c->len + 20000, 512), 0);
@@ -679,7 +679,7 @@ START_TEST(test_stream_abandoned_halfway)
     /* the server is fine and serves others */
     s_plain_ok(1);
     c = s_connect();
-    s_sends(c, "GET /stream?id=4&n=300 HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /stream?id=4&n=300 HTTP/1.1\r\nHost: x\r\n\r\n");
     s_read(c, &r);
     s_expect_stream(&r, 4, 300);
     free(r.body);
@@ -693,7 +693,7 @@ START_TEST(test_output_limit_closes_a_reader_that_never_reads)
     s_teardown();
     s_serve(64 * 1024, true);
     client_t *c = s_connect_rcvbuf(4096);
-    s_sends(c, "GET /flood HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
     ck_assert_msg(s_wait_for(&s_seen.write_failed, 1), "the flood was never refused");
     pthread_mutex_lock(&s_seen.lock);
     size_t flooded = s_seen.flooded;
@@ -711,11 +711,11 @@ END_TEST
 START_TEST(test_pipelined_requests_behind_a_stream_keep_their_order)
 {
     client_t *c = s_connect();
-    s_sends(c, "GET /plain?i=1 HTTP/1.1\r\n\r\n"
-               "GET /stream?id=5&n=3000 HTTP/1.1\r\n\r\n"
-               "GET /plain?i=2 HTTP/1.1\r\n\r\n"
-               "GET /stream?id=6&n=10 HTTP/1.1\r\n\r\n"
-               "GET /plain?i=3 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    s_sends(c, "GET /plain?i=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /stream?id=5&n=3000 HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /plain?i=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /stream?id=6&n=10 HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /plain?i=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     resp_t r;
     s_read(c, &r);
     ck_assert_str_eq(r.body, "plain 1");
@@ -761,7 +761,9 @@ START_TEST(test_http10_and_head_streams)
 
     /* HEAD: the head of the stream, no body, and the connection goes on */
     c = s_connect();
-    s_sends(c, "HEAD /stream?id=8&n=50 HTTP/1.1\r\n\r\nGET /plain?i=4 HTTP/1.1\r\n\r\n");
+    s_sends(
+        c,
+        "HEAD /stream?id=8&n=50 HTTP/1.1\r\nHost: x\r\n\r\nGET /plain?i=4 HTTP/1.1\r\nHost: x\r\n\r\n");
     size_t end = s_until(c, "\r\n\r\n", 0, 65536);
     ck_assert_uint_gt(end, 0);
     ck_assert(memmem(c->buf, end, "Transfer-Encoding: chunked", 26) != NULL);
@@ -778,12 +780,12 @@ START_TEST(test_shutdown_lets_streams_finish_then_closes)
     /* a stream that began before the shutdown promised keep-alive: once
      * it has ended, its connection is idle and closes like the others */
     client_t *c = s_connect();
-    s_sends(c, "GET /park?id=9&n=3 HTTP/1.1\r\n\r\n");
+    s_sends(c, "GET /park?id=9&n=3 HTTP/1.1\r\nHost: x\r\n\r\n");
     char last[1100];
     last[s_piece(9, 2, last)] = '\0';
     ck_assert_uint_gt(s_until(c, last, 0, 65536), 0);
     client_t *idle = s_connect();
-    s_sends(idle, "GET /plain?i=5 HTTP/1.1\r\n\r\n");
+    s_sends(idle, "GET /plain?i=5 HTTP/1.1\r\nHost: x\r\n\r\n");
     resp_t r;
     s_read(idle, &r);
     free(r.body);
@@ -812,7 +814,7 @@ START_TEST(test_own_refusals_use_the_users_format)
     memset(pad, 'a', 20000);
     pad[20000] = '\0';
     char *raw;
-    ck_assert_int_gt(asprintf(&raw, "GET /plain HTTP/1.1\r\nX-Pad: %s\r\n\r\n", pad), 0);
+    ck_assert_int_gt(asprintf(&raw, "GET /plain HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", pad), 0);
     client_t *c = s_connect();
     s_sends(c, raw);
     resp_t r;
@@ -830,7 +832,7 @@ START_TEST(test_own_refusals_use_the_users_format)
     s_teardown();
     s_serve(0, false);
     c = s_connect();
-    s_sends(c, "POST /plain HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
+    s_sends(c, "POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n");
     s_read(c, &r);
     ck_assert_int_eq(r.status, 413);
     ck_assert_str_eq(r.body, "request body exceeds 1 MiB\n");
@@ -838,7 +840,7 @@ START_TEST(test_own_refusals_use_the_users_format)
     free(r.body);
     s_close(&c);
     c = s_connect();
-    s_sends(c, "GET /plain HTTP/1.1\r\nBad Header\r\n\r\n");
+    s_sends(c, "GET /plain HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
     s_read(c, &r);
     ck_assert_int_eq(r.status, 400);
     ck_assert_msg(strncmp(r.body, "malformed HTTP request", 22) == 0, "%s", r.body);
@@ -846,6 +848,172 @@ START_TEST(test_own_refusals_use_the_users_format)
     s_close(&c);
     free(raw);
     free(pad);
+}
+END_TEST
+
+/* ------------------------------------------------------------ strict framing */
+
+/* The requests served so far ("plain N" notes). */
+static int s_plain_served(void)
+{
+    pthread_mutex_lock(&s_seen.lock);
+    int n = 0;
+    for (int i = 0; i < s_seen.nlog; i++)
+        n += strncmp(s_seen.log[i], "plain ", 6) == 0;
+    pthread_mutex_unlock(&s_seen.lock);
+    return n;
+}
+
+/* raw, sent on a fresh connection, is answered status in the user's error
+ * format with Connection: close, and the connection closes; no request
+ * (neither raw's nor one smuggled after it) reaches on_request. */
+static void s_refused(const char *raw, size_t len, int status)
+{
+    int served = s_plain_served();
+    client_t *c = s_connect();
+    while (len) {
+        ssize_t n = send(c->fd, raw, len, MSG_NOSIGNAL);
+        ck_assert_msg(n > 0, "send: %s", strerror(errno));
+        raw += n;
+        len -= (size_t)n;
+    }
+    resp_t r;
+    s_read(c, &r);
+    ck_assert_msg(r.status == status, "status %d, wanted %d: %s", r.status, status, r.body);
+    char want[16];
+    snprintf(want, sizeof want, "<%d ", status);
+    ck_assert_msg(strncmp(r.body, want, strlen(want)) == 0, "not the user's format: %s", r.body);
+    ck_assert_msg(s_has_header(&r, "\r\nContent-Type: text/x-test\r\n"), "%s", r.head);
+    ck_assert_msg(s_has_header(&r, "\r\nConnection: close\r\n"), "%s", r.head);
+    free(r.body);
+    ck_assert_msg(s_closed_by_server(c), "the connection stayed open");
+    s_close(&c);
+    ck_assert_int_eq(s_plain_served(), served);
+}
+
+#define S_REFUSED(lit, status) s_refused(lit, sizeof lit - 1, status)
+
+/* What the requests below would smuggle if their framing were honoured. */
+#define SMUGGLED "GET /plain?i=smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+START_TEST(test_space_before_colon_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length : 2\r\n\r\nab" SMUGGLED, 400);
+    s_plain_ok(1);
+}
+END_TEST
+
+START_TEST(test_obs_fold_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\tc\r\n\r\n", 400);
+    /* whitespace before the first header line is a fold of the request line */
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\n Host: x\r\n\r\n", 400);
+    s_plain_ok(2);
+}
+END_TEST
+
+START_TEST(test_chunk_data_without_crlf_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "2\r\nabXX0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "2\r\nab0\r\n\r\n" SMUGGLED,
+              400);
+    s_plain_ok(3);
+}
+END_TEST
+
+START_TEST(test_unknown_transfer_coding_is_501)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              501);
+    /* the same list over two header lines */
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" SMUGGLED,
+              501);
+    /* chunked not last: the length cannot be known (RFC 9112 6.3) */
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+              "0\r\n\r\n" SMUGGLED,
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400);
+    /* HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 6.1) */
+    S_REFUSED("POST /plain?i=1 HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+    s_plain_ok(4);
+}
+END_TEST
+
+START_TEST(test_missing_or_repeated_host_is_400)
+{
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nX-Host: x\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n", 400);
+    s_plain_ok(5);
+}
+END_TEST
+
+START_TEST(test_other_versions_are_505)
+{
+    S_REFUSED("GET /plain?i=1 HTTP/2.0\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/3.0\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/9.9\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/1.2\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("GET /plain?i=1 HTTP/0.9\r\nHost: x\r\n\r\n", 505);
+    S_REFUSED("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
+    /* not a version at all */
+    S_REFUSED("GET /plain?i=1 HTTP/1.x\r\nHost: x\r\n\r\n", 400);
+    S_REFUSED("GET /plain?i=1 HTTP/11.1\r\nHost: x\r\n\r\n", 400);
+    s_plain_ok(6);
+}
+END_TEST
+
+START_TEST(test_repeated_content_type_or_length_is_400)
+{
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+              "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+              400);
+    S_REFUSED("POST /plain?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+              "Content-Length: 2\r\n\r\nab",
+              400);
+    s_plain_ok(7);
+}
+END_TEST
+
+START_TEST(test_tab_in_url_is_400)
+{
+    S_REFUSED("GET /plain?i=1\tx HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    S_REFUSED("GET /pla\tin?i=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    s_plain_ok(8);
+}
+END_TEST
+
+START_TEST(test_http09_line_and_empty_line_are_400)
+{
+    S_REFUSED("GET /\r\n", 400);
+    S_REFUSED("GET /plain?i=1\r\n\r\n", 400);
+    S_REFUSED("\r\n", 400);
+    /* an empty line where the next request line belongs */
+    client_t *c = s_connect();
+    s_sends(c, "GET /plain?i=9 HTTP/1.1\r\nHost: x\r\n\r\n\r\n");
+    resp_t r;
+    s_read(c, &r);
+    ck_assert_str_eq(r.body, "plain 9");
+    free(r.body);
+    s_read(c, &r);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert(s_has_header(&r, "\r\nConnection: close\r\n"));
+    free(r.body);
+    ck_assert(s_closed_by_server(c));
+    s_close(&c);
+    s_plain_ok(10);
 }
 END_TEST
 
@@ -905,6 +1073,15 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_http10_and_head_streams);
     tcase_add_test(tc, test_shutdown_lets_streams_finish_then_closes);
     tcase_add_test(tc, test_own_refusals_use_the_users_format);
+    tcase_add_test(tc, test_space_before_colon_is_400);
+    tcase_add_test(tc, test_obs_fold_is_400);
+    tcase_add_test(tc, test_chunk_data_without_crlf_is_400);
+    tcase_add_test(tc, test_unknown_transfer_coding_is_501);
+    tcase_add_test(tc, test_missing_or_repeated_host_is_400);
+    tcase_add_test(tc, test_other_versions_are_505);
+    tcase_add_test(tc, test_repeated_content_type_or_length_is_400);
+    tcase_add_test(tc, test_tab_in_url_is_400);
+    tcase_add_test(tc, test_http09_line_and_empty_line_are_400);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -9,7 +9,7 @@
 #define IMAGEJOBS_HTTP_CONN_H
 
 #include <ev.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,13 +19,15 @@
 #define HEAD_LIMIT (16u * 1024)   /* request line + headers: 431 past it */
 #define BODY_LIMIT (1024u * 1024) /* request body: 413 past it */
 #define PEND_LIMIT (64u * 1024)   /* input read aside while a stream runs */
+/* a chunked body's framing (sizes, extensions, trailers): 413 past it */
+#define FRAMING_LIMIT (64u * 1024)
 
 typedef struct {
     char *data;
     size_t len, cap;
 } buf_t;
 
-typedef enum { HDR_OTHER, HDR_CONTENT_TYPE, HDR_EXPECT } header_t;
+typedef enum { HDR_OTHER, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_HOST, HDR_TRANSFER_ENCODING } header_t;
 
 typedef enum {
     X_READING,   /* its request is being read */
@@ -49,11 +51,16 @@ struct http_exchange {
     bool chunked;    /* a stream framed in chunks (HTTP/1.1) */
     bool no_body;    /* a stream whose writes are dropped (HEAD, 204, 304) */
     /* parsing */
-    char field[16]; /* the header name being read; longer ones aren't ours */
+    char field[24]; /* the header name being read; longer ones aren't ours */
     uint8_t field_len;
     bool field_long;
-    bool in_value; /* the last header callback was for a value */
     header_t header;
+    uint8_t hosts;   /* Host header lines */
+    char version[8]; /* the request line's version, "1.1" */
+    uint8_t version_len;
+    char te[48]; /* the Transfer-Encoding lines, joined with commas */
+    uint8_t te_len;
+    bool te_long;
     char ctype[128];
     uint8_t ctype_len;
     bool has_ctype, ctype_long;
@@ -85,7 +92,7 @@ typedef enum {
 struct http_conn {
     ev_io io;       /* EV_READ while reading or lingering, EV_WRITE while writing */
     ev_timer timer; /* keep-alive, stall or linger deadline */
-    http_parser parser;
+    llhttp_t parser;
     http_server_t *srv;
     conn_t *prev, *next; /* the server's open connections */
     http_exchange_t *x;  /* the request being read, served or streamed */
@@ -98,7 +105,15 @@ struct http_conn {
     bool driving;  /* inside http_conn_drive() or s_conn_input() */
     bool in_body;
     bool close_after;
-    int16_t limit; /* why a callback stopped the parser: 413, or -1 to just close */
+    /* the request being read, as it arrives (request.c's s_scan_head) */
+    uint8_t scan;        /* where in its head */
+    uint8_t scan_spaces; /* spaces in its request line */
+    uint32_t head_len;   /* bytes of its request line and headers so far */
+    uint32_t wire_len;   /* bytes of it parsed so far */
+    /* why a callback stopped the parser: the status to answer with its
+     * message, or -1 to just close */
+    int16_t fail;
+    const char *fail_msg;
 };
 
 struct http_server {
@@ -139,6 +154,8 @@ void http_conn_linger(conn_t *c);
 void http_conn_drive(conn_t *c);
 
 /* request.c */
+/* Sets up the connection's parser (strict, every lenient flag off). */
+void http_conn_parser_init(conn_t *c);
 /* Feeds len bytes to the parser; returns how many it took (fewer when a
  * request completed and is being served, or the connection failed). */
 size_t http_conn_parse(conn_t *c, const char *data, size_t len);

@@ -49,8 +49,12 @@ static const char *s_reason(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Server Error";
     }
@@ -106,7 +110,7 @@ static void s_head(conn_t *c, const http_exchange_t *x, int status, const char *
     else if (x->http10)
         http_buf_adds(b, "Connection: keep-alive\r\n");
     http_buf_add(b, "\r\n", 2);
-    log_debug("%s %s: %d", x->view.path ? http_method_str((enum http_method)x->view.method) : "-",
+    log_debug("%s %s: %d", x->view.path ? llhttp_method_name((llhttp_method_t)x->view.method) : "-",
               x->view.path ? x->view.path : "(unparsed)", status);
 }
 
@@ -213,7 +217,7 @@ void http_conn_flush(conn_t *c)
         return;
     }
     c->state = CONN_READING;
-    http_parser_pause(&c->parser, 0);
+    llhttp_resume(&c->parser);
     http_conn_drive(c);
 }
 

@@ -4,7 +4,7 @@
  * request over is in request.c, writing responses and streams in
  * response.c; conn.h holds what they share.
  *
- * One request per connection is served at a time. When http-parser
+ * One request per connection is served at a time. When llhttp
  * completes a message we pause it and hand the request to on_request; the
  * next pipelined request is parsed only once the response has been written
  * in full. While a stream runs, what the client sends is read aside (to
@@ -31,7 +31,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,8 +300,7 @@ static void s_conn_new(http_server_t *srv, int fd)
     if (!c)
         abort();
     c->srv = srv;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    http_conn_parser_init(c);
     ev_io_init(&c->io, s_conn_io_cb, fd, EV_READ);
     c->io.data = c;
     ev_timer_init(&c->timer, s_conn_timer_cb, 0., 0.);
@@ -452,12 +450,6 @@ static void s_server_free(http_server_t *srv)
     free(srv);
 }
 
-static void s_parser_limits(void)
-{
-    /* process-wide in http-parser 2.9; this library is its only user */
-    http_parser_set_max_header_size(HEAD_LIMIT);
-}
-
 static char *s_strdup(const char *s)
 {
     char *p = strdup(s);
@@ -468,8 +460,6 @@ static char *s_strdup(const char *s)
 
 http_server_t *http_server_new(const http_server_config_t *cfg, char *err, size_t errlen)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, s_parser_limits);
     if (!cfg->loop || !cfg->listen || !cfg->on_request) {
         snprintf(err, errlen, "an HTTP server needs a loop, an address and on_request");
         return NULL;

@@ -1,6 +1,6 @@
 /*
  * server.h - an HTTP/1.1 server library on one libev loop: the listener,
- * connections, parsing (http-parser), keep-alive and pipelining, limits and
+ * connections, parsing (llhttp, strict), keep-alive and pipelining, limits and
  * timeouts, whole responses and streamed ones. See docs/http.md.
  *
  * It knows nothing of what it serves (the split of nginx's HTTP core and its
@@ -44,7 +44,7 @@ typedef struct http_exchange http_exchange_t;
 /* A complete request, valid until its response starts (http_respond() or
  * http_stream_begin()) or its client goes. */
 typedef struct {
-    unsigned method;    /* enum http_method */
+    unsigned method;    /* llhttp_method_t: HTTP_GET, ... */
     bool head;          /* HEAD: the response goes out without its body */
     const char *path;   /* NUL-terminated, without query or fragment, not decoded */
     http_query_t query; /* the query string's pairs, decoded */
