@@ -1260,7 +1260,7 @@ START_TEST(test_store_started_before_its_database_connects_later)
     r = s_call(&s_b, &req);
     s_expect_error(&r, -EAGAIN);
 
-    /* it appears: the store connects on its own (backoff at most 5 s) */
+    /* it appears: the store connects on its own (backoff at most 1 s) */
     char *made = s_create_db(name);
     ck_assert_ptr_nonnull(made);
     char err[256] = "";
