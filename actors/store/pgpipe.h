@@ -7,11 +7,10 @@
  * (PQconnectStartParams/PQconnectPoll), reconnects with backoff (100 ms
  * doubling to 1 s) when the server is unreachable or the connection drops,
  * tries again at once (rate-limited) when a caller needs the server while
- * it is down, and on every new
- * connection runs the caller's set-up SQL and prepares the caller's
- * statements before anything else. Work is submitted as groups: prepared
- * statements sent back to back and closed by a Sync, so the server runs
- * each group as one implicit transaction. Groups go into the pipeline at
+ * it is down, and on every new connection runs the caller's set-up SQL and
+ * prepares the caller's statements before anything else. Work is submitted
+ * as groups: prepared statements sent back to back and closed by a Sync, so
+ * the server runs each group as one implicit transaction. Groups go into the pipeline at
  * once, without waiting for earlier results; each group's callback runs
  * exactly once, with its results in statement order.
  *
