@@ -5,10 +5,12 @@
  * IMAGEJOBS_TEST_DATABASE (cmd/imagejobs-local test) names the shared test
  * server: pipelined groups, failing statements, binary results, callbacks
  * that submit or destroy, a backend killed under the pipe. The server
- * restart runs on a private PostgreSQL (initdb in /tmp, from
- * IMAGEJOBS_TEST_PGBIN) because stopping the shared one would break the
- * test programs running beside this one. Without the variable only the
- * tests that need no server run (nothing listens, bad conninfo).
+ * restarts (survived; a return found within the backoff cap; a return
+ * found by the first group after it) run on a private PostgreSQL each
+ * (initdb in /tmp, from IMAGEJOBS_TEST_PGBIN) because stopping the shared
+ * one would break the test programs running beside this one. Without the
+ * variable only the tests that need no server run (nothing listens, bad
+ * conninfo, retries brought forward by refused groups).
  */
 #include "config.h"
 
