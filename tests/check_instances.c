@@ -14,7 +14,7 @@
  * are polled with deadlines, and nothing asserts how fast anything is
  * except where a comment says why the bound is generous.
  *
- * The PostgreSQL outage test starts a private PostgreSQL (initdb in a
+ * The PostgreSQL outage tests start a private PostgreSQL each (initdb in a
  * temporary directory, as the postgres user when run as root) for the same
  * reason: stopping the suite's would break the tests running beside it.
  */
