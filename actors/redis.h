@@ -68,9 +68,11 @@ typedef struct {
 } redis_config_t;
 
 /* Starts the actor named "redis". cfg is read during the call only. It does
- * not wait for Redis: when Redis is down it keeps retrying with backoff and
- * logs each change of state once. Returns NULL with the reason in err for a
- * bad URL or instance name, or when the actor cannot start. Stop it with
+ * not wait for Redis: when Redis is down it keeps retrying with backoff
+ * (100 ms doubling to 1 s, jittered; a request that needs Redis brings the
+ * next attempt forward, at most one per 0.2 s) and logs each change of
+ * state once. Returns NULL with the reason in err for a bad URL or
+ * instance name, or when the actor cannot start. Stop it with
  * redis_destroy(). */
 actor_t *redis_start(runtime_t *rt, const redis_config_t *cfg, char *err, size_t errlen);
 

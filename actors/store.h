@@ -37,12 +37,14 @@ typedef struct {
 
 /* Starts the actor named "store". cfg (and its strings) need only live until
  * this returns. It connects asynchronously (PQconnectStart/PQconnectPoll
- * inside its loop) and retries with backoff (100 ms doubling to 5 s) while
+ * inside its loop) and retries with backoff (100 ms doubling to 1 s) while
  * PostgreSQL is unreachable, logging one line per state change; start does
  * not fail because the database is down. Requests that arrive while it is
- * down are answered ERROR -EAGAIN at once. Returns NULL with the reason in
- * err only for a conninfo that cannot parse or an actor that cannot start.
- * Stop it with store_destroy(). */
+ * down are answered ERROR -EAGAIN at once, and bring the next attempt
+ * forward to now (at most one per 0.2 s): it serves again within about a
+ * second of PostgreSQL's return. Returns NULL with the reason in err only
+ * for a conninfo that cannot parse or an actor that cannot start. Stop it
+ * with store_destroy(). */
 actor_t *store_start(runtime_t *rt, const store_config_t *cfg, char *err, size_t errlen);
 
 /* Stops the actor once the statements in flight are done (requests still

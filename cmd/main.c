@@ -105,7 +105,7 @@ static int s_migrate_until_done(const char *conninfo)
     sigset_t set;
     s_stop_signals(&set);
     backoff_t backoff;
-    backoff_init(&backoff, 0.2, 5.0, 0);
+    backoff_init(&backoff, 0.2, 1.0, 0); /* as the store: ready within 1 s of the return */
     char err[512], last[512] = "";
     struct timespec ts = {0, 0}; /* a signal that came first is taken at once */
     for (;;) {

@@ -5,10 +5,12 @@
  * IMAGEJOBS_TEST_DATABASE (cmd/imagejobs-local test) names the shared test
  * server: pipelined groups, failing statements, binary results, callbacks
  * that submit or destroy, a backend killed under the pipe. The server
- * restart runs on a private PostgreSQL (initdb in /tmp, from
- * IMAGEJOBS_TEST_PGBIN) because stopping the shared one would break the
- * test programs running beside this one. Without the variable only the
- * tests that need no server run (nothing listens, bad conninfo).
+ * restarts (survived; a return found within the backoff cap; a return
+ * found by the first group after it) run on a private PostgreSQL each
+ * (initdb in /tmp, from IMAGEJOBS_TEST_PGBIN) because stopping the shared
+ * one would break the test programs running beside this one. Without the
+ * variable only the tests that need no server run (nothing listens, bad
+ * conninfo, retries brought forward by refused groups).
  */
 #include "config.h"
 
@@ -32,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAIT_S 30. /* generous: sanitizer builds on 2 busy cores */
@@ -63,6 +66,9 @@ typedef struct {
     pgpipe_config_t cfg;
     char app_name[64];
     int connects, connect_failures, disconnects;
+    double connected_at, failed_at, lost_at; /* s_mono() of the last of each */
+    double first_ok_at;                      /* of the first group answered 0, or 0 */
+    int refused, accepted;                   /* the ticker's submits (s_tick_cb) */
     char why[512];
     int answered;
     int statuses[1024];
@@ -76,14 +82,25 @@ typedef struct {
 static ctx_t s_ctx;
 static bool s_timed_out;
 static int s_max_inflight; /* for the next s_open(); 0: the default */
+static double s_backoff_s; /* for the next s_open(): first and max retry delay; 0: defaults */
+
+/* Monotonic seconds. */
+static double s_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void s_on_connect(pgpipe_t *p, int status, const char *why, void *arg)
 {
     ctx_t *c = arg;
     if (status == 0) {
         c->connects++;
+        c->connected_at = s_mono();
     } else {
         c->connect_failures++;
+        c->failed_at = s_mono();
         snprintf(c->why, sizeof c->why, "%s", why);
     }
 }
@@ -92,6 +109,7 @@ static void s_on_disconnect(pgpipe_t *p, const char *why, void *arg)
 {
     ctx_t *c = arg;
     c->disconnects++;
+    c->lost_at = s_mono();
     snprintf(c->why, sizeof c->why, "%s", why);
 }
 
@@ -104,6 +122,8 @@ static void s_on_reply(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
     int i = c->answered++;
     ck_assert_int_lt(i, 1024);
     c->statuses[i] = r->status;
+    if (r->status == 0 && !c->first_ok_at)
+        c->first_ok_at = s_mono();
     c->values[i][0] = '\0';
     snprintf(c->reasons[i], sizeof c->reasons[i], "%s", r->reason ? r->reason : "");
     if (r->status == 0 && r->error) {
@@ -146,18 +166,49 @@ static void s_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     s_timed_out = true;
 }
 
-/* Turns the loop until *counter reaches target (a callback moves it). */
-static void s_run_until(const int *counter, int target, const char *what)
+/* Turns the loop until *counter reaches target (a callback moves it) or
+ * wait_s have passed; whether it got there. */
+static bool s_run_within(const int *counter, int target, double wait_s)
 {
     ev_timer t;
-    ev_timer_init(&t, s_deadline_cb, WAIT_S, 0.);
+    ev_timer_init(&t, s_deadline_cb, wait_s, 0.);
     ev_timer_start(s_ctx.loop, &t);
     s_timed_out = false;
     while (*counter < target && !s_timed_out)
         ev_run(s_ctx.loop, EVRUN_ONCE);
     ev_timer_stop(s_ctx.loop, &t);
-    ck_assert_msg(*counter >= target, "%s: not within %.0f s (%d of %d; last reason: %s)", what,
-                  WAIT_S, *counter, target, s_ctx.why);
+    return *counter >= target;
+}
+
+/* Turns the loop until *counter reaches target (a callback moves it). */
+static void s_run_until(const int *counter, int target, const char *what)
+{
+    bool ok = s_run_within(counter, target, WAIT_S);
+    ck_assert_msg(ok, "%s: not within %.0f s (%d of %d; last reason: %s)", what, WAIT_S, *counter,
+                  target, s_ctx.why);
+}
+
+/* Turns the loop for wait_s. */
+static void s_run_for(double wait_s)
+{
+    int never = 0;
+    s_run_within(&never, 1, wait_s);
+}
+
+/* A repeating timer that submits one ST_ADD_ONE group per tick ("41"),
+ * counting refusals, until one is accepted (then it stops). */
+static void s_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    ctx_t *c = w->data;
+    int stmts[] = {ST_ADD_ONE};
+    pgpipe_group_t *g = pgpipe_group_new(stmts, 1, 0, s_on_reply, c);
+    pgpipe_param_str(g, "41");
+    if (pgpipe_submit(c->pipe, &g) == 0) {
+        c->accepted++;
+        ev_timer_stop(loop, w);
+    } else {
+        c->refused++;
+    }
 }
 
 /* A pipe on conninfo with the test statements. */
@@ -174,6 +225,8 @@ static void s_open(const char *conninfo, const pgpipe_stmt_t *stmts, int nstmts)
                                   .nstmts = nstmts,
                                   .setup_hint = "test hint",
                                   .max_inflight = s_max_inflight,
+                                  .backoff_min_s = s_backoff_s,
+                                  .backoff_max_s = s_backoff_s,
                                   .on_connect = s_on_connect,
                                   .on_disconnect = s_on_disconnect,
                                   .arg = &s_ctx};
@@ -276,6 +329,57 @@ START_TEST(test_destroy_answers_what_waits)
     ck_assert_int_eq(s_ctx.answered, 3);
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(s_ctx.statuses[i], -ECANCELED);
+    s_close();
+}
+END_TEST
+
+/* A flood of refused groups while the server is away. */
+static void s_flood_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    ctx_t *c = w->data;
+    for (int i = 0; i < 10; i++) {
+        int stmts[] = {ST_ADD_ONE};
+        pgpipe_group_t *g = pgpipe_group_new(stmts, 1, 0, s_on_reply, c);
+        pgpipe_param_str(g, "1");
+        ck_assert_int_eq(pgpipe_submit(c->pipe, &g), -1);
+        c->refused++;
+    }
+}
+
+START_TEST(test_refused_group_brings_the_retry_forward_rate_limited)
+{
+    log_set_level(LOG_ERROR);
+    char conninfo[128];
+    snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d dbname=none", s_free_port());
+    s_backoff_s = 60.; /* the timer alone would try again a minute later */
+    s_open(conninfo, s_stmts, ST_COUNT);
+    s_run_until(&s_ctx.connect_failures, 1, "the first attempt");
+
+    /* one refused group: the next attempt comes now, not in a minute */
+    int stmts[] = {ST_ADD_ONE};
+    pgpipe_group_t *g = pgpipe_group_new(stmts, 1, 0, s_on_reply, &s_ctx);
+    pgpipe_param_i64(g, 1);
+    ck_assert_int_eq(pgpipe_submit(s_ctx.pipe, &g), -1);
+    ck_assert_int_eq(s_ctx.connect_failures, 1); /* from the loop, not inside the submit */
+    ck_assert_msg(s_run_within(&s_ctx.connect_failures, 2, 10.),
+                  "no attempt within 10 s of a refused group");
+
+    /* 10 refused groups a millisecond for 2 s: a few attempts, no storm
+     * (at most one per 0.2 s, about 10; one per refusal would be
+     * thousands) */
+    int before = s_ctx.connect_failures;
+    ev_timer flood;
+    ev_timer_init(&flood, s_flood_cb, 0.001, 0.001);
+    flood.data = &s_ctx;
+    ev_timer_start(s_ctx.loop, &flood);
+    s_run_for(2.);
+    ev_timer_stop(s_ctx.loop, &flood);
+    int attempts = s_ctx.connect_failures - before;
+    ck_assert_int_ge(s_ctx.refused, 500);
+    ck_assert_msg(attempts >= 2 && attempts <= 12, "%d attempts for %d refused groups in 2 s",
+                  attempts, s_ctx.refused);
+    ck_assert_int_eq(s_ctx.answered, 0);
+    ck_assert_int_eq(pgpipe_pending(s_ctx.pipe), 0);
     s_close();
 }
 END_TEST
@@ -534,7 +638,9 @@ static void s_pg_teardown(void)
         waitpid(pid, NULL, 0);
 }
 
-START_TEST(test_server_restart_is_survived)
+/* Makes and starts the private server (one per test case: its teardown
+ * removes it); its conninfo into conninfo. */
+static void s_pg_start_private(char *conninfo, size_t len)
 {
     log_set_level(LOG_ERROR);
     snprintf(s_pg_dir, sizeof s_pg_dir, "/tmp/ij-pgpipe-%d", (int)s_runner_pid);
@@ -551,9 +657,13 @@ START_TEST(test_server_restart_is_survived)
     ck_assert_msg(s_pg_run(initdb) == 0, "initdb failed (see %s/cmd.log)", s_pg_dir);
     s_pg_port = s_free_port();
     ck_assert_msg(s_pg_ctl("start", NULL) == 0, "no start (see %s/pg.log)", s_pg_dir);
+    snprintf(conninfo, len, "host=127.0.0.1 port=%d dbname=postgres user=postgres", s_pg_port);
+}
+
+START_TEST(test_server_restart_is_survived)
+{
     char conninfo[128];
-    snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d dbname=postgres user=postgres",
-             s_pg_port);
+    s_pg_start_private(conninfo, sizeof conninfo);
 
     s_open(conninfo, s_stmts, ST_COUNT);
     s_run_until(&s_ctx.connects, 1, "connected");
@@ -571,7 +681,7 @@ START_TEST(test_server_restart_is_survived)
     pgpipe_param_i64(g, 1);
     ck_assert_int_eq(pgpipe_submit(s_ctx.pipe, &g), -1);
 
-    /* back on the same port: reconnected on its own (backoff at most 5 s),
+    /* back on the same port: reconnected on its own (backoff at most 1 s),
      * statements prepared again */
     ck_assert_msg(s_pg_ctl("start", NULL) == 0, "no restart (see %s/pg.log)", s_pg_dir);
     s_run_until(&s_ctx.connects, 2, "a reconnect");
@@ -579,6 +689,84 @@ START_TEST(test_server_restart_is_survived)
     s_run_until(&s_ctx.answered, 2, "an answer after the restart");
     ck_assert_int_eq(s_ctx.statuses[1], 0);
     ck_assert_str_eq(s_ctx.values[1], "3");
+    s_close();
+    ck_assert_int_eq(s_pg_ctl("stop", "fast"), 0);
+}
+END_TEST
+
+/* Down long enough for the backoff to reach its cap, then back, and
+ * nothing asks for the server: the pipe finds it at its next retry, at
+ * most 1 s away. (With a 5 s cap the attempt after the one the test waits
+ * for was 5 s away; its reconnect came about 4 s after the restart.) The
+ * 3 s bound leaves two seconds for a busy machine, and is still under what
+ * the old cap gave. */
+START_TEST(test_server_return_is_found_within_the_backoff_cap)
+{
+    char conninfo[128];
+    s_pg_start_private(conninfo, sizeof conninfo);
+    s_open(conninfo, s_stmts, ST_COUNT);
+    s_run_until(&s_ctx.connects, 1, "connected");
+
+    ck_assert_msg(s_pg_ctl("stop", "fast") == 0, "no stop (see %s/cmd.log)", s_pg_dir);
+    s_run_until(&s_ctx.disconnects, 1, "the loss");
+    /* an attempt fails 6 s or more into the outage: the delays have
+     * doubled past any cap below 3.2 s by then */
+    while (s_ctx.failed_at < s_ctx.lost_at + 6.)
+        s_run_until(&s_ctx.connect_failures, s_ctx.connect_failures + 1, "a failed attempt");
+
+    ck_assert_msg(s_pg_ctl("start", NULL) == 0, "no restart (see %s/pg.log)", s_pg_dir);
+    double back = s_mono();
+    s_run_until(&s_ctx.connects, 2, "a reconnect");
+    ck_assert_msg(s_ctx.connected_at - back < 3.,
+                  "reconnected %.2f s after PostgreSQL was back (%.2f s after the last failed "
+                  "attempt)",
+                  s_ctx.connected_at - back, s_ctx.connected_at - s_ctx.failed_at);
+    s_submit_one(&s_ctx, ST_ADD_ONE, "2");
+    s_run_until(&s_ctx.answered, 1, "an answer after the restart");
+    ck_assert_int_eq(s_ctx.statuses[0], 0);
+    ck_assert_str_eq(s_ctx.values[0], "3");
+    s_close();
+    ck_assert_int_eq(s_pg_ctl("stop", "fast"), 0);
+}
+END_TEST
+
+/* Groups keep arriving while the server is away, with retries a minute
+ * apart: a refused group brings the next attempt forward, so the first
+ * group after the server's return that finds the pipe ready is answered
+ * within the 3 s bound (two seconds for a busy machine: the tick is 50 ms, the
+ * wake interval 0.2 s). Without that, nothing would connect for a minute. */
+START_TEST(test_refused_group_finds_the_returned_server_at_once)
+{
+    char conninfo[128];
+    s_pg_start_private(conninfo, sizeof conninfo);
+    s_backoff_s = 60.;
+    s_open(conninfo, s_stmts, ST_COUNT);
+    s_run_until(&s_ctx.connects, 1, "connected");
+
+    ck_assert_msg(s_pg_ctl("stop", "fast") == 0, "no stop (see %s/cmd.log)", s_pg_dir);
+    s_run_until(&s_ctx.disconnects, 1, "the loss");
+    ev_timer tick;
+    ev_timer_init(&tick, s_tick_cb, 0.05, 0.05);
+    tick.data = &s_ctx;
+    ev_timer_start(s_ctx.loop, &tick);
+    s_run_for(1.5);
+    ck_assert_int_eq(s_ctx.accepted, 0);
+    ck_assert_int_ge(s_ctx.refused, 5);
+    /* the refusals woke it, a few times a second and no more */
+    ck_assert_msg(s_ctx.connect_failures >= 1 && s_ctx.connect_failures <= 10,
+                  "%d attempts in 1.5 s of refused groups", s_ctx.connect_failures);
+
+    ck_assert_msg(s_pg_ctl("start", NULL) == 0, "no restart (see %s/pg.log)", s_pg_dir);
+    double back = s_mono();
+    ck_assert_msg(s_run_within(&s_ctx.answered, 1, 10.),
+                  "no group answered within 10 s of PostgreSQL's return (%d refused)",
+                  s_ctx.refused);
+    ev_timer_stop(s_ctx.loop, &tick);
+    ck_assert_int_eq(s_ctx.statuses[0], 0);
+    ck_assert_str_eq(s_ctx.values[0], "42");
+    ck_assert_msg(s_ctx.first_ok_at - back < 3., "first answer %.2f s after PostgreSQL was back",
+                  s_ctx.first_ok_at - back);
+    ck_assert_int_eq(s_ctx.connects, 2);
     s_close();
     ck_assert_int_eq(s_pg_ctl("stop", "fast"), 0);
 }
@@ -594,6 +782,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_unreachable_server_answers_eagain_then_refuses);
     tcase_add_test(tc, test_bad_conninfo_is_refused);
     tcase_add_test(tc, test_destroy_answers_what_waits);
+    tcase_add_test(tc, test_refused_group_brings_the_retry_forward_rate_limited);
     suite_add_tcase(s, tc);
     if (!s_server)
         return s;
@@ -615,6 +804,19 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_unchecked_fixture(tc, NULL, s_pg_teardown);
     tcase_add_test(tc, test_server_restart_is_survived);
+    suite_add_tcase(s, tc);
+
+    /* one private server per case: its teardown removes it */
+    tc = tcase_create("return after the backoff cap");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, NULL, s_pg_teardown);
+    tcase_add_test(tc, test_server_return_is_found_within_the_backoff_cap);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("return at the first request");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, NULL, s_pg_teardown);
+    tcase_add_test(tc, test_refused_group_finds_the_returned_server_at_once);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1773,6 +1773,105 @@ START_TEST(test_redis_down_at_start_then_up)
 }
 END_TEST
 
+/* The server's INFO field `name` (a number), e.g. total_connections_received. */
+static long s_info_long(redisContext *c, const char *name)
+{
+    redisReply *r = s_cmd(c, "INFO stats");
+    ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+    char key[80];
+    snprintf(key, sizeof key, "%s:", name);
+    const char *p = strstr(r->str, key);
+    ck_assert_msg(p != NULL, "INFO stats has no %s", name);
+    long v = atol(p + strlen(key));
+    freeReplyObject(r);
+    return v;
+}
+
+/* Whether a flag read, refused while Redis is down, says text. */
+static bool s_flag_refused_with(const char *id, const char *text)
+{
+    msg_t *r = s_reply(s_send_flag_get(id));
+    s_expect_error(r, -EAGAIN);
+    bool has = strstr(r->error.reason, text) != NULL;
+    msg_destroy(&r);
+    return has;
+}
+
+/* Redis (on a unix socket) down for 6 s while flag reads keep coming, so
+ * that the backoff reaches its cap, then back: the requests bring the
+ * retry forward, and both connections are up and a flag read is answered
+ * within 3 s of the return. The return follows a connection attempt
+ * closely: a plain file put where the socket was makes the next attempt
+ * fail with "Connection refused" instead of "No such file", which the
+ * refused reads report; the file goes and the server starts right after.
+ * With a 5 s cap (3.75 to 5 s jittered) and no wake, the next attempt was
+ * then more than 3.5 s after the return. The bound is about five times
+ * what it takes here (a 50 ms poll, the 0.2 s wake interval). The
+ * connections the restarted server received show no connect storm. */
+START_TEST(test_return_is_noticed_by_the_next_request)
+{
+    NEED_REDIS();
+    server_t srv = {.unix_socket = true};
+    s_server_start(&srv);
+    char url[160];
+    s_server_url(&srv, url, sizeof url);
+    actor_t *a = s_start(url, 0);
+    s_wait_health(true);
+
+    s_server_stop(&srv, SIGTERM);
+    s_wait_down();
+    char id[UUID_STR_LEN], queued[UUID_STR_LEN];
+    s_new_id(id);
+    s_new_id(queued);
+    s_record_now(queued);
+    double until = s_now() + 6.;
+    while (s_now() < until) {
+        s_flag_error(id, -EAGAIN);
+        s_pause_ms(50);
+    }
+    unlink(srv.sock); /* redis-server removes it on SIGTERM: make sure */
+    ck_assert_msg(s_flag_refused_with(id, "No such file"), "not refused for the missing socket");
+    int fd = open(srv.sock, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    until = s_now() + DEADLINE_S;
+    while (!s_flag_refused_with(id, "refused")) {
+        ck_assert_msg(s_now() < until, "no connection attempt within %.0f s", DEADLINE_S);
+        s_pause_ms(20);
+    }
+    ck_assert_int_eq(unlink(srv.sock), 0);
+
+    s_server_start(&srv); /* same socket and port; returns once PING is answered */
+    double back = s_now(), flag_at = 0, health_at = 0;
+    while (!flag_at || !health_at) {
+        msg_t *r = s_reply(s_send_flag_get(id));
+        if (!flag_at && r->type == MSG_REDIS_FLAG)
+            flag_at = s_now();
+        else if (!flag_at)
+            s_expect_error(r, -EAGAIN);
+        msg_destroy(&r);
+        r = s_health();
+        if (!health_at && r->health.ok)
+            health_at = s_now();
+        msg_destroy(&r);
+        ck_assert_msg(s_now() < back + DEADLINE_S, "not back within %.0f s", DEADLINE_S);
+        s_pause_ms(50);
+    }
+    ck_assert_msg(flag_at - back < 3., "flag read answered %.2f s after Redis was back",
+                  flag_at - back);
+    ck_assert_msg(health_at - back < 3., "healthy %.2f s after Redis was back", health_at - back);
+    redisContext *c = s_sync(srv.port);
+    s_wait_flag(c, queued);
+    /* the readiness PING, this client, and one connection per context */
+    long conns = s_info_long(c, "total_connections_received");
+    ck_assert_msg(conns <= 5, "%ld connections since the restart", conns);
+
+    redisFree(c);
+    redis_destroy(&a);
+    s_server_cleanup(&srv);
+}
+END_TEST
+
 /* Redis killed while it holds the cancel's SET and PUBLISH and a GET
  * unanswered: the GET is answered -EAGAIN once, the cancel goes back into
  * the queue and is written on Redis's return. */
@@ -2144,6 +2243,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_subscriber_reconnects_and_asks_for_a_recheck);
     tcase_add_test(tc, test_outage_queues_cancels_and_writes_them_on_return);
     tcase_add_test(tc, test_redis_down_at_start_then_up);
+    tcase_add_test(tc, test_return_is_noticed_by_the_next_request);
     tcase_add_test(tc, test_connection_lost_mid_command_requeues_the_cancel);
     tcase_add_test(tc, test_unanswered_commands_time_out);
     tcase_add_test(tc, test_cancel_kept_while_redis_loads);

@@ -1312,13 +1312,69 @@ START_TEST(test_store_started_before_its_database_connects_later)
     r = s_call(&s_b, &req);
     s_expect_error(&r, -EAGAIN);
 
-    /* it appears: the store connects on its own (backoff at most 5 s) */
+    /* it appears: the store connects on its own (backoff at most 1 s) */
     char *made = s_create_db(name);
     ck_assert_ptr_nonnull(made);
     char err[256] = "";
     ck_assert_msg(store_migrate(made, err, sizeof err) == 0, "%s", err);
     s_inst_wait_ready(&s_b);
     s_create(&s_b, 1, 1, id);
+    s_inst_stop(&s_b);
+    free(made);
+    free(db);
+    s_drop_db(name);
+}
+END_TEST
+
+/* Its database missing for 7 s while HEALTH_CHECKs keep coming (the
+ * backoff reaches its cap), then there: the store is healthy, and serves a
+ * JOB_GET, within 3 s of the database's return. It retries at least every
+ * second, and at once (at most every 0.2 s) for a health check or a
+ * request it refuses. With the old 5 s cap its attempts came 0.1, 0.3,
+ * 0.7, 1.5, 3.1, 6.3 and 11.3 s after the first failure: more than 3 s
+ * after a return at 7 s. The bound leaves a second for a busy machine. */
+START_TEST(test_database_return_is_served_at_once)
+{
+    char name[80];
+    snprintf(name, sizeof name, "%s_back", s_dbname);
+    s_drop_db(name);
+    char *db = s_conninfo_for(name);
+    s_inst_start(&s_b, db, "inst-b", 15.);
+    int64_t until = s_now_us() + 7000000;
+    while (s_now_us() < until) {
+        msg_t *req = msg_new(MSG_HEALTH_CHECK);
+        msg_t *r = s_call(&s_b, &req);
+        ck_assert_int_eq(r->type, MSG_HEALTH);
+        ck_assert(!r->health.ok);
+        msg_destroy(&r);
+        msg_t *none = mailbox_recv(s_b.mb, 100); /* the poll interval */
+        msg_destroy(&none);
+    }
+
+    char *made = s_create_db(name);
+    ck_assert_ptr_nonnull(made);
+    char err[256] = "";
+    ck_assert_msg(store_migrate(made, err, sizeof err) == 0, "%s", err);
+    int64_t back = s_now_us(), healthy_at = 0;
+    while (!healthy_at) {
+        msg_t *req = msg_new(MSG_HEALTH_CHECK);
+        msg_t *r = s_call(&s_b, &req);
+        ck_assert_int_eq(r->type, MSG_HEALTH);
+        if (r->health.ok)
+            healthy_at = s_now_us();
+        msg_destroy(&r);
+        ck_assert_msg(s_now_us() < back + (int64_t)WAIT_MS * 1000, "never healthy again");
+        msg_t *none = mailbox_recv(s_b.mb, 50);
+        msg_destroy(&none);
+    }
+    ck_assert_msg(healthy_at - back < 3000000, "healthy %.2f s after the database was back",
+                  (double)(healthy_at - back) / 1e6);
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    msg_t *req = msg_new(MSG_JOB_GET);
+    msg_set_str(&req->job_get.job_id, id);
+    msg_t *r = s_call(&s_b, &req);
+    s_expect_error(&r, -ENOENT); /* served: no such job, not unavailable */
     s_inst_stop(&s_b);
     free(made);
     free(db);
@@ -1625,6 +1681,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_expired_lease_is_reclaimable);
     tcase_add_test(tc, test_killed_connection_is_replaced);
     tcase_add_test(tc, test_store_started_before_its_database_connects_later);
+    tcase_add_test(tc, test_database_return_is_served_at_once);
     suite_add_tcase(s, tc);
 
     if (getenv("IMAGEJOBS_BIN")) { /* the binary: make check sets it */

@@ -165,6 +165,7 @@ static void s_on_disconnect(const redisAsyncContext *ac, int status)
 void redis_conn_connect(conn_t *c)
 {
     redis_state_t *st = c->st;
+    c->attempt_at = ev_now(st->loop);
     redisAsyncContext *ac =
         st->host[0] ? redisAsyncConnect(st->host, st->port) : redisAsyncConnectUnix(st->path);
     if (!ac) {
@@ -186,7 +187,7 @@ void redis_conn_connect(conn_t *c)
     redisAsyncSetDisconnectCallback(ac, s_on_disconnect);
     c->ac = ac;
     c->state = CONN_CONNECTING;
-    c->since = ev_now(st->loop);
+    c->since = c->attempt_at;
     c->inflight = 0;
     c->refused[0] = '\0';
 }
@@ -194,6 +195,24 @@ void redis_conn_connect(conn_t *c)
 static void s_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     redis_conn_connect(w->data);
+}
+
+/* Only the retry timer is moved: the attempt starts from the loop, never
+ * inside the handler of the request that asked (an attempt that fails at
+ * once re-arms the timer itself, and the request is answered first). */
+void redis_conn_wake(conn_t *c)
+{
+    redis_state_t *st = c->st;
+    if (st->stopping || c->state != CONN_DOWN || c->ac)
+        return; /* an attempt is under way, or the connection is there */
+    double wait = c->attempt_at + WAKE_INTERVAL_S - ev_now(st->loop);
+    if (wait < 0)
+        wait = 0;
+    if (ev_is_active(&c->retry) && ev_timer_remaining(st->loop, &c->retry) <= wait)
+        return;
+    ev_timer_stop(st->loop, &c->retry);
+    ev_timer_set(&c->retry, wait, 0.);
+    ev_timer_start(st->loop, &c->retry);
 }
 
 /* Drops connections that stopped answering: hiredis has no timeouts. */

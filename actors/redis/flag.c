@@ -276,8 +276,8 @@ static void s_on_flag(redisAsyncContext *ac, void *reply, void *privdata)
         char why[160];
         redis_sanitize(why, sizeof why, r->str, r->len);
         /* "not now" (loading, busy) is unavailable, like a lost connection */
-        actor_reply_error(st->self, &op->req, s_error_is_transient(r) ? -EAGAIN : -EIO,
-                          "redis: %s", why);
+        actor_reply_error(st->self, &op->req, s_error_is_transient(r) ? -EAGAIN : -EIO, "redis: %s",
+                          why);
     } else {
         msg_t *flag = msg_new(MSG_REDIS_FLAG);
         flag->redis_flag.set =
@@ -309,6 +309,7 @@ void redis_on_cancel_recorded(actor_t *self, msg_t *msg)
         if (s_queue_push(st, &c) == 0)
             log_debug("cancel flag of %s queued: redis unavailable (%s)", c.job_id,
                       st->cmd.error[0] ? st->cmd.error : redis_state_name(st->cmd.state));
+        redis_conn_wake(&st->cmd); /* written as soon as Redis answers again */
         return;
     }
     cancel_op_t *op = calloc(1, sizeof *op);
@@ -330,6 +331,7 @@ void redis_on_flag_get(actor_t *self, msg_t *msg)
     if (!redis_cmd_ready(st)) {
         actor_reply_error(st->self, &req, -EAGAIN, "redis unavailable (%s)",
                           st->cmd.error[0] ? st->cmd.error : redis_state_name(st->cmd.state));
+        redis_conn_wake(&st->cmd); /* the next poll may find it back */
         return;
     }
     char id[UUID_STR_LEN];

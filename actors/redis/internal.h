@@ -26,7 +26,8 @@
 
 #define FLAG_TTL_S 3600       /* the seed's TTL of job:{id}:cancelled */
 #define BACKOFF_FIRST_S 0.1   /* first retry after a failure */
-#define BACKOFF_MAX_S 5.0     /* retries never wait longer */
+#define BACKOFF_MAX_S 1.0     /* retries never wait longer: Redis is back in use within 1 s */
+#define WAKE_INTERVAL_S 0.2   /* a retry brought forward: this long after the last attempt */
 #define CONNECT_TIMEOUT_S 5.0 /* connected and first answer, or SUBSCRIBE confirmed */
 #define COMMAND_TIMEOUT_S 5.0 /* no reply at all while commands wait */
 #define WATCHDOG_PERIOD_S 1.0
@@ -52,14 +53,15 @@ typedef struct {
     redisAsyncContext *ac; /* NULL while down */
     conn_state_t state;
     ev_timer retry;
-    backoff_t backoff;  /* the next retry's delay */
-    ev_tstamp since;    /* when CONNECTING or SUBSCRIBING began */
-    ev_tstamp progress; /* last reply, or first command after idle */
-    unsigned inflight;  /* commands awaiting a reply */
-    bool was_ready;     /* has been READY once: "lost" vs "failed" */
-    bool outage_logged; /* the current outage was logged */
-    char error[128];    /* why it last went down */
-    char refused[96];   /* CLOSING: the refusal that made it unusable */
+    backoff_t backoff;    /* the next retry's delay */
+    ev_tstamp attempt_at; /* when the last connection attempt began */
+    ev_tstamp since;      /* when CONNECTING or SUBSCRIBING began */
+    ev_tstamp progress;   /* last reply, or first command after idle */
+    unsigned inflight;    /* commands awaiting a reply */
+    bool was_ready;       /* has been READY once: "lost" vs "failed" */
+    bool outage_logged;   /* the current outage was logged */
+    char error[128];      /* why it last went down */
+    char refused[96];     /* CLOSING: the refusal that made it unusable */
 } conn_t;
 
 /* One cancel as it goes to Redis. */
@@ -117,6 +119,10 @@ void redis_sanitize(char *out, size_t outlen, const char *in, size_t len);
 void redis_conn_init(redis_state_t *st, conn_t *c, const char *role);
 /* Starts a connection attempt; on an immediate failure arms the retry. */
 void redis_conn_connect(conn_t *c);
+/* A request needs c while it is down: its next attempt starts from the
+ * loop now rather than at the backoff's retry, at most one per
+ * WAKE_INTERVAL_S and never while one is under way. */
+void redis_conn_wake(conn_t *c);
 /* The commands connection takes commands now. */
 bool redis_cmd_ready(const redis_state_t *st);
 /* Accounts for one command sent on c, and for one reply (NULL included:

@@ -11,6 +11,15 @@
  *                                                 --SUBSCRIBE confirmed--> READY
  *   any state --error, disconnect cb, watchdog--> CLOSING/DOWN --> retry
  *
+ * The retry waits 100 ms doubling to 1 s, jittered by +-25 % (never above
+ * 1 s) so that instances that lost the same server do not retry in step.
+ * A request that needs a connection while it is DOWN (a REDIS_FLAG_GET, a
+ * JOB_CANCEL_RECORDED that goes to the queue, a HEALTH_CHECK) brings its
+ * retry forward to now: service returns right after Redis does. Those
+ * early attempts are rate-limited (WAKE_INTERVAL_S after the previous
+ * attempt began; none while one is under way), so requests arriving in
+ * thousands during an outage cost a few refused connects a second.
+ *
  * Rules that keep it safe (hiredis 0.14.1):
  *  - hiredis frees a context itself after its connect callback reported a
  *    failure and after its disconnect callback; we only forget the pointer
@@ -145,6 +154,9 @@ static void s_handle_health(actor_t *self, msg_t *msg)
     msg_set_str(&h->health.detail, detail);
     actor_reply(self, msg, h);
     msg_destroy(&h);
+    /* /readyz polls this: the poll after Redis's return should find it up */
+    redis_conn_wake(&st->cmd);
+    redis_conn_wake(&st->sub);
 }
 
 /* ------------------------------------------------------------ lifecycle */

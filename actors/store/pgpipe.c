@@ -16,7 +16,13 @@
  * Down or lost connection: every queued and in-flight group is answered
  * -EAGAIN with the reason, new ones are refused until a reconnect (backoff)
  * succeeds; only the very first attempt after pgpipe_new() is waited for.
- * State changes are logged once each.
+ * The backoff is capped at 1 s, and a refused group (or pgpipe_wake())
+ * brings the next attempt forward to now: a server that returns is in use
+ * again within about a second, or at the first request after it. Those
+ * early attempts are rate-limited (WAKE_INTERVAL_S after the previous
+ * attempt began, never while one is under way), so a flood of requests
+ * during an outage is no flood of connection attempts. State changes are
+ * logged once each.
  *
  * Freeing: every entry point (a watcher, pgpipe_submit, pgpipe_destroy)
  * counts itself in `depth`; a destroy asked while depth > 0 only sets
@@ -38,7 +44,12 @@
 
 #define CONNECT_TIMEOUT_S 5.
 #define BACKOFF_MIN_S 0.1
-#define BACKOFF_MAX_S 5.
+/* Low: while the server is away each retry costs one refused connect(),
+ * and the cap bounds how long service stays down after it is back. */
+#define BACKOFF_MAX_S 1.
+/* Attempts that a waiting caller brings forward start at least this long
+ * after the previous attempt began. */
+#define WAKE_INTERVAL_S 0.2
 /* Groups in the pipeline at once; more wait in a local queue. Bounds
  * libpq's buffers, not throughput: 256 groups are far more than one round
  * trip's worth. */
@@ -82,6 +93,7 @@ struct pgpipe {
     ev_timer retry;
     ev_timer connect_timer;
     backoff_t backoff;
+    ev_tstamp attempt_at; /* when the last connection attempt began */
     char last_error[256];
 
     pgpipe_group_t *inflight, *inflight_tail; /* sent, in pipeline order */
@@ -487,6 +499,7 @@ static void s_connect(pgpipe_t *p)
     keys[n] = "dbname";
     values[n++] = p->cfg.conninfo;
     keys[n] = values[n] = NULL;
+    p->attempt_at = ev_now(p->loop);
     p->conn = PQconnectStartParams(keys, values, 1);
     if (!p->conn) {
         s_down(p, "out of memory");
@@ -721,6 +734,7 @@ int pgpipe_submit(pgpipe_t *p, pgpipe_group_t **gp)
             abort(); /* the caller's table and its parameters disagree */
     if (p->doomed || pgpipe_status(p) == PGPIPE_UNAVAILABLE) {
         pgpipe_group_free(&g);
+        pgpipe_wake(p); /* someone needs the server: look for it now */
         return -1;
     }
     bool nested = p->depth > 0; /* a callback's submit: the caller's loop sends it */
@@ -731,6 +745,23 @@ int pgpipe_submit(pgpipe_t *p, pgpipe_group_t **gp)
         s_progress(p);
     s_leave(p);
     return 0;
+}
+
+/* The attempt starts from the retry timer, not from here: pgpipe_wake()
+ * runs inside pgpipe_submit() and the caller's handlers, where a failing
+ * attempt's callbacks (on_connect) must not run. */
+void pgpipe_wake(pgpipe_t *p)
+{
+    if (p->doomed || p->state != PG_DOWN || !p->outage)
+        return; /* an attempt is under way, or the first one is due now */
+    double wait = p->attempt_at + WAKE_INTERVAL_S - ev_now(p->loop);
+    if (wait < 0)
+        wait = 0;
+    if (ev_is_active(&p->retry) && ev_timer_remaining(p->loop, &p->retry) <= wait)
+        return;
+    ev_timer_stop(p->loop, &p->retry);
+    ev_timer_set(&p->retry, wait, 0.);
+    ev_timer_start(p->loop, &p->retry);
 }
 
 pgpipe_status_t pgpipe_status(const pgpipe_t *p)

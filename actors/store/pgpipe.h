@@ -4,12 +4,13 @@
  * redisAsyncContext with its adapters/libev.h built in.
  *
  * A pgpipe_t belongs to one loop (one thread). It connects without blocking
- * (PQconnectStartParams/PQconnectPoll), reconnects with backoff when the
- * server is unreachable or the connection drops, and on every new
- * connection runs the caller's set-up SQL and prepares the caller's
- * statements before anything else. Work is submitted as groups: prepared
- * statements sent back to back and closed by a Sync, so the server runs
- * each group as one implicit transaction. Groups go into the pipeline at
+ * (PQconnectStartParams/PQconnectPoll), reconnects with backoff (100 ms
+ * doubling to 1 s) when the server is unreachable or the connection drops,
+ * tries again at once (rate-limited) when a caller needs the server while
+ * it is down, and on every new connection runs the caller's set-up SQL and
+ * prepares the caller's statements before anything else. Work is submitted
+ * as groups: prepared statements sent back to back and closed by a Sync, so
+ * the server runs each group as one implicit transaction. Groups go into the pipeline at
  * once, without waiting for earlier results; each group's callback runs
  * exactly once, with its results in statement order.
  *
@@ -92,7 +93,7 @@ typedef struct {
     const char *setup_hint;
     double connect_timeout_s;           /* <= 0: 5 */
     double backoff_min_s;               /* <= 0: 0.1 */
-    double backoff_max_s;               /* <= 0: 5 */
+    double backoff_max_s;               /* <= 0: 1 */
     int max_inflight;                   /* groups in the pipeline at once; <= 0: 256 */
     pgpipe_connect_fn on_connect;       /* NULL: none */
     pgpipe_disconnect_fn on_disconnect; /* NULL: none */
@@ -136,8 +137,18 @@ void pgpipe_param_bin_take(pgpipe_group_t *g, void *data, size_t size);
 
 /* Submits *gp (consumed, NULLed). 0: its callback will run exactly once.
  * -1: refused at once because the server is unavailable (pgpipe_last_error
- * says why); the callback never runs. */
+ * says why); the callback never runs, and the refusal wakes the pipe
+ * (pgpipe_wake). */
 int pgpipe_submit(pgpipe_t *p, pgpipe_group_t **gp);
+
+/* A caller wants the server (a request is being refused, a health check):
+ * while the pipe is unavailable, its next connection attempt starts from
+ * the loop now instead of at the backoff's next retry. Rate-limited: an
+ * attempt brought forward starts at least 0.2 s after the previous one
+ * began, and never while one is under way. The requests that woke it are
+ * still refused; those after a successful attempt go in. No callback runs
+ * inside this call. */
+void pgpipe_wake(pgpipe_t *p);
 
 pgpipe_status_t pgpipe_status(const pgpipe_t *p);
 /* Why the last attempt failed or the connection was lost; "" when none
