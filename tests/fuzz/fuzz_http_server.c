@@ -48,7 +48,7 @@ static struct {
     struct sockaddr_in addr;
 
     /* Answers held for the next loop iteration. */
-    struct {
+    struct deferred {
         http_exchange_t *x;
         int status;
         char *body;
@@ -83,17 +83,24 @@ static char *s_json_error(int status, const char *why)
 
 /* ---------------------------------------------------------- the server */
 
+/* Answers what was held. http_respond() may hand the connection's next
+ * pipelined request to s_on_request before it returns, which may hold it
+ * in turn: the queue is taken first, and what is held meanwhile waits for
+ * the next iteration. */
 static void s_answer_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     ev_idle_stop(loop, w);
-    for (int i = 0; i < s.ndeferred; i++) {
-        char *body = s.deferred[i].body;
+    int n = s.ndeferred;
+    struct deferred taken[DEFERRED_MAX];
+    memcpy(taken, s.deferred, sizeof taken[0] * (size_t)n);
+    s.ndeferred = 0;
+    for (int i = 0; i < n; i++) {
+        char *body = taken[i].body;
         size_t len = strlen(body);
         /* The client may have gone meanwhile: the call takes the body anyway. */
-        http_respond(s.deferred[i].x, s.deferred[i].status, "application/json", NULL, &body, len);
-        http_exchange_release(s.deferred[i].x);
+        http_respond(taken[i].x, taken[i].status, "application/json", NULL, &body, len);
+        http_exchange_release(taken[i].x);
     }
-    s.ndeferred = 0;
 }
 
 static void s_defer(http_exchange_t *x, int status, char *body)
