@@ -21,7 +21,7 @@ static void request_make(http_request_t *rq, const char *path, const uint8_t *da
     memcpy(body, data, size);
     body[size] = '\0';
     *rq = (http_request_t){
-        .method = 3, /* HTTP_POST */
+        .method = 3, /* POST (http-parser and llhttp alike); the checks do not read it */
         .path = path,
         .body = body,
         .body_len = size,
