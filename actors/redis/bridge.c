@@ -100,28 +100,61 @@ static void s_drop_payload(redis_state_t *st, const bridge_t *b, const char *why
     }
 }
 
+/* A payload of b's channel decoded as hostile input and checked: the
+ * message (the caller's), or NULL with the reason in why. */
+static msg_t *s_check_payload(msg_decoder_t *d, const bridge_t *b, const char *p, size_t len,
+                              char *why, size_t whylen)
+{
+    msg_t *m = NULL;
+    why[0] = '\0';
+    if (len == 0 || len > PAYLOAD_MAX)
+        snprintf(why, whylen, "empty or too long");
+    else if (!(m = msg_decode_with(d, p, len, why, whylen)))
+        ;
+    else if (m->type != b->type || (m->flags & MSG_FLAG_REPLY))
+        snprintf(why, whylen, "a %s, not a %s event", msg_type_name(m->type),
+                 msg_type_name(b->type));
+    else {
+        const char *bad = b->check(m);
+        if (bad)
+            snprintf(why, whylen, "%s", bad);
+    }
+    if (why[0]) {
+        msg_destroy(&m);
+        return NULL;
+    }
+    return m;
+}
+
+static const bridge_t *s_bridge_of_channel(const char *channel, size_t chlen)
+{
+    for (size_t i = 0; i < BRIDGES; i++)
+        if (strlen(s_bridges[i].channel) == chlen
+            && memcmp(s_bridges[i].channel, channel, chlen) == 0)
+            return &s_bridges[i];
+    return NULL;
+}
+
+msg_t *redis_bridge_check(msg_decoder_t *d, const char *channel, size_t chlen, const char *payload,
+                          size_t len, char *why, size_t whylen)
+{
+    const bridge_t *b = s_bridge_of_channel(channel, chlen);
+    if (!b) {
+        snprintf(why, whylen, "not a bridged channel");
+        return NULL;
+    }
+    return s_check_payload(d, b, payload, len, why, whylen);
+}
+
 /* A message from another instance: decoded as hostile input, checked, and
  * published on the local bus (our own instance's are skipped: they were on
  * this bus before they went out). */
 static void s_on_payload(redis_state_t *st, const bridge_t *b, const char *p, size_t len)
 {
-    char why[160] = "";
-    msg_t *m = NULL;
-    if (len == 0 || len > PAYLOAD_MAX)
-        snprintf(why, sizeof why, "empty or too long");
-    else if (!(m = msg_decode_with(st->decoder, p, len, why, sizeof why)))
-        ;
-    else if (m->type != b->type || (m->flags & MSG_FLAG_REPLY))
-        snprintf(why, sizeof why, "a %s, not a %s event", msg_type_name(m->type),
-                 msg_type_name(b->type));
-    else {
-        const char *bad = b->check(m);
-        if (bad)
-            snprintf(why, sizeof why, "%s", bad);
-    }
-    if (why[0]) {
+    char why[160];
+    msg_t *m = s_check_payload(st->decoder, b, p, len, why, sizeof why);
+    if (!m) {
         s_drop_payload(st, b, why, p, len);
-        msg_destroy(&m);
         return;
     }
     const char *origin = *b->origin(m);
@@ -147,10 +180,9 @@ void redis_bridge_recheck(redis_state_t *st)
 void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen, const char *payload,
                           size_t len)
 {
-    for (size_t i = 0; i < BRIDGES; i++)
-        if (strlen(s_bridges[i].channel) == chlen
-            && memcmp(s_bridges[i].channel, channel, chlen) == 0)
-            s_on_payload(st, &s_bridges[i], payload, len);
+    const bridge_t *b = s_bridge_of_channel(channel, chlen);
+    if (b)
+        s_on_payload(st, b, payload, len);
 }
 
 /* ------------------------------------------------------------ to Redis */

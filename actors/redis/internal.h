@@ -146,6 +146,13 @@ void redis_on_flag_get(actor_t *self, msg_t *msg);
 /* One ["message", channel, payload] of the subscriber. */
 void redis_bridge_message(redis_state_t *st, const char *channel, size_t chlen, const char *payload,
                           size_t len);
+/* The check of one payload of a bridged channel (imagejobs:cancel,
+ * imagejobs:work), the one redis_bridge_message() runs: decoded with d as
+ * hostile input, of the channel's one type, checked field by field. Returns
+ * the message (the caller's), or NULL with the reason in why (an unknown
+ * channel included). Exposed for tests/fuzz/. */
+msg_t *redis_bridge_check(msg_decoder_t *d, const char *channel, size_t chlen, const char *payload,
+                          size_t len, char *why, size_t whylen);
 /* The subscription is back after a gap: CANCEL_RECHECK on the bus. */
 void redis_bridge_recheck(redis_state_t *st);
 void redis_on_bridged_event(actor_t *self, msg_t *msg);
