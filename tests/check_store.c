@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include "actors/store.h"
+#include "messages/limits.h"
 #include "runtime/actor.h"
 #include "runtime/log.h"
 #include "runtime/mailbox.h"
@@ -1508,6 +1509,22 @@ START_TEST(test_malformed_requests_are_refused)
         msg_set_str(&req->job_create.job_id, id);
         msg_set_str(&req->job_create.prompt, "p");
         msg_set_str(&req->job_create.combinations, bad_combos[i]);
+        req->job_create.images_per_combination = req->job_create.width = 1;
+        req->job_create.height = req->job_create.steps = 1;
+        r = s_call(&s_a, &req);
+        s_expect_error(&r, -EINVAL);
+    }
+    /* what could not be generated: past the limits of messages/limits.h */
+    char big[JOB_STYLE_MAX + 64];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char style[sizeof big + 32];
+    snprintf(style, sizeof style, "[{\"seed\": 1, \"style\": \"%s\"}]", big);
+    for (int i = 0; i < 2; i++) {
+        req = msg_new(MSG_JOB_CREATE);
+        msg_set_str(&req->job_create.job_id, id);
+        msg_set_str(&req->job_create.prompt, i == 0 ? big : "p");
+        msg_set_str(&req->job_create.combinations, i == 0 ? "[{\"seed\": 1}]" : style);
         req->job_create.images_per_combination = req->job_create.width = 1;
         req->job_create.height = req->job_create.steps = 1;
         r = s_call(&s_a, &req);

@@ -360,7 +360,7 @@ static int s_on_headers_complete(llhttp_t *p)
             return s_fail(c, 400, "malformed HTTP request: Transfer-Encoding in HTTP/1.0");
         /* RFC 9112 6.1: a coding we do not know, before chunked */
         if ((p->flags & F_CHUNKED) && s_te_has_other(r))
-            return s_fail(c, 501, "transfer coding not implemented (only chunked is)");
+            return s_fail(c, 501, "transfer coding other than chunked is not supported");
     }
     /* refuse an announced oversized body before it is sent */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > BODY_LIMIT)

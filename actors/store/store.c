@@ -21,15 +21,14 @@
 #include "config.h"
 
 #include "actors/store.h"
+#include "actors/store/check.h"
 #include "actors/store/pgpipe.h"
-#include "messages/limits.h"
 
 #include "runtime/log.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -308,47 +307,6 @@ static bool s_refuse_if(store_t *st, const msg_t *req, bool bad, int code, const
     return bad;
 }
 
-/* Checks the combinations JSON: a non-empty array of objects with an
- * integer seed >= 0 and, if present, a string (or null) style. */
-static int s_check_combinations(const char *text, size_t *count, char *why, size_t len)
-{
-    if (!text) {
-        snprintf(why, len, "combinations is required");
-        return -1;
-    }
-    json_error_t e;
-    json_t *a = json_loads(text, JSON_REJECT_DUPLICATES, &e);
-    if (!a) {
-        snprintf(why, len, "combinations is not valid JSON: %s", e.text);
-        return -1;
-    }
-    int rc = 0;
-    size_t n = json_is_array(a) ? json_array_size(a) : 0;
-    if (!json_is_array(a) || n == 0 || n > JOB_COMBINATIONS_MAX) {
-        snprintf(why, len, "combinations must be an array of 1 to %d objects",
-                 JOB_COMBINATIONS_MAX);
-        rc = -1;
-    }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        json_t *c = json_array_get(a, i);
-        json_t *seed = json_object_get(c, "seed");
-        json_t *style = json_object_get(c, "style");
-        if (!json_is_object(c)) {
-            snprintf(why, len, "combinations[%zu] must be an object", i);
-            rc = -1;
-        } else if (!json_is_integer(seed) || json_integer_value(seed) < 0) {
-            snprintf(why, len, "combinations[%zu].seed must be an integer >= 0", i);
-            rc = -1;
-        } else if (style && !json_is_string(style) && !json_is_null(style)) {
-            snprintf(why, len, "combinations[%zu].style must be a string", i);
-            rc = -1;
-        }
-    }
-    json_decref(a);
-    *count = n;
-    return rc;
-}
-
 /* ---------------------------------------------------------------- handlers */
 
 /* JOB_CREATE -> JOB_CREATED, then WORK_AVAILABLE on the bus */
@@ -368,20 +326,10 @@ static void s_on_job_create(actor_t *self, msg_t *msg)
         actor_reply_error(self, &to, -EAGAIN, "cannot make a job id: %s", strerror(errno));
         return;
     }
-    if (s_refuse_if(st, msg, !b->prompt, -EINVAL, "prompt is required")
-        || s_refuse_if(st, msg,
-                       b->images_per_combination < 1 || b->images_per_combination > INT32_MAX
-                           || b->width < 1 || b->width > INT32_MAX || b->height < 1
-                           || b->height > INT32_MAX || b->steps < 1 || b->steps > INT32_MAX,
-                       -EINVAL, "images_per_combination, width, height and steps must be positive"))
-        return;
-    if (s_check_combinations(b->combinations, &n, why, sizeof why) < 0) {
+    if (store_check_job(b, &n, why, sizeof why) < 0) {
         actor_reply_error(self, &to, -EINVAL, "%s", why);
         return;
     }
-    if (s_refuse_if(st, msg, b->images_per_combination * n > INT32_MAX, -EINVAL,
-                    "too many images in one job"))
-        return;
     op_t *op = s_op_new(st, OP_job_create, msg, id);
     pgpipe_param_str(op->group, id);
     pgpipe_param_str(op->group, b->prompt);

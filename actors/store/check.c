@@ -1,0 +1,81 @@
+/*
+ * check.c - see check.h.
+ */
+#include "config.h"
+
+#include "actors/store/check.h"
+
+#include "messages/limits.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int s_check_combinations(const char *text, size_t *count, char *why, size_t len)
+{
+    if (!text) {
+        snprintf(why, len, "combinations is required");
+        return -1;
+    }
+    json_error_t e;
+    json_t *a = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    if (!a) {
+        snprintf(why, len, "combinations is not valid JSON: %s", e.text);
+        return -1;
+    }
+    int rc = 0;
+    size_t n = json_is_array(a) ? json_array_size(a) : 0;
+    if (!json_is_array(a) || n == 0 || n > JOB_COMBINATIONS_MAX) {
+        snprintf(why, len, "combinations must be an array of 1 to %d objects",
+                 JOB_COMBINATIONS_MAX);
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *c = json_array_get(a, i);
+        json_t *seed = json_object_get(c, "seed");
+        json_t *style = json_object_get(c, "style");
+        if (!json_is_object(c)) {
+            snprintf(why, len, "combinations[%zu] must be an object", i);
+            rc = -1;
+        } else if (!json_is_integer(seed) || json_integer_value(seed) < 0) {
+            snprintf(why, len, "combinations[%zu].seed must be an integer >= 0", i);
+            rc = -1;
+        } else if (style && !json_is_string(style) && !json_is_null(style)) {
+            snprintf(why, len, "combinations[%zu].style must be a string", i);
+            rc = -1;
+        } else if (json_is_string(style) && json_string_length(style) > JOB_STYLE_MAX) {
+            snprintf(why, len, "combinations[%zu].style must be at most %d bytes", i,
+                     JOB_STYLE_MAX);
+            rc = -1;
+        }
+    }
+    json_decref(a);
+    *count = n;
+    return rc;
+}
+
+int store_check_job(const msg_job_create_t *b, size_t *ncombinations, char *why, size_t len)
+{
+    if (!b->prompt) {
+        snprintf(why, len, "prompt is required");
+        return -1;
+    }
+    if (strlen(b->prompt) > JOB_PROMPT_MAX) {
+        snprintf(why, len, "prompt must be at most %d bytes", JOB_PROMPT_MAX);
+        return -1;
+    }
+    if (b->images_per_combination < 1 || b->images_per_combination > INT32_MAX || b->width < 1
+        || b->width > INT32_MAX || b->height < 1 || b->height > INT32_MAX || b->steps < 1
+        || b->steps > INT32_MAX) {
+        snprintf(why, len, "images_per_combination, width, height and steps must be positive");
+        return -1;
+    }
+    if (s_check_combinations(b->combinations, ncombinations, why, len) < 0)
+        return -1;
+    if (b->images_per_combination * *ncombinations > INT32_MAX) {
+        snprintf(why, len, "too many images in one job");
+        return -1;
+    }
+    return 0;
+}
