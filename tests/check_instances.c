@@ -762,13 +762,7 @@ static void s_pg_cleanup(void)
     snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", s_pg_dir);
     if (access(pidfile, F_OK) == 0)
         s_pg_ctl_stop("immediate");
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("rm", "rm", "-rf", "--", s_pg_dir, (char *)NULL);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
+    fixture_remove_tree(s_pg_dir);
     s_pg_dir[0] = 0;
 }
 
@@ -858,6 +852,18 @@ static long s_file_size(const char *path)
     return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
 }
 
+/* Tells the teardown which instance runs against the private PostgreSQL
+ * (DIR/instance.pid), so a failed test leaves no server behind. */
+static void s_pg_watch(const inst_t *in)
+{
+    char pidfile[128];
+    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
+    FILE *pf = fopen(pidfile, "w");
+    ck_assert_ptr_nonnull(pf);
+    fprintf(pf, "%d\n", (int)in->pid);
+    fclose(pf);
+}
+
 /* PostgreSQL stops mid-job for a few seconds: the API answers 503 for what
  * needs it, the instance stays up, a finished image is held, and once
  * PostgreSQL is back (same port, no restart of the instance) the job
@@ -867,12 +873,7 @@ START_TEST(test_postgres_outage_job_completes)
     s_pg_start_private();
     inst_t *in[1];
     s_start(1, in, NULL, "10");
-    char pidfile[128];
-    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
-    FILE *pf = fopen(pidfile, "w");
-    ck_assert_ptr_nonnull(pf);
-    fprintf(pf, "%d\n", (int)in[0]->pid);
-    fclose(pf);
+    s_pg_watch(in[0]);
     char log[256];
     snprintf(log, sizeof log, "tests/check_instances.%s.log", in[0]->name);
     char *id = s_create(in[0], 2, 256, 40, 4);
@@ -961,12 +962,7 @@ START_TEST(test_cancels_during_postgres_outage_are_kept)
     s_pg_start_private();
     inst_t *in = s_spawn_with("A", NULL, "10", "1"); /* one generator: the second job waits */
     s_ready(in);
-    char pidfile[128];
-    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
-    FILE *pf = fopen(pidfile, "w");
-    ck_assert_ptr_nonnull(pf);
-    fprintf(pf, "%d\n", (int)in->pid);
-    fclose(pf);
+    s_pg_watch(in);
     char *running = s_create(in, 1, 256, 60, 20);
     char *pending = s_create(in, 1, 64, 2, 1);
     double deadline = fixture_now() + 30;
@@ -1040,12 +1036,7 @@ START_TEST(test_postgres_return_is_served_at_once)
     s_pg_start_private();
     inst_t *in[1];
     s_start(1, in, NULL, "10");
-    char pidfile[128];
-    snprintf(pidfile, sizeof pidfile, "%s/instance.pid", s_pg_dir);
-    FILE *pf = fopen(pidfile, "w");
-    ck_assert_ptr_nonnull(pf);
-    fprintf(pf, "%d\n", (int)in[0]->pid);
-    fclose(pf);
+    s_pg_watch(in[0]);
     char *id = s_create(in[0], 1, 64, 2, 1);
     json_decref(api_check_wait_final(in[0]->port, id, 30, 50));
     char path[128];

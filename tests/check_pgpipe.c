@@ -17,6 +17,7 @@
 #include "actors/store/pgpipe.h"
 #include "runtime/log.h"
 
+#include "tests/fixture.h"
 #include "tests/runner.h"
 #include <arpa/inet.h>
 
@@ -629,13 +630,7 @@ static void s_pg_teardown(void)
     snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", s_pg_dir);
     if (access(pidfile, F_OK) == 0)
         s_pg_ctl("stop", "immediate");
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("rm", "rm", "-rf", "--", s_pg_dir, (char *)NULL);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
+    fixture_remove_tree(s_pg_dir);
 }
 
 /* Makes and starts the private server (one per test case: its teardown

@@ -12,7 +12,9 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAILBOXES_MAX 8
 
@@ -134,4 +136,15 @@ msg_t *fixture_error(int64_t code, const char *reason)
     m->error.code = code;
     msg_set_str(&m->error.reason, reason);
     return m;
+}
+
+void fixture_remove_tree(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
 }

@@ -49,6 +49,10 @@ void fixture_pause_ms(int ms);
 
 /* ----------------------------------------------------- runtime, mailboxes */
 
+/* Removes the directory dir and all it holds (rm -rf; a private server's
+ * data directory). Missing is fine. */
+void fixture_remove_tree(const char *dir);
+
 /* The runtime of the running test, or NULL outside fixture_setup/_teardown. */
 extern runtime_t *fixture_rt;
 
