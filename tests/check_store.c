@@ -454,7 +454,7 @@ static bool s_is_iso(const char *s)
 static void s_db_setup(void)
 {
     log_set_level(LOG_WARN);
-    s_sql_ok(s_db, "TRUNCATE attachments, job_tasks, jobs");
+    s_sql_ok(s_db, "TRUNCATE job_events, attachments, job_tasks, jobs");
     s_inst_start(&s_a, s_db, "inst-a", 15.);
     s_inst_wait_ready(&s_a);
 }
@@ -483,7 +483,7 @@ START_TEST(test_migrate_twice_is_idempotent)
     char err[256] = "";
     ck_assert_msg(store_migrate(db, err, sizeof err) == 0, "first: %s", err);
     ck_assert_msg(store_migrate(db, err, sizeof err) == 0, "second: %s", err);
-    ck_assert_int_eq(s_sql_long(db, "SELECT count(*) FROM schema_version"), 1);
+    ck_assert_int_eq(s_sql_long(db, "SELECT count(*) FROM schema_version"), STORE_SCHEMA_VERSION);
     ck_assert_int_eq(s_sql_long(db, "SELECT max(version) FROM schema_version"),
                      STORE_SCHEMA_VERSION);
     ck_assert_int_eq(s_sql_long(db, "SELECT count(*) FROM information_schema.tables "
@@ -528,7 +528,8 @@ START_TEST(test_concurrent_migrations_both_succeed_once)
             pthread_join(th[i], NULL);
             ck_assert_msg(args[i].rc == 0, "migration %d: %s", i, args[i].err);
         }
-        ck_assert_int_eq(s_sql_long(db, "SELECT count(*) FROM schema_version"), 1);
+        ck_assert_int_eq(s_sql_long(db, "SELECT count(*) FROM schema_version"),
+                         STORE_SCHEMA_VERSION);
         free(db);
         s_drop_db(name);
     }
@@ -793,6 +794,186 @@ START_TEST(test_image_recording_is_idempotent)
     s_expect_error(&r, -ENOENT);
     r = s_image(&s_a, other, 0, 0);
     s_expect_error(&r, -ENOENT);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- events */
+
+static msg_t *s_events_read(inst_t *in, const char *id, uint64_t after, uint64_t limit,
+                            bool snapshot)
+{
+    msg_t *req = msg_new(MSG_JOB_EVENTS_READ);
+    msg_set_str(&req->job_events_read.job_id, id);
+    req->job_events_read.after_seq = after;
+    req->job_events_read.limit = limit;
+    req->job_events_read.snapshot = snapshot;
+    return s_call(in, &req);
+}
+
+static json_t *s_events_json(const msg_t *r)
+{
+    ck_assert_msg(r->type == MSG_JOB_EVENTS, "events read: %s %s", msg_type_name(r->type),
+                  r->type == MSG_ERROR ? r->error.reason : "");
+    json_error_t e;
+    json_t *a = json_loads(r->job_events.events, 0, &e);
+    ck_assert_msg(json_is_array(a), "events are not a JSON array: %s", e.text);
+    ck_assert_uint_eq(json_array_size(a), r->job_events.count);
+    return a;
+}
+
+START_TEST(test_events_are_numbered_in_order_published_and_readable)
+{
+    s_start_b(15.);
+    mailbox_t *watch = mailbox_new(s_a.rt, "watch");
+    ck_assert_ptr_nonnull(watch);
+    ck_assert_int_eq(mailbox_subscribe(watch, "job.event"), 0);
+    mailbox_t *watch_b = mailbox_new(s_b.rt, "watch");
+    ck_assert_ptr_nonnull(watch_b);
+    ck_assert_int_eq(mailbox_subscribe(watch_b, "job.event"), 0);
+    char id[UUID_STR_LEN];
+    s_create(&s_a, 2, 2, id);
+    for (int i = 0; i < 2; i++) {
+        msg_t *r = s_claim(&s_a);
+        ck_assert_int_eq(r->type, MSG_WORK_ITEM);
+        msg_destroy(&r);
+    }
+    /* images through both connections, as two instances would */
+    char attach[4][UUID_STR_LEN];
+    for (int k = 0; k < 4; k++) {
+        msg_t *r = s_image(k % 2 ? &s_b : &s_a, id, (uint64_t)k % 2, (uint64_t)k / 2);
+        ck_assert_int_eq(r->type, MSG_IMAGE_RECORDED);
+        snprintf(attach[k], sizeof attach[k], "%s", r->image_recorded.attach_id);
+        msg_destroy(&r);
+    }
+    free(s_stop(&s_a, id, 0, "completed"));
+    free(s_stop(&s_a, id, 1, "completed"));
+
+    static const char *const want[] = {"created", "started", "image",   "image", "image",
+                                       "image",   "stopped", "stopped", "end"};
+    enum { N = sizeof want / sizeof *want };
+    msg_t *r = s_events_read(&s_a, id, 0, 100, true);
+    json_t *a = s_events_json(r);
+    ck_assert_uint_eq(json_array_size(a), N);
+    json_int_t first = json_integer_value(json_object_get(json_array_get(a, 0), "seq"));
+    int images = 0;
+    for (size_t i = 0; i < N; i++) {
+        json_t *e = json_array_get(a, i);
+        ck_assert_str_eq(s_jstr(e, "kind"), want[i]);
+        ck_assert_str_eq(s_jstr(e, "job_id"), id);
+        /* dense and in order: nothing else happened in this database */
+        ck_assert_int_eq(s_jint(e, "seq"), first + (json_int_t)i);
+        json_t *d = json_object_get(e, "data");
+        ck_assert(json_is_object(d));
+        ck_assert_str_eq(s_jstr(d, "job_id"), id);
+        if (!strcmp(want[i], "image")) {
+            ck_assert_str_eq(s_jstr(d, "attach_id"), attach[images]);
+            ck_assert_int_eq(s_jint(d, "completed_images"), ++images);
+            ck_assert_int_eq(s_jint(d, "total_images"), 4);
+            ck_assert_int_eq(s_jint(d, "combination"), images % 2 ? 0 : 1);
+        }
+        if (!strcmp(want[i], "stopped")) {
+            ck_assert_str_eq(s_jstr(d, "status"), "completed");
+            ck_assert(s_is_iso(s_jstr(d, "stopped_at")));
+        }
+    }
+    json_t *end = json_object_get(json_array_get(a, N - 1), "data");
+    ck_assert_str_eq(s_jstr(end, "job_status"), "completed");
+    ck_assert_str_eq(s_jstr(json_array_get(a, N - 1), "job_status"), "completed");
+    json_t *ids = json_object_get(end, "generated_attach_ids");
+    ck_assert_uint_eq(json_array_size(ids), 4);
+    for (size_t k = 0; k < 4; k++)
+        ck_assert_str_eq(json_string_value(json_array_get(ids, k)), attach[k]);
+    ck_assert_uint_eq(r->job_events.end_seq, (uint64_t)first + N - 1);
+    ck_assert_uint_ge(r->job_events.clock, (uint64_t)first + N - 1);
+    json_error_t je;
+    json_t *snap = json_loads(r->job_events.snapshot, 0, &je);
+    ck_assert_msg(snap != NULL, "snapshot: %s", je.text);
+    ck_assert_str_eq(s_jstr(snap, "job_status"), "completed");
+    json_decref(snap);
+    msg_destroy(&r);
+
+    /* each was on the bus of the instance that made it once the commit was
+     * in: together every one, once, each bus in order */
+    bool seen[N] = {false};
+    mailbox_t *watches[2] = {watch, watch_b};
+    for (int w = 0; w < 2; w++) {
+        uint64_t last = 0;
+        msg_t *ev;
+        while ((ev = mailbox_recv(watches[w], 500))) {
+            ck_assert_int_eq(ev->type, MSG_JOB_EVENT);
+            uint64_t i = ev->job_event.seq - (uint64_t)first;
+            ck_assert_uint_lt(i, N);
+            ck_assert_msg(!seen[i], "event %" PRIu64 " published twice", ev->job_event.seq);
+            seen[i] = true;
+            ck_assert_uint_gt(ev->job_event.seq, last);
+            last = ev->job_event.seq;
+            ck_assert_str_eq(job_event_kind_name(ev->job_event.kind), want[i]);
+            json_t *d = json_loads(ev->job_event.data, 0, NULL);
+            ck_assert(json_equal(d, json_object_get(json_array_get(a, i), "data")));
+            json_decref(d);
+            ck_assert_int_gt(ev->job_event.recorded_at_us, 0);
+            msg_destroy(&ev);
+        }
+    }
+    for (size_t i = 0; i < N; i++)
+        ck_assert_msg(seen[i], "event %s (%zu) never published", want[i], i);
+    json_decref(a);
+
+    /* pages: after the fourth, two of them; every job's from the start */
+    r = s_events_read(&s_a, id, (uint64_t)first + 3, 2, false);
+    a = s_events_json(r);
+    ck_assert_uint_eq(r->job_events.count, 2);
+    ck_assert_ptr_null(r->job_events.snapshot);
+    ck_assert_int_eq(s_jint(json_array_get(a, 0), "seq"), first + 4);
+    json_decref(a);
+    msg_destroy(&r);
+    r = s_events_read(&s_b, NULL, (uint64_t)first - 1, 100, false);
+    a = s_events_json(r);
+    ck_assert_uint_eq(json_array_size(a), N);
+    json_decref(a);
+    msg_destroy(&r);
+
+    /* no such job */
+    char other[UUID_STR_LEN];
+    uuid_v4(other);
+    r = s_events_read(&s_a, other, 0, 10, true);
+    s_expect_error(&r, -ENOENT);
+    mailbox_destroy(&watch);
+    mailbox_destroy(&watch_b);
+}
+END_TEST
+
+START_TEST(test_cancel_events_come_before_the_stops_and_the_end)
+{
+    char id[UUID_STR_LEN];
+    s_create(&s_a, 3, 2, id);
+    msg_t *r = s_claim(&s_a); /* combination 0 runs; 1 and 2 stay pending */
+    ck_assert_int_eq(r->type, MSG_WORK_ITEM);
+    msg_destroy(&r);
+    r = s_cancel(&s_a, id, "immediate", s_now_us());
+    ck_assert_int_eq(r->type, MSG_JOB_CANCEL_RESULT);
+    msg_destroy(&r);
+    msg_t *req = s_stop_req(id, 0, "cancelled", s_a.name, s_now_us(), s_now_us(), NULL);
+    r = s_call(&s_a, &req);
+    ck_assert_int_eq(r->type, MSG_OK);
+    msg_destroy(&r);
+    r = s_events_read(&s_a, id, 0, 100, false);
+    json_t *a = s_events_json(r);
+    static const char *const want[] = {"created", "started", "cancel", "stopped",
+                                       "stopped", "stopped", "end"};
+    ck_assert_uint_eq(json_array_size(a), sizeof want / sizeof *want);
+    for (size_t i = 0; i < json_array_size(a); i++)
+        ck_assert_str_eq(s_jstr(json_array_get(a, i), "kind"), want[i]);
+    json_t *c = json_object_get(json_array_get(a, 2), "data");
+    ck_assert_str_eq(s_jstr(c, "mode"), "immediate");
+    ck_assert(s_is_iso(s_jstr(c, "cancel_requested_at")));
+    json_t *last_stop = json_object_get(json_array_get(a, 5), "data");
+    ck_assert_int_eq(s_jint(last_stop, "combination"), 0);
+    ck_assert(s_is_iso(s_jstr(last_stop, "cancel_observed_at")));
+    ck_assert_str_eq(s_jstr(json_object_get(json_array_get(a, 6), "data"), "job_status"),
+                     "user_cancelled");
+    json_decref(a);
+    msg_destroy(&r);
 }
 END_TEST
 
@@ -1699,6 +1880,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_killed_connection_is_replaced);
     tcase_add_test(tc, test_store_started_before_its_database_connects_later);
     tcase_add_test(tc, test_database_return_is_served_at_once);
+    tcase_add_test(tc, test_events_are_numbered_in_order_published_and_readable);
+    tcase_add_test(tc, test_cancel_events_come_before_the_stops_and_the_end);
     suite_add_tcase(s, tc);
 
     if (getenv("IMAGEJOBS_BIN")) { /* the binary: make check sets it */

@@ -33,6 +33,7 @@ typedef struct pgpipe_group pgpipe_group_t;
 
 /* Type OIDs for statement parameters (catalog/pg_type_d.h is a server
  * header). */
+#define PGPIPE_BOOL 16
 #define PGPIPE_BYTEA 17
 #define PGPIPE_INT8 20
 #define PGPIPE_INT4 23

@@ -22,7 +22,9 @@
 
 #include "actors/store.h"
 #include "actors/store/check.h"
+#include "actors/store/events.h"
 #include "actors/store/pgpipe.h"
+#include "actors/store/result.h"
 
 #include "runtime/log.h"
 #include "runtime/names.h"
@@ -68,6 +70,8 @@ struct store {
 /* Most cancels kept for PostgreSQL's return; past it a cancel is refused
  * with 503, honestly. */
 #define KEPT_MAX 10000
+/* Most events one read returns (a reader pages through more). */
+#define EVENTS_READ_MAX 1000
 
 /* ---------------------------------------------------------- the query table */
 
@@ -147,24 +151,6 @@ static void s_maybe_stopped(store_t *st)
         actor_stop_ready(st->self);
 }
 
-/* A PostgreSQL error as an errno for the requester: refused input is
- * -EINVAL, a taken id -EEXIST, what may work on a retry (connection,
- * deadlock, serialization, shutdown, resources) -EAGAIN, else -EIO. */
-static int s_pg_errno(const char *sqlstate)
-{
-    if (!sqlstate || strlen(sqlstate) != 5)
-        return -EIO;
-    if (strcmp(sqlstate, "23505") == 0)
-        return -EEXIST;
-    if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
-        return -EINVAL;
-    if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "40", 2) == 0
-        || strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "57", 2) == 0
-        || strncmp(sqlstate, "55", 2) == 0)
-        return -EAGAIN;
-    return -EIO;
-}
-
 /* Answers op with its failed statement's error; true if it had one. A
  * group cut short without an error (fewer results than statements) counts
  * as a lost connection. */
@@ -174,7 +160,7 @@ static bool s_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
         char msg[300];
         pgpipe_oneline(msg, sizeof msg, PQresultErrorMessage(r->error));
         const char *state = PQresultErrorField(r->error, PG_DIAG_SQLSTATE);
-        int code = s_pg_errno(state);
+        int code = store_pg_errno(state);
         if (code == -EIO)
             log_warn("%s failed: %s (SQLSTATE %s)", op->q->what, msg, state ? state : "?");
         actor_reply_error(st->self, &op->caller, code, "%s: %s", op->q->what, msg);
@@ -201,8 +187,12 @@ static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping", op->q->what);
     else if (r->status < 0)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: %s", op->q->what, r->reason);
-    else if ((op->q->flags & Q_OWN_ERRORS) || !s_op_failed(st, op, r))
+    else if ((op->q->flags & Q_OWN_ERRORS) || !s_op_failed(st, op, r)) {
+        /* committed: its events go out (docs/events.md) */
+        if (op->q->stmts[op->q->nstmts - 1] == ST_events_number && r->nresults == r->nstmts)
+            store_events_publish(st->self, r->results[r->nstmts - 1]);
         op->q->reply(st, op, r);
+    }
     free(op);
     s_maybe_stopped(st);
 }
@@ -247,41 +237,6 @@ static void s_send_reply(store_t *st, const op_t *op, msg_t **m)
 {
     actor_reply_to(st->self, &op->caller, *m);
     msg_destroy(m);
-}
-
-static const char *s_val(const PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
-
-static int64_t s_i64(const PGresult *r, int row, int col)
-{
-    const char *v = s_val(r, row, col);
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-
-/* A cancel mode column: NULL is NONE (the schema's CHECK allows no other
- * text than the table's). */
-static cancel_mode_t s_mode(const PGresult *r, int row, int col)
-{
-    const char *v = s_val(r, row, col);
-    cancel_mode_t m = CANCEL_MODE_NONE;
-    if (v && cancel_mode_parse(v, strlen(v), &m) < 0)
-        m = CANCEL_MODE_NONE;
-    return m;
-}
-
-/* A status column; -1 for a value the table does not know. */
-static int s_status(const PGresult *r, int row, int col, job_status_t *out)
-{
-    const char *v = s_val(r, row, col);
-    return v ? job_status_parse(v, strlen(v), out) : -1;
-}
-
-/* A cancel mode as a statement parameter: NONE is NULL. */
-static const char *s_mode_param(cancel_mode_t m)
-{
-    return m == CANCEL_MODE_NONE ? NULL : cancel_mode_name(m);
 }
 
 /* -------------------------------------------------------------- validation */
@@ -349,13 +304,13 @@ static void s_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_
         return;
     }
     msg_t *m = msg_new(MSG_JOB_CREATED);
-    msg_set_str(&m->job_created.job_id, s_val(res, 0, 0));
-    if (s_status(res, 0, 1, &m->job_created.status) < 0) {
+    msg_set_str(&m->job_created.job_id, store_val(res, 0, 0));
+    if (store_status(res, 0, 1, &m->job_created.status) < 0) {
         msg_destroy(&m);
         actor_reply_error(st->self, &op->caller, -EIO, "job create: unknown status");
         return;
     }
-    m->job_created.total_images = (uint64_t)s_i64(res, 0, 2);
+    m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
     s_send_reply(st, op, &m);
 
     /* local generators wake now; the redis actor tells other instances */
@@ -395,7 +350,7 @@ static void s_reply_job_json(store_t *st, const op_t *op, const pgpipe_reply_t *
     if (!res)
         return;
     msg_t *m = msg_new(MSG_JOB_JSON);
-    msg_set_str(&m->job_json.json, s_val(res, 0, 0));
+    msg_set_str(&m->job_json.json, store_val(res, 0, 0));
     s_send_reply(st, op, &m);
 }
 
@@ -492,17 +447,18 @@ static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_
     msg_set_str(&b->job_id, op->job_id);
     /* a processing job with no combination running ended right here */
     const PGresult *fin = r->results[2];
-    if (s_status(res, 0, 0, &b->prior_status) < 0
-        || (PQntuples(fin) == 1 ? s_status(fin, 0, 0, &b->status) : s_status(res, 0, 1, &b->status))
+    if (store_status(res, 0, 0, &b->prior_status) < 0
+        || (PQntuples(fin) == 1 ? store_status(fin, 0, 0, &b->status)
+                                : store_status(res, 0, 1, &b->status))
                < 0) {
         msg_destroy(&m);
         actor_reply_error(st->self, &op->caller, -EIO, "job %s has an unknown status", op->job_id);
         return;
     }
-    b->completed_images = (uint64_t)s_i64(res, 0, 2);
-    b->total_images = (uint64_t)s_i64(res, 0, 3);
-    b->requested_at_us = s_i64(res, 0, 5);
-    b->mode = s_mode(res, 0, 4);
+    b->completed_images = (uint64_t)store_i64(res, 0, 2);
+    b->total_images = (uint64_t)store_i64(res, 0, 3);
+    b->requested_at_us = store_i64(res, 0, 5);
+    b->mode = store_mode(res, 0, 4);
     bool accepted =
         b->prior_status == JOB_STATUS_PENDING || b->prior_status == JOB_STATUS_PROCESSING;
     cancel_mode_t standing = b->mode != CANCEL_MODE_NONE ? b->mode : op->mode;
@@ -609,16 +565,16 @@ static void s_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t 
         return;
     msg_t *m = msg_new(MSG_WORK_ITEM);
     msg_work_item_t *b = &m->work_item;
-    msg_set_str(&b->job_id, s_val(res, 0, 0));
-    b->combination = (uint64_t)s_i64(res, 0, 1);
-    msg_set_str(&b->prompt, s_val(res, 0, 2));
-    b->seed = (uint64_t)s_i64(res, 0, 3);
-    b->width = (uint64_t)s_i64(res, 0, 4);
-    b->height = (uint64_t)s_i64(res, 0, 5);
-    b->steps = (uint64_t)s_i64(res, 0, 6);
-    b->images = (uint64_t)s_i64(res, 0, 7);
-    b->next_index = (uint64_t)s_i64(res, 0, 8);
-    b->cancel_mode = s_mode(res, 0, 9);
+    msg_set_str(&b->job_id, store_val(res, 0, 0));
+    b->combination = (uint64_t)store_i64(res, 0, 1);
+    msg_set_str(&b->prompt, store_val(res, 0, 2));
+    b->seed = (uint64_t)store_i64(res, 0, 3);
+    b->width = (uint64_t)store_i64(res, 0, 4);
+    b->height = (uint64_t)store_i64(res, 0, 5);
+    b->steps = (uint64_t)store_i64(res, 0, 6);
+    b->images = (uint64_t)store_i64(res, 0, 7);
+    b->next_index = (uint64_t)store_i64(res, 0, 8);
+    b->cancel_mode = store_mode(res, 0, 9);
     s_send_reply(st, op, &m);
 }
 
@@ -664,8 +620,8 @@ static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_rep
         return;
     }
     const PGresult *res = r->results[1];
-    if (s_i64(res, 0, 3) == 0) { /* the combination is not running */
-        const char *status = s_val(res, 0, 5);
+    if (store_i64(res, 0, 3) == 0) { /* the combination is not running */
+        const char *status = store_val(res, 0, 5);
         if (!status)
             actor_reply_error(st->self, &op->caller, -ENOENT, "job %s has no such combination",
                               op->job_id);
@@ -673,13 +629,13 @@ static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_rep
             actor_reply_error(st->self, &op->caller, -ENOENT,
                               "combination not running (it is %s) or image index out of "
                               "range (%s per combination)",
-                              status, s_val(res, 0, 4) ? s_val(res, 0, 4) : "?");
+                              status, store_val(res, 0, 4) ? store_val(res, 0, 4) : "?");
         return;
     }
     msg_t *m = msg_new(MSG_IMAGE_RECORDED);
-    msg_set_str(&m->image_recorded.attach_id, s_val(res, 0, 0));
-    m->image_recorded.completed_images = (uint64_t)s_i64(res, 0, 1);
-    m->image_recorded.cancel_mode = s_mode(res, 0, 2);
+    msg_set_str(&m->image_recorded.attach_id, store_val(res, 0, 0));
+    m->image_recorded.completed_images = (uint64_t)store_i64(res, 0, 1);
+    m->image_recorded.cancel_mode = store_mode(res, 0, 2);
     s_send_reply(st, op, &m);
 }
 
@@ -703,7 +659,7 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     pgpipe_param_str(op->group, b->error && *b->error ? b->error : NULL);
     pgpipe_param_str(op->group, b->instance ? b->instance : "");
     pgpipe_param_i64(op->group, b->cancel_requested_at_us);
-    pgpipe_param_str(op->group, s_mode_param(b->cancel_mode));
+    pgpipe_param_str(op->group, store_mode_param(b->cancel_mode));
     s_op_submit(op);
 }
 
@@ -718,17 +674,17 @@ static void s_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply
         return;
     }
     char detail[200];
-    const char *now = s_val(res, 0, 0);
+    const char *now = store_val(res, 0, 0);
     if (!now) {
         /* a repeat of a stop already recorded, or a holder whose claim was
          * taken over: nothing to do, and nothing to retry */
-        const char *holder = s_val(res, 0, 2);
+        const char *holder = store_val(res, 0, 2);
         snprintf(detail, sizeof detail, "not applied: combination is %s%s%s", PQgetvalue(res, 0, 1),
                  holder ? ", claimed by " : "", holder ? holder : "");
     } else {
         const PGresult *fin = r->results[4];
         if (PQntuples(fin) == 1)
-            snprintf(detail, sizeof detail, "combination %s; job %s", now, s_val(fin, 0, 0));
+            snprintf(detail, sizeof detail, "combination %s; job %s", now, store_val(fin, 0, 0));
         else
             snprintf(detail, sizeof detail, "combination %s", now);
     }
@@ -761,8 +717,38 @@ static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_
     if (!res)
         return;
     msg_t *m = msg_new(MSG_LEASE_STATE);
-    m->lease_state.cancel_mode = s_mode(res, 0, 0);
+    m->lease_state.cancel_mode = store_mode(res, 0, 0);
     s_send_reply(st, op, &m);
+}
+
+/* JOB_EVENTS_READ -> JOB_EVENTS (docs/events.md) */
+
+static void s_on_events_read(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_events_read_t *b = &msg->job_events_read;
+    bool one = b->job_id && *b->job_id;
+    if (one && s_bad_uuid(st, msg, b->job_id, "job_id"))
+        return;
+    int64_t limit =
+        b->limit < 1 || b->limit > EVENTS_READ_MAX ? EVENTS_READ_MAX : (int64_t)b->limit;
+    op_t *op = s_op_new(st, one ? OP_events_of_job : OP_events_all, msg, b->job_id);
+    if (one)
+        pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_i64(op->group, b->after_seq > INT64_MAX ? INT64_MAX : (int64_t)b->after_seq);
+    pgpipe_param_i64(op->group, limit);
+    if (one)
+        pgpipe_param_str(op->group, b->snapshot ? "true" : "false");
+    s_op_submit(op);
+}
+
+static void s_reply_job_events(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    msg_t *m = store_events_reply(r->results[0]);
+    if (!m)
+        actor_reply_error(st->self, &op->caller, -ENOENT, "no such job");
+    else
+        s_send_reply(st, op, &m);
 }
 
 /* --------------------------------------------------------------- lifecycle */
@@ -773,10 +759,10 @@ static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_
 static void s_reply_reaped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = r->results[0];
-    if (PQntuples(res) == 1 && s_i64(res, 0, 0) > 0)
+    if (PQntuples(res) == 1 && store_i64(res, 0, 0) > 0)
         log_info("ended %lld combinations of cancelled jobs whose holder's lease ran out; "
                  "%lld jobs finished",
-                 (long long)s_i64(res, 0, 0), (long long)s_i64(res, 0, 1));
+                 (long long)store_i64(res, 0, 0), (long long)store_i64(res, 0, 1));
 }
 
 static void s_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -878,6 +864,7 @@ static const actor_spec_t s_spec = {
             [MSG_IMAGE_READY] = s_on_image_ready,
             [MSG_TASK_STOPPED] = s_on_task_stopped,
             [MSG_LEASE_RENEW] = s_on_lease_renew,
+            [MSG_JOB_EVENTS_READ] = s_on_events_read,
         },
 };
 
