@@ -49,6 +49,13 @@
 /* "<jobId> <instance>": a job was created, idle generators elsewhere may
  * claim its combinations now rather than at their next sweep. */
 #define REDIS_WORK_CHANNEL "imagejobs:work"
+/* Job events between instances (docs/events.md), each a message of the
+ * table encoded as on the bus: JOB_EVENT, JOB_PROGRESS, JOB_PREVIEW and
+ * PREVIEW_WANTED. */
+#define REDIS_EVENTS_CHANNEL "imagejobs:events"
+#define REDIS_PROGRESS_CHANNEL "imagejobs:progress"
+#define REDIS_PREVIEWS_CHANNEL "imagejobs:previews"
+#define REDIS_PREVIEW_WANTED_CHANNEL "imagejobs:preview_wanted"
 /* Cancels remembered while Redis is down (cfg.queue_max 0). */
 #define REDIS_QUEUE_MAX_DEFAULT 100000
 /* Longest instance name, including the terminating NUL. */

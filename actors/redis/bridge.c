@@ -1,14 +1,16 @@
 /*
  * bridge.c - the redis actor's bridge between the local bus and Redis
  * pub/sub: JOB_CANCEL on "cancel" <-> imagejobs:cancel, WORK_AVAILABLE on
- * "work" <-> imagejobs:work, each message encoded from the table exactly as
- * it travels on the bus. What arrives is hostile input: decoded by the
+ * "work" <-> imagejobs:work, and the job events (JOB_EVENT, JOB_PROGRESS,
+ * JOB_PREVIEW, PREVIEW_WANTED: s_bridges), each message encoded from the
+ * table exactly as it travels on the bus. What arrives is hostile input: decoded by the
  * table's decoder, of the channel's one type, checked field by field.
  */
 #include "config.h"
 
 #include "actors/redis/internal.h"
 
+#include "messages/limits.h"
 #include "runtime/clock.h"
 #include "runtime/log.h"
 #include "runtime/names.h"
@@ -47,14 +49,76 @@ static const char *s_check_work(msg_work_available_t *w)
     return NULL;
 }
 
+/* A job event: a real seq, a job, a kind and status the table knows (the
+ * decoder checked those), and data that is one line of JSON (an event
+ * stream sends it as one "data:" line). */
+static const char *s_check_event(msg_job_event_t *e)
+{
+    if (!uuid_valid(e->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(e->job_id);
+    if (e->seq == 0)
+        return "seq 0";
+    if (!e->data || e->data[0] != '{' || strpbrk(e->data, "\r\n"))
+        return "data is not one line of JSON";
+    if (!e->origin || !redis_instance_valid(e->origin, strlen(e->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+static const char *s_check_progress(msg_job_progress_t *p)
+{
+    if (!uuid_valid(p->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(p->job_id);
+    if (p->combination >= JOB_COMBINATIONS_MAX || p->image_index >= JOB_IMAGES_MAX
+        || p->steps < JOB_STEPS_MIN || p->steps > JOB_STEPS_MAX || p->step > p->steps)
+        return "combination, image, step or steps out of range";
+    if (!p->origin || !redis_instance_valid(p->origin, strlen(p->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+static const char *s_check_preview(msg_job_preview_t *p)
+{
+    static const unsigned char png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (!uuid_valid(p->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(p->job_id);
+    if (p->combination >= JOB_COMBINATIONS_MAX || p->image_index >= JOB_IMAGES_MAX
+        || p->step > JOB_STEPS_MAX)
+        return "combination, image or step out of range";
+    if (p->width < 1 || p->width > PREVIEW_SIZE_MAX || p->height < 1
+        || p->height > PREVIEW_SIZE_MAX)
+        return "preview size out of range";
+    if (p->png.size < sizeof png_magic || memcmp(p->png.data, png_magic, sizeof png_magic) != 0)
+        return "not a PNG";
+    if (!p->origin || !redis_instance_valid(p->origin, strlen(p->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+static const char *s_check_wanted(msg_preview_wanted_t *w)
+{
+    if (!uuid_valid(w->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(w->job_id);
+    if (w->ttl_ms < 1 || w->ttl_ms > 60000)
+        return "ttl out of range";
+    if (!w->origin || !redis_instance_valid(w->origin, strlen(w->origin)))
+        return "bad origin";
+    return NULL;
+}
+
 /* The channels and what each carries: the bus topic, the one message type,
- * its check and where its origin lives. */
+ * its check, where its origin lives and its longest payload. */
 typedef struct {
     const char *channel;
     const char *topic;
     msg_type_t type;
     const char *(*check)(msg_t *m);
     char **(*origin)(msg_t *m);
+    size_t payload_max;
 } bridge_t;
 
 static const char *s_check_cancel_msg(msg_t *m)
@@ -74,9 +138,34 @@ static char **s_work_origin(msg_t *m)
     return &m->work_available.origin;
 }
 
+/* The checks and origins of the event messages, by name. */
+#define S_BRIDGED(name, check)                                                                     \
+    static const char *s_check_##name##_msg(msg_t *m)                                              \
+    {                                                                                              \
+        return check(&m->name);                                                                    \
+    }                                                                                              \
+    static char **s_##name##_origin(msg_t *m)                                                      \
+    {                                                                                              \
+        return &m->name.origin;                                                                    \
+    }
+S_BRIDGED(job_event, s_check_event)
+S_BRIDGED(job_progress, s_check_progress)
+S_BRIDGED(job_preview, s_check_preview)
+S_BRIDGED(preview_wanted, s_check_wanted)
+
 static const bridge_t s_bridges[] = {
-    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin},
-    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin},
+    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin,
+     PAYLOAD_MAX},
+    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin,
+     PAYLOAD_MAX},
+    {REDIS_EVENTS_CHANNEL, TOPIC_JOB_EVENT, MSG_JOB_EVENT, s_check_job_event_msg,
+     s_job_event_origin, EVENT_PAYLOAD_MAX},
+    {REDIS_PROGRESS_CHANNEL, TOPIC_JOB_PROGRESS, MSG_JOB_PROGRESS, s_check_job_progress_msg,
+     s_job_progress_origin, PAYLOAD_MAX},
+    {REDIS_PREVIEWS_CHANNEL, TOPIC_JOB_PREVIEW, MSG_JOB_PREVIEW, s_check_job_preview_msg,
+     s_job_preview_origin, PREVIEW_PAYLOAD_MAX},
+    {REDIS_PREVIEW_WANTED_CHANNEL, TOPIC_PREVIEW_WANTED, MSG_PREVIEW_WANTED,
+     s_check_preview_wanted_msg, s_preview_wanted_origin, PAYLOAD_MAX},
 };
 #define BRIDGES (sizeof s_bridges / sizeof s_bridges[0])
 
@@ -107,7 +196,7 @@ static msg_t *s_check_payload(msg_decoder_t *d, const bridge_t *b, const char *p
 {
     msg_t *m = NULL;
     why[0] = '\0';
-    if (len == 0 || len > PAYLOAD_MAX)
+    if (len == 0 || len > b->payload_max)
         snprintf(why, whylen, "empty or too long");
     else if (!(m = msg_decode_with(d, p, len, why, whylen)))
         ;

@@ -143,8 +143,10 @@ static void s_on_connect(const redisAsyncContext *ac, int status)
         c->state = CONN_SUBSCRIBING;
         rc = redisAsyncCommand(w, NULL, NULL, "CLIENT SETNAME %s", name);
         if (rc == REDIS_OK)
-            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s", REDIS_CANCEL_CHANNEL,
-                                   REDIS_WORK_CHANNEL);
+            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s %s %s %s %s",
+                                   REDIS_CANCEL_CHANNEL, REDIS_WORK_CHANNEL, REDIS_EVENTS_CHANNEL,
+                                   REDIS_PROGRESS_CHANNEL, REDIS_PREVIEWS_CHANNEL,
+                                   REDIS_PREVIEW_WANTED_CHANNEL);
     } else {
         rc = redisAsyncCommand(w, s_on_hello, c, "CLIENT SETNAME %s", name);
     }
@@ -269,7 +271,7 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
     }
     if (s_reply_is(r->element[0], "subscribe")) {
         if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL))
-            return; /* the work channel's confirmation: nothing to do */
+            return; /* the other channels' confirmations: nothing to do */
         c->state = CONN_READY;
         backoff_reset(&c->backoff);
         if (c->outage_logged)

@@ -33,7 +33,9 @@
 #define WATCHDOG_PERIOD_S 1.0
 #define FLUSH_WINDOW 256                       /* queued cancels in flight at once */
 #define QUEUE_BUCKETS 16384                    /* hash buckets of the queue (power of 2) */
-#define PAYLOAD_MAX 1024                       /* longest channel message we decode */
+#define PAYLOAD_MAX 1024                       /* longest cancel or work message we decode */
+#define EVENT_PAYLOAD_MAX (1024 * 1024)        /* longest job event (an end lists 6,400 ids) */
+#define PREVIEW_PAYLOAD_MAX (256 * 1024)       /* longest preview (a PNG of 128 x 128) */
 #define MAX_REQUESTED_AT_US 4102444800000000LL /* 2100-01-01 */
 #define DROP_LOG_FIRST 10                      /* malformed messages logged one by one */
 

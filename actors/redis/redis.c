@@ -166,7 +166,11 @@ static int s_init(actor_t *self, void *arg)
     const start_arg_t *a = arg;
     /* what happens here that the other instances must learn */
     if (actor_subscribe(self, TOPIC_WORK) < 0 || actor_subscribe(self, TOPIC_CANCEL) < 0
-        || actor_subscribe(self, TOPIC_JOB_CANCEL_RECORDED) < 0) {
+        || actor_subscribe(self, TOPIC_JOB_CANCEL_RECORDED) < 0
+        || actor_subscribe(self, TOPIC_JOB_EVENT) < 0
+        || actor_subscribe(self, TOPIC_JOB_PROGRESS) < 0
+        || actor_subscribe(self, TOPIC_JOB_PREVIEW) < 0
+        || actor_subscribe(self, TOPIC_PREVIEW_WANTED) < 0) {
         actor_fail(self, "cannot subscribe to the bus");
         return -1;
     }
@@ -224,6 +228,10 @@ static const actor_spec_t s_spec = {
         {
             [MSG_JOB_CANCEL] = redis_on_bridged_event,
             [MSG_WORK_AVAILABLE] = redis_on_bridged_event,
+            [MSG_JOB_EVENT] = redis_on_bridged_event,
+            [MSG_JOB_PROGRESS] = redis_on_bridged_event,
+            [MSG_JOB_PREVIEW] = redis_on_bridged_event,
+            [MSG_PREVIEW_WANTED] = redis_on_bridged_event,
             [MSG_JOB_CANCEL_RECORDED] = redis_on_cancel_recorded,
             [MSG_CANCEL_RECHECK] = redis_on_recheck,
             [MSG_REDIS_FLAG_GET] = redis_on_flag_get,
