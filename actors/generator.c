@@ -19,6 +19,12 @@
  * the encode takes milliseconds (tens at 2048x2048), and the loop must keep
  * reading its inbox meanwhile, so that a cancel is observed at once.
  *
+ * Between slices it also tells the bus how far the image in flight is
+ * (JOB_PROGRESS, at most one per PROGRESS_INTERVAL_MS per combination, and
+ * always an image's last step) and, only while someone wants them
+ * (PREVIEW_WANTED), shows it (JOB_PREVIEW, at most one per
+ * PREVIEW_INTERVAL_MS). Both are fire and forget: nothing waits on them.
+ *
  * Phases of one combination:
  *   IDLE -> (poll mode: CHECKING) -> RUNNING -> ENCODING -> RECORDING -> next
  *   image ... -> STOPPING (TASK_STOPPED sent, retried until the store has
@@ -36,6 +42,7 @@
 #include "runtime/offload.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +56,21 @@
  * RETRY_FIRST_S, doubling up to RETRY_MAX_S. */
 #define RETRY_FIRST_S 0.2
 #define RETRY_MAX_S 5.0
+/* Jobs whose previews are wanted, at most (the wish that ends first makes
+ * room), and the longest wish honoured (a peer's ttl_ms is input). */
+#define WANTED_MAX 256
+#define WANTED_TTL_MAX_MS 60000
+#define WANTED_ID_MAX 64 /* job ids are UUIDs: 36 characters */
+#define MS_NS 1000000LL
+
+/* Previews rendered by every generator of the process (tests read it). */
+static atomic_uint_fast64_t s_previews_rendered;
+
+/* Someone wants previews of job_id until until_ns (monotonic). */
+typedef struct {
+    char job_id[WANTED_ID_MAX];
+    int64_t until_ns;
+} wanted_t;
 
 typedef enum { IDLE, CHECKING, RUNNING, ENCODING, RECORDING, STOPPING } phase_t;
 
@@ -87,14 +109,26 @@ typedef struct {
     offload_t *encoder;
     bool encoding;
     bool closing; /* fini: finished encodes are only freed */
+
+    /* Progress and previews of the running combination (monotonic ns). */
+    uint32_t steps_seen;      /* gen_steps_done after the last slice */
+    int64_t progress_due_ns;  /* no JOB_PROGRESS before, but an image's last step */
+    int64_t preview_due_ns;   /* no preview before */
+    bool preview_unsupported; /* the backend said no: not asked again */
+    bool preview_encoding;    /* one preview at a time on the encoder */
+    wanted_t wanted[WANTED_MAX];
+    unsigned nwanted;
 } gen_actor_t;
 
-/* One PNG encode, off the loop. */
+/* One PNG encode, off the loop: a finished image, or a preview. */
 typedef struct {
-    const uint8_t *rgb; /* the backend's pixels */
+    bool preview;       /* a preview: its own pixels, published when done */
+    const uint8_t *rgb; /* the backend's pixels, or a preview's */
+    uint8_t *own;       /* a preview's pixels (owned) */
     uint32_t width, height;
     uint64_t item_seq; /* the claim it belongs to */
     uint64_t index;    /* and the image */
+    uint64_t step;     /* a preview's step */
     void (*before)(void *arg);
     void *before_arg;
     uint8_t *png;
@@ -107,6 +141,7 @@ static void s_ask_work(gen_actor_t *g);
 static void s_next_image(gen_actor_t *g);
 static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error);
 static void s_send_pending(gen_actor_t *g);
+static void s_encode_work(void *job);
 
 static void s_item_clear(gen_actor_t *g)
 {
@@ -269,6 +304,140 @@ static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
     s_send_pending(g);
 }
 
+/* ------------------------------------------------------------ progress, previews */
+
+/* PREVIEW_WANTED: someone watches job_id's previews for ttl_ms more. */
+static void s_on_preview_wanted(actor_t *self, msg_t *msg)
+{
+    gen_actor_t *g = actor_state(self);
+    const char *job = msg->preview_wanted.job_id;
+    if (!job || !*job || strlen(job) >= sizeof g->wanted[0].job_id)
+        return; /* no job of ours has such an id */
+    uint64_t ttl = msg->preview_wanted.ttl_ms;
+    int64_t until =
+        clock_mono_ns() + (int64_t)(ttl < WANTED_TTL_MAX_MS ? ttl : WANTED_TTL_MAX_MS) * MS_NS;
+    /* the wish to renew, else a free slot, else the one that ends first */
+    unsigned i, oldest = 0;
+    for (i = 0; i < g->nwanted && strcmp(g->wanted[i].job_id, job) != 0; i++)
+        if (g->wanted[i].until_ns - g->wanted[oldest].until_ns < 0)
+            oldest = i;
+    if (i == g->nwanted) {
+        if (g->nwanted < WANTED_MAX)
+            g->nwanted++;
+        else
+            i = oldest;
+        snprintf(g->wanted[i].job_id, sizeof g->wanted[i].job_id, "%s", job);
+    }
+    g->wanted[i].until_ns = until;
+}
+
+/* Whether someone still wants previews of job; forgets the expired wishes
+ * on the way (by moving the last one into their slot). */
+static bool s_wanted(gen_actor_t *g, const char *job, int64_t now)
+{
+    bool found = false;
+    for (unsigned i = 0; i < g->nwanted;) {
+        if (now - g->wanted[i].until_ns >= 0) {
+            g->wanted[i] = g->wanted[--g->nwanted];
+            continue;
+        }
+        found = found || strcmp(g->wanted[i].job_id, job) == 0;
+        i++;
+    }
+    return found;
+}
+
+static void s_publish_progress(gen_actor_t *g, uint32_t step)
+{
+    msg_t *m = msg_new(MSG_JOB_PROGRESS);
+    msg_set_str(&m->job_progress.job_id, g->item.job_id);
+    m->job_progress.combination = g->item.combination;
+    m->job_progress.image_index = g->index;
+    m->job_progress.step = step;
+    m->job_progress.steps = g->item.steps;
+    if (actor_publish(g->self, TOPIC_JOB_PROGRESS, m) < 0)
+        log_debug("progress of %s/%llu not published", g->item.job_id,
+                  (unsigned long long)g->item.combination);
+    msg_destroy(&m);
+}
+
+/* Renders a preview of the image in flight and has it encoded. The
+ * downsample runs here, between slices, as it must (the state is being
+ * rewritten by the next slice); the PNG encode goes to the encoder thread,
+ * as a finished image's does: 0.5-0.6 ms for 128x128 with png.c's fast
+ * settings (tests/check_generator.c prints it, "preview cost"), longer than
+ * a slice, and more than the ~0.3 ms worth spending on the loop. */
+static void s_render_preview(gen_actor_t *g, uint32_t step)
+{
+    encode_t *e = calloc(1, sizeof *e);
+    uint8_t *rgb = malloc(PREVIEW_SIZE_MAX * PREVIEW_SIZE_MAX * 3);
+    if (!e || !rgb)
+        abort();
+    if (gen_preview(g->backend, PREVIEW_SIZE_MAX, rgb, &e->width, &e->height) < 0) {
+        log_info("no previews of %s/%llu: %s", g->item.job_id,
+                 (unsigned long long)g->item.combination, gen_error(g->backend));
+        g->preview_unsupported = true;
+        free(rgb);
+        free(e);
+        return;
+    }
+    e->preview = true;
+    e->rgb = e->own = rgb;
+    e->item_seq = g->item_seq;
+    e->index = g->index;
+    e->step = step;
+    g->preview_encoding = true;
+    offload_submit(g->encoder, s_encode_work, e);
+}
+
+/* Back on the loop: a preview of a claim still held goes on the bus. */
+static void s_publish_preview(gen_actor_t *g, encode_t *e)
+{
+    g->preview_encoding = false;
+    if (e->rc < 0) {
+        log_warn("preview not encoded: %s", e->err);
+        return;
+    }
+    if (!g->have_item || e->item_seq != g->item_seq || g->phase == STOPPING)
+        return; /* that combination ended meanwhile */
+    msg_t *m = msg_new(MSG_JOB_PREVIEW);
+    msg_set_str(&m->job_preview.job_id, g->item.job_id);
+    m->job_preview.combination = g->item.combination;
+    m->job_preview.image_index = e->index;
+    m->job_preview.step = e->step;
+    m->job_preview.width = e->width;
+    m->job_preview.height = e->height;
+    m->job_preview.png.data = e->png; /* ownership moves into the message */
+    m->job_preview.png.size = e->len;
+    e->png = NULL;
+    atomic_fetch_add(&s_previews_rendered, 1);
+    if (actor_publish(g->self, TOPIC_JOB_PREVIEW, m) < 0)
+        log_debug("preview of %s/%llu not published", g->item.job_id,
+                  (unsigned long long)g->item.combination);
+    msg_destroy(&m);
+}
+
+/* After each slice: when it completed a step, progress (throttled, but an
+ * image's last step always goes out) and, if someone watches this job, a
+ * preview (throttled). With nobody watching, no preview work at all. */
+static void s_after_slice(gen_actor_t *g)
+{
+    uint32_t step = gen_steps_done(g->backend);
+    if (step == g->steps_seen)
+        return;
+    g->steps_seen = step;
+    int64_t now = clock_mono_ns();
+    if (step >= g->item.steps || now - g->progress_due_ns >= 0) {
+        s_publish_progress(g, step);
+        g->progress_due_ns = now + PROGRESS_INTERVAL_MS * MS_NS;
+    }
+    if (g->nwanted > 0 && !g->preview_unsupported && !g->preview_encoding
+        && now - g->preview_due_ns >= 0 && s_wanted(g, g->item.job_id, now)) {
+        s_render_preview(g, step);
+        g->preview_due_ns = now + PREVIEW_INTERVAL_MS * MS_NS;
+    }
+}
+
 /* ------------------------------------------------------------ images */
 
 static void s_on_recorded(actor_t *self, int status, msg_t *reply, void *arg)
@@ -328,6 +497,14 @@ static void s_encoded(void *job, int ran, void *arg)
 {
     encode_t *e = job;
     gen_actor_t *g = arg;
+    if (e->preview) {
+        if (!g->closing && ran)
+            s_publish_preview(g, e);
+        free(e->png);
+        free(e->own);
+        free(e);
+        return;
+    }
     g->encoding = false;
     if (!g->closing && ran && g->phase == ENCODING && g->have_item && e->item_seq == g->item_seq
         && e->index == g->index) {
@@ -384,7 +561,10 @@ static void s_record(gen_actor_t *g, uint8_t **png, size_t len)
 static void s_slice_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     gen_actor_t *g = w->data;
-    switch (gen_advance(g->backend)) {
+    gen_status_t st = gen_advance(g->backend);
+    if (st != GEN_ERROR)
+        s_after_slice(g); /* before GEN_DONE hands the pixels to the encoder */
+    switch (st) {
     case GEN_MORE:
         break;
     case GEN_WAIT:
@@ -429,6 +609,7 @@ static void s_begin_image(gen_actor_t *g)
         return;
     }
     g->phase = RUNNING;
+    g->steps_seen = 0;
     ev_idle_start(g->loop, &g->slice);
 }
 
@@ -537,6 +718,8 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
     g->have_item = true;
     g->item_seq++;
     g->index = g->item.next_index;
+    g->progress_due_ns = g->preview_due_ns = 0; /* the intervals are per combination */
+    g->preview_unsupported = false;
     if (actor_is_stopping(g->self)) { /* claimed as the stop came: give it back */
         s_stop(g, TASK_OUTCOME_RELEASED, NULL);
         return;
@@ -638,7 +821,8 @@ static int s_init(actor_t *self, void *arg)
     g->retry.data = g;
 
     if ((!g->cfg.poll_mode && actor_subscribe(self, TOPIC_CANCEL) < 0)
-        || actor_subscribe(self, TOPIC_WORK) < 0) {
+        || actor_subscribe(self, TOPIC_WORK) < 0
+        || actor_subscribe(self, TOPIC_PREVIEW_WANTED) < 0) {
         actor_fail(self, "cannot subscribe to the bus");
         offload_destroy(&g->encoder);
         gen_backend_close(&g->backend);
@@ -713,8 +897,14 @@ static const actor_spec_t s_spec = {
             [MSG_JOB_CANCEL] = s_on_cancel_event,
             [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_WORK_AVAILABLE] = s_on_work_event,
+            [MSG_PREVIEW_WANTED] = s_on_preview_wanted,
         },
 };
+
+uint64_t generator_previews_rendered(void)
+{
+    return atomic_load(&s_previews_rendered);
+}
 
 unsigned generator_auto_count(long cores, int gpus)
 {

@@ -5,7 +5,10 @@
  *
  * Messages handled: WORK_AVAILABLE (bus "work": ask the store for work now),
  * JOB_CANCEL (bus "cancel": stop), CANCEL_RECHECK (bus "cancel": re-read the
- * durable cancel from the store).
+ * durable cancel from the store), PREVIEW_WANTED (bus "preview.wanted":
+ * render previews of that job for ttl_ms).
+ * Events published: JOB_PROGRESS (bus "job.progress") after completed
+ * steps, JOB_PREVIEW (bus "job.preview") while previews are wanted.
  * Requests sent: WORK_REQUEST, IMAGE_READY, TASK_STOPPED, LEASE_RENEW to the
  * store; REDIS_FLAG_GET to redis in poll mode.
  */
@@ -14,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "actors/generator/backend.h"
 #include "runtime/actor.h"
@@ -46,6 +50,10 @@ unsigned generator_auto_count(long cores, int gpus);
 /* Starts the actor; returns once its backend is open (NULL + reason: e.g.
  * --backend=cuda with no device). The config is copied. */
 actor_t *generator_start(runtime_t *rt, const generator_config_t *cfg, char *err, size_t errlen);
+
+/* Previews rendered (and published) by all generators of this process so
+ * far; any thread may read it. */
+uint64_t generator_previews_rendered(void);
 
 /* Stops the actor (its claim is given back first) and frees it; NULLs *ap. */
 void generator_destroy(actor_t **ap);

@@ -1,7 +1,7 @@
 /*
  * check_generator.c - the generation engine: Philox, parameter limits,
  * determinism, variety, picture quality, step-by-step progress, bounded
- * slices and abort, backend selection, PNG, and CPU/CUDA parity.
+ * slices and abort, previews, backend selection, PNG, and CPU/CUDA parity.
  *
  * Nothing here asserts on timing. Tests that need a CUDA device print
  * "SKIP: no CUDA device" (and the parity test "parity: skipped (no CUDA
@@ -13,6 +13,8 @@
 #include "actors/generator/backend.h"
 #include "actors/generator/png.h"
 #include "actors/generator/sampler.h"
+#include "runtime/clock.h"
+#include "runtime/names.h"
 #include "tests/runner.h"
 
 #include <check.h>
@@ -446,6 +448,146 @@ START_TEST(test_begin_drops_in_flight)
 }
 END_TEST
 
+/* -------------------------------------------------------------- previews */
+
+/* The reference: img (w x h RGB8) box-averaged by an integer factor f. */
+static uint8_t *s_box(const uint8_t *img, uint32_t w, uint32_t h, uint32_t f)
+{
+    uint32_t ow = w / f, oh = h / f;
+    uint8_t *out = malloc((size_t)ow * oh * 3);
+    for (uint32_t oy = 0; oy < oh; oy++)
+        for (uint32_t ox = 0; ox < ow; ox++)
+            for (int c = 0; c < 3; c++) {
+                double sum = 0;
+                for (uint32_t y = oy * f; y < (oy + 1) * f; y++)
+                    for (uint32_t x = ox * f; x < (ox + 1) * f; x++)
+                        sum += img[((size_t)y * w + x) * 3 + c];
+                out[((size_t)oy * ow + ox) * 3 + c] = (uint8_t)lround(sum / (f * f));
+            }
+    return out;
+}
+
+/* Runs the image in flight up to the end of step k. */
+static void s_advance_to_step(gen_backend_t *b, uint32_t k)
+{
+    while (gen_steps_done(b) < k)
+        ck_assert_int_ne(gen_advance(b), GEN_ERROR);
+}
+
+/* The preview of a 512x256 image is 128x64, and it is the snapshot of the
+ * state box-averaged 4x4, after a first step, in the middle and at the
+ * end; a 64x64 image stays 64x64 and is the snapshot itself. */
+START_TEST(test_preview_is_a_downsample)
+{
+    const uint32_t w = 512, h = 256, steps = 6;
+    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
+    uint8_t *prev = malloc(PREVIEW_SIZE_MAX * PREVIEW_SIZE_MAX * 3);
+    uint8_t *full = malloc((size_t)w * h * 3);
+    uint32_t pw = 0, ph = 0;
+    char err[256];
+
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* no image */
+    ck_assert_str_ne(gen_error(b), "");
+    gen_params_t p = s_params("mountains at sunset", 8, w, h, steps);
+    ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* no step yet */
+    ck_assert_int_eq(gen_advance(b), GEN_MORE);
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* step 1 half done */
+
+    const uint32_t at[] = {1, 3, steps};
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+        s_advance_to_step(b, at[i]);
+        ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), 0);
+        ck_assert_uint_eq(pw, 128);
+        ck_assert_uint_eq(ph, 64);
+        ck_assert_int_eq(gen_snapshot(b, full), 0);
+        uint8_t *ref = s_box(full, w, h, 4);
+        int m = s_max_abs_diff(prev, ref, (size_t)pw * ph * 3);
+        ck_assert_msg(m <= 1, "step %u: preview differs from the box average by %d", at[i], m);
+        free(ref);
+    }
+    ck_assert_int_eq(gen_advance(b), GEN_DONE);
+    ck_assert_int_eq(gen_preview(b, 0, prev, &pw, &ph), -1);
+    gen_abort(b);
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1);
+
+    gen_params_t small = s_params("abstract", 3, 64, 64, 3);
+    ck_assert_int_eq(gen_begin(b, &small, err, sizeof err), 0);
+    s_advance_to_step(b, 2);
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), 0);
+    ck_assert_uint_eq(pw, 64);
+    ck_assert_uint_eq(ph, 64);
+    ck_assert_int_eq(gen_snapshot(b, full), 0);
+    ck_assert_int_eq(memcmp(prev, full, 64 * 64 * 3), 0);
+    free(full);
+    free(prev);
+    gen_backend_close(&b);
+}
+END_TEST
+
+/* Sizes that do not divide: the longest side is the limit, the other
+ * keeps the ratio (rounded), portrait and landscape alike; and a flat
+ * colour region stays that colour (the boxes tile the image, none empty). */
+START_TEST(test_preview_sizes)
+{
+    const struct {
+        uint32_t w, h, max, pw, ph;
+    } cases[] = {
+        {200, 120, 128, 128, 77},    {120, 200, 128, 77, 128}, {2048, 64, 128, 128, 4},
+        {64, 2048, 128, 4, 128},     {128, 64, 128, 128, 64},  {136, 136, 128, 128, 128},
+        {2048, 2048, 128, 128, 128}, {512, 256, 1, 1, 1},
+    };
+    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
+    uint8_t *prev = malloc(PREVIEW_SIZE_MAX * PREVIEW_SIZE_MAX * 3);
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        gen_params_t p = s_params("a quiet lake", 2, cases[i].w, cases[i].h, 1);
+        ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+        s_advance_to_step(b, 1);
+        uint32_t pw = 0, ph = 0;
+        ck_assert_int_eq(gen_preview(b, cases[i].max, prev, &pw, &ph), 0);
+        ck_assert_msg(pw == cases[i].pw && ph == cases[i].ph, "%ux%u max %u: %ux%u, not %ux%u",
+                      cases[i].w, cases[i].h, cases[i].max, pw, ph, cases[i].pw, cases[i].ph);
+    }
+    free(prev);
+    gen_backend_close(&b);
+}
+END_TEST
+
+/* Not an assertion (the machine is noisy): what a preview costs on the
+ * generator's loop, which decides that the generator encodes it inline. */
+START_TEST(test_preview_cost)
+{
+    const uint32_t sizes[] = {512, 2048};
+    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
+    uint8_t *prev = malloc(PREVIEW_SIZE_MAX * PREVIEW_SIZE_MAX * 3);
+    char err[256];
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        gen_params_t p = s_params("a red fox", 1, sizes[i], sizes[i], 1);
+        ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+        s_advance_to_step(b, 1);
+        uint32_t pw, ph;
+        const int reps = 5;
+        double t0 = clock_mono_ms();
+        for (int r = 0; r < reps; r++)
+            ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), 0);
+        double down = (clock_mono_ms() - t0) / reps;
+        uint8_t *png;
+        size_t len = 0;
+        t0 = clock_mono_ms();
+        for (int r = 0; r < reps; r++) {
+            ck_assert_int_eq(gen_png_encode(prev, pw, ph, &png, &len, err, sizeof err), 0);
+            free(png);
+        }
+        double enc = (clock_mono_ms() - t0) / reps;
+        printf("preview cost: %ux%u -> %ux%u: downsample %.3f ms, png encode %.3f ms (%zu bytes)\n",
+               sizes[i], sizes[i], pw, ph, down, enc, len);
+    }
+    free(prev);
+    gen_backend_close(&b);
+}
+END_TEST
+
 /* -------------------------------------------------------------- backends */
 
 /* Runs gen_backend_open(kind) with stderr captured; returns the backend
@@ -614,6 +756,24 @@ START_TEST(test_cuda_async)
 }
 END_TEST
 
+/* On CUDA a preview is refused at once, never waited for. */
+START_TEST(test_cuda_preview_refused)
+{
+    if (!s_have_cuda("cuda preview"))
+        return;
+    gen_backend_t *b = s_open(GEN_BACKEND_CUDA);
+    gen_params_t p = s_params("mountains at sunset", 3, 256, 256, 4);
+    uint8_t *rgb = s_render(b, &p);
+    uint8_t *prev = malloc(PREVIEW_SIZE_MAX * PREVIEW_SIZE_MAX * 3);
+    uint32_t pw, ph;
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1);
+    ck_assert_str_eq(gen_error(b), "previews not supported on cuda");
+    free(prev);
+    free(rgb);
+    gen_backend_close(&b);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *s_suite(void)
@@ -635,6 +795,9 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_slices_and_abort);
     tcase_add_test(tc, test_begin_drops_in_flight);
     tcase_add_test(tc, test_png_roundtrip);
+    tcase_add_test(tc, test_preview_is_a_downsample);
+    tcase_add_test(tc, test_preview_sizes);
+    tcase_add_test(tc, test_preview_cost);
     /* sanitizer builds are several times slower */
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
@@ -648,6 +811,7 @@ static Suite *s_suite(void)
     tc = tcase_create("cuda");
     tcase_add_test(tc, test_parity_cpu_cuda);
     tcase_add_test(tc, test_cuda_async);
+    tcase_add_test(tc, test_cuda_preview_refused);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;

@@ -1,7 +1,8 @@
 /*
  * check_generator_actor.c - the generator actor's protocol and its cancel
- * point, driven from the test thread: a mailbox named "store" hands out
- * work and answers recordings, one named "redis" answers flag reads.
+ * point, its progress and preview events, driven from the test thread: a
+ * mailbox named "store" hands out work and answers recordings, one named
+ * "redis" answers flag reads, others watch the bus.
  */
 #include "config.h"
 
@@ -14,6 +15,7 @@
 #include <check.h>
 #include <errno.h>
 #include <semaphore.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,19 +53,26 @@ static actor_t *s_start(const generator_config_t *cfg)
     return a;
 }
 
-static void s_give_work(const msg_t *req, uint64_t size, uint64_t steps, uint64_t images,
-                        uint64_t next_index)
+static void s_give_work_sized(const msg_t *req, uint64_t width, uint64_t height, uint64_t steps,
+                              uint64_t images, uint64_t next_index)
 {
     msg_t *w = msg_new(MSG_WORK_ITEM);
     msg_set_str(&w->work_item.job_id, JOB);
     w->work_item.combination = 3;
     msg_set_str(&w->work_item.prompt, "a red fox in a snowy forest, watercolor");
     w->work_item.seed = 7;
-    w->work_item.width = w->work_item.height = size;
+    w->work_item.width = width;
+    w->work_item.height = height;
     w->work_item.steps = steps;
     w->work_item.images = images;
     w->work_item.next_index = next_index;
     fixture_answer(s_store, req, &w);
+}
+
+static void s_give_work(const msg_t *req, uint64_t size, uint64_t steps, uint64_t images,
+                        uint64_t next_index)
+{
+    s_give_work_sized(req, size, size, steps, images, next_index);
 }
 
 static void s_no_work(const msg_t *req)
@@ -513,6 +522,186 @@ START_TEST(test_unexpected_reply_type_is_held_and_retried)
 }
 END_TEST
 
+/* ------------------------------------------------------ progress, previews */
+
+/* Someone wants previews of job_id for ttl_ms. Published from the "store"
+ * mailbox: it reaches the generator before a work reply sent after it. */
+static void s_publish_wanted(const char *job_id, uint64_t ttl_ms)
+{
+    msg_t *ev = msg_new(MSG_PREVIEW_WANTED);
+    msg_set_str(&ev->preview_wanted.job_id, job_id);
+    ev->preview_wanted.ttl_ms = ttl_ms;
+    ck_assert_int_ge(mailbox_publish(s_store, TOPIC_PREVIEW_WANTED, ev), 1);
+    msg_destroy(&ev);
+}
+
+/* Claims a width x height job of `steps` steps and `images` images, records
+ * every image and the completion, and answers the idle ask after it. */
+static void s_run_job(uint64_t width, uint64_t height, uint64_t steps, uint64_t images)
+{
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
+    s_give_work_sized(req, width, height, steps, images, 0);
+    msg_destroy(&req);
+    for (uint64_t i = 0; i < images; i++) {
+        msg_t *img = fixture_expect(s_store, MSG_IMAGE_READY);
+        ck_assert_uint_eq(img->image_ready.image_index, i);
+        s_recorded(img, CANCEL_MODE_NONE);
+        msg_destroy(&img);
+    }
+    s_expect_stopped(TASK_OUTCOME_COMPLETED);
+    req = fixture_expect(s_store, MSG_WORK_REQUEST);
+    s_no_work(req);
+    msg_destroy(&req);
+}
+
+/* Takes every preview the generator rendered since `before` (all were
+ * published before the job's completion) and checks each; nothing more
+ * comes. Returns how many. */
+static uint64_t s_take_previews(mailbox_t *mb, uint64_t before, uint64_t steps, uint64_t images,
+                                uint32_t want_w, uint32_t want_h)
+{
+    uint64_t n = generator_previews_rendered() - before;
+    for (uint64_t i = 0; i < n; i++) {
+        msg_t *m = fixture_expect(mb, MSG_JOB_PREVIEW);
+        ck_assert_str_eq(m->job_preview.job_id, JOB);
+        ck_assert_uint_eq(m->job_preview.combination, 3);
+        ck_assert_uint_lt(m->job_preview.image_index, images);
+        ck_assert_uint_ge(m->job_preview.step, 1);
+        ck_assert_uint_le(m->job_preview.step, steps);
+        ck_assert_ptr_null(m->job_preview.origin);
+        ck_assert_uint_eq(m->job_preview.width, want_w);
+        ck_assert_uint_eq(m->job_preview.height, want_h);
+        uint8_t *rgb = NULL;
+        uint32_t w = 0, h = 0;
+        char err[128];
+        ck_assert_msg(gen_png_decode(m->job_preview.png.data, m->job_preview.png.size, &rgb, &w, &h,
+                                     err, sizeof err)
+                          == 0,
+                      "preview %llu: %s", (unsigned long long)i, err);
+        ck_assert_uint_eq(w, m->job_preview.width);
+        ck_assert_uint_eq(h, m->job_preview.height);
+        ck_assert_uint_le(w, PREVIEW_SIZE_MAX);
+        ck_assert_uint_le(h, PREVIEW_SIZE_MAX);
+        free(rgb);
+        msg_destroy(&m);
+    }
+    fixture_expect_none(mb, 200);
+    ck_assert_uint_eq(generator_previews_rendered() - before, n);
+    return n;
+}
+
+/* N steps x M images: progress in order, every image's last step there,
+ * never more events than steps; and with nobody asking, no preview at all
+ * (not even rendered: the counter stays). */
+START_TEST(test_progress_of_every_image)
+{
+    const uint64_t steps = 12, images = 3;
+    mailbox_t *progress = fixture_mailbox("watch-progress", TOPIC_JOB_PROGRESS);
+    mailbox_t *previews = fixture_mailbox("watch-previews", TOPIC_JOB_PREVIEW);
+    uint64_t before = generator_previews_rendered();
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_run_job(128, 128, steps, images);
+
+    uint64_t last_image = 0, last_step = 0, events = 0;
+    uint64_t per_image[3] = {0, 0, 0};
+    bool ended[3] = {false, false, false};
+    while (!ended[images - 1]) { /* all were published before the completion */
+        msg_t *m = fixture_expect(progress, MSG_JOB_PROGRESS);
+        const msg_job_progress_t *p = &m->job_progress;
+        ck_assert_str_eq(p->job_id, JOB);
+        ck_assert_uint_eq(p->combination, 3);
+        ck_assert_uint_eq(p->steps, steps);
+        ck_assert_ptr_null(p->origin);
+        ck_assert_uint_lt(p->image_index, images);
+        ck_assert_uint_ge(p->step, 1);
+        ck_assert_uint_le(p->step, steps);
+        ck_assert_msg(events == 0 || p->image_index > last_image
+                          || (p->image_index == last_image && p->step > last_step),
+                      "(%llu, %llu) after (%llu, %llu)", (unsigned long long)p->image_index,
+                      (unsigned long long)p->step, (unsigned long long)last_image,
+                      (unsigned long long)last_step);
+        last_image = p->image_index;
+        last_step = p->step;
+        ck_assert_uint_le(++per_image[p->image_index], steps);
+        if (p->step == steps)
+            ended[p->image_index] = true;
+        events++;
+        msg_destroy(&m);
+    }
+    for (uint64_t i = 0; i < images; i++)
+        ck_assert_msg(ended[i], "no progress event for the last step of image %llu",
+                      (unsigned long long)i);
+    fixture_expect_none(progress, 200);
+    fixture_expect_none(previews, 200);
+    ck_assert_uint_eq(generator_previews_rendered(), before);
+    generator_destroy(&g);
+}
+END_TEST
+
+/* Once someone wants them, previews arrive: PNGs of the stated size, the
+ * longest side PREVIEW_SIZE_MAX, the aspect ratio kept. */
+START_TEST(test_previews_while_wanted)
+{
+    const uint64_t steps = 40, images = 2;
+    mailbox_t *previews = fixture_mailbox("watch-previews", TOPIC_JOB_PREVIEW);
+    uint64_t before = generator_previews_rendered();
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_publish_wanted(JOB, PREVIEW_WANTED_TTL_MS * 6); /* outlives the test */
+    s_run_job(256, 128, steps, images);
+    uint64_t n = s_take_previews(previews, before, steps, images, 128, 64);
+    ck_assert_uint_ge(n, 1); /* the first step is always shown */
+    printf("previews: %llu of a 256x128 job of %llu x %llu steps\n", (unsigned long long)n,
+           (unsigned long long)images, (unsigned long long)steps);
+    generator_destroy(&g);
+}
+END_TEST
+
+/* A wish for another job, or one that has already run out (ttl 0), makes
+ * no preview of this one. */
+START_TEST(test_no_previews_for_other_jobs)
+{
+    mailbox_t *previews = fixture_mailbox("watch-previews", TOPIC_JOB_PREVIEW);
+    uint64_t before = generator_previews_rendered();
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_publish_wanted("6f1c1d2e-0000-4000-8000-000000000000", PREVIEW_WANTED_TTL_MS * 6);
+    s_publish_wanted(JOB, 0);
+    s_run_job(128, 128, 12, 2);
+    ck_assert_uint_eq(s_take_previews(previews, before, 12, 2, 128, 128), 0);
+    generator_destroy(&g);
+}
+END_TEST
+
+/* The table of wishes is bounded: past 256 jobs, the wish that ends first
+ * makes room; a renewed wish is the newest again. */
+START_TEST(test_wanted_table_drops_the_oldest)
+{
+    mailbox_t *previews = fixture_mailbox("watch-previews", TOPIC_JOB_PREVIEW);
+    uint64_t before = generator_previews_rendered();
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    s_publish_wanted(JOB, PREVIEW_WANTED_TTL_MS * 6);
+    char other[64];
+    for (int i = 0; i < 256; i++) { /* the 256th pushes JOB out */
+        snprintf(other, sizeof other, "6f1c1d2e-0000-4000-8000-%012d", i);
+        s_publish_wanted(other, PREVIEW_WANTED_TTL_MS * 6);
+    }
+    s_run_job(128, 128, 12, 1);
+    ck_assert_uint_eq(s_take_previews(previews, before, 12, 1, 128, 128), 0);
+
+    s_publish_wanted(JOB, PREVIEW_WANTED_TTL_MS * 6); /* back in, another one out */
+    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+    msg_set_str(&ev->work_available.job_id, JOB);
+    mailbox_publish(s_store, TOPIC_WORK, ev);
+    msg_destroy(&ev);
+    s_run_job(128, 128, 12, 1);
+    ck_assert_uint_ge(s_take_previews(previews, before, 12, 1, 128, 128), 1);
+    generator_destroy(&g);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("generator_actor");
@@ -535,6 +724,15 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_immediate_upgrades_after_current_image);
     tcase_add_test(tc, test_cancel_is_observed_while_an_image_is_encoded);
     tcase_add_test(tc, test_unexpected_reply_type_is_held_and_retried);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("events");
+    tcase_add_checked_fixture(tc, s_setup, fixture_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_progress_of_every_image);
+    tcase_add_test(tc, test_previews_while_wanted);
+    tcase_add_test(tc, test_no_previews_for_other_jobs);
+    tcase_add_test(tc, test_wanted_table_drops_the_oldest);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -227,6 +227,41 @@ int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out)
     return gen_cpu_snapshot(b->cpu, rgb_out);
 }
 
+int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
+                uint32_t *h_out)
+{
+    if (b->cuda) {
+        /* the state is on the device: a copy would wait for the stream */
+        snprintf(b->err, sizeof b->err, "previews not supported on cuda");
+        return -1;
+    }
+    if (!b->active || gen_cpu_steps_done(b->cpu) == 0) {
+        snprintf(b->err, sizeof b->err, "no step of an image done yet");
+        return -1;
+    }
+    if (max_side == 0) {
+        snprintf(b->err, sizeof b->err, "a preview needs a size of at least 1");
+        return -1;
+    }
+    /* the longest side becomes max_side, the other one keeps the ratio
+     * (rounded, at least 1); a small image stays as it is */
+    uint32_t w = b->width, h = b->height;
+    if (w > max_side || h > max_side) {
+        uint32_t lng = w > h ? w : h;
+        uint32_t sw = (uint32_t)(((uint64_t)w * max_side + lng / 2) / lng);
+        uint32_t sh = (uint32_t)(((uint64_t)h * max_side + lng / 2) / lng);
+        w = sw ? sw : 1;
+        h = sh ? sh : 1;
+    }
+    if (gen_cpu_preview(b->cpu, w, h, rgb_out) < 0) {
+        snprintf(b->err, sizeof b->err, "no step of an image done yet");
+        return -1;
+    }
+    *w_out = w;
+    *h_out = h;
+    return 0;
+}
+
 void gen_abort(gen_backend_t *b)
 {
     if (b->cuda)

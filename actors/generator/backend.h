@@ -111,6 +111,21 @@ const uint8_t *gen_pixels(const gen_backend_t *b);
  * waits for the device: never call it from an actor loop. 0 or -1. */
 int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out);
 
+/* Live previews: a small RGB8 rendering of the image in flight, the current
+ * state (what gen_snapshot gives, so after GEN_DONE the finished image)
+ * box-averaged so that its longest side is at most max_side, keeping the
+ * aspect ratio (an image no larger than that, e.g. 64x64 for 128, is copied
+ * as it is). rgb_out holds max_side * max_side * 3 bytes; *w_out, *h_out
+ * get the preview's size. Between slices only: it reads the state on the
+ * calling thread, every source pixel once (about 1 ms at 512x512 and
+ * 15 ms at 2048x2048 on one core).
+ * 0, or -1 (gen_error says why) before the first step of an image is done,
+ * for max_side 0, and always on CUDA ("previews not supported on cuda"):
+ * the state lives on the device, and fetching it would make the actor's
+ * loop wait for the stream. */
+int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
+                uint32_t *h_out);
+
 /* Drops the in-flight image at once (a queued GPU step finishes on its own,
  * unobserved); the backend is ready for gen_begin. */
 void gen_abort(gen_backend_t *b);

@@ -36,6 +36,9 @@ uint32_t gen_cpu_steps_done(const gen_cpu_t *c);
 const uint8_t *gen_cpu_pixels(const gen_cpu_t *c);
 int gen_cpu_snapshot(const gen_cpu_t *c, uint8_t *rgb_out);
 void gen_cpu_abort(gen_cpu_t *c);
+/* The current state box-averaged to out_w x out_h (each at most the
+ * image's size) into rgb_out. -1 before the first step is done. */
+int gen_cpu_preview(const gen_cpu_t *c, uint32_t out_w, uint32_t out_h, uint8_t *rgb_out);
 /* Rows per slice for an image of this width. */
 uint32_t gen_cpu_band_rows(const gen_cpu_t *c, uint32_t width);
 
