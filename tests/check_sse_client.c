@@ -478,12 +478,13 @@ START_TEST(test_truncated_chunked)
 END_TEST
 
 /* A close-delimited stream that ends inside an event: the end is clean,
- * the unfinished event is dropped (as the standard says). */
+ * the unfinished event is dropped (as the standard says). The block with an
+ * id and no data dispatches nothing but sets the last event ID. */
 START_TEST(test_eof_drops_unfinished_event)
 {
     srv_t v = {.n_conns = 1, .close_after = true};
     v.conn[0][0] = s_seg(s_close_head);
-    v.conn[0][1] = s_seg("data: 1\n\nid: 8\ndata: 2\n");
+    v.conn[0][1] = s_seg("data: 1\n\nid: 6\n\nid: 8\ndata: 2\n");
     srv_start(&v);
     sse_t *s = sse_open(v.port, "/e", NULL, NULL, WAIT_MS);
     ck_assert_ptr_nonnull(s);
@@ -492,9 +493,74 @@ START_TEST(test_eof_drops_unfinished_event)
     ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 1);
     ck_assert_str_eq(ev.data, "1");
     ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 0);
-    ck_assert_str_eq(sse_last_event_id(s), "");
+    ck_assert_str_eq(sse_last_event_id(s), "6");
     sse_close(s);
     srv_stop(&v);
+}
+END_TEST
+
+/* A stream with a Content-Length ends with it; EOF before it is no end. */
+START_TEST(test_content_length_stream)
+{
+    for (int cut = 0; cut < 2; cut++) {
+        srv_t v = {.n_conns = 1, .close_after = true, .seed = 4, .max_piece = 3};
+        /* "data: 1\n\n" is 9 bytes; the cut answer promises 30 */
+        v.conn[0][0] = s_seg(cut ? "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                   "Content-Length: 30\r\n\r\ndata: 1\n\n"
+                                 : "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                   "Content-Length: 9\r\n\r\ndata: 1\n\ndata: not body\n\n");
+        srv_start(&v);
+        sse_t *s = sse_open(v.port, "/e", NULL, NULL, WAIT_MS);
+        ck_assert_ptr_nonnull(s);
+        sse_event_t ev;
+        ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 1);
+        ck_assert_str_eq(ev.data, "1");
+        if (cut) {
+            ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), -1);
+            ck_assert_int_eq(errno, ECONNRESET);
+        } else {
+            ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 0);
+        }
+        sse_close(s);
+        srv_stop(&v);
+    }
+}
+END_TEST
+
+/* Thousands of small events in few reads, in order: what a fast server
+ * sends when the reader was slow. */
+START_TEST(test_many_events)
+{
+    enum { N = 5000 };
+    char *body = malloc(N * 64);
+    ck_assert_ptr_nonnull(body);
+    size_t at = 0;
+    for (int i = 0; i < N; i++)
+        at += (size_t)sprintf(body + at, "id: %d\nevent: progress\ndata: {\"step\":%d}\n\n", i, i);
+    unsigned seed = 8;
+    size_t len;
+    char *chunked = s_chunked(body, at, &seed, 5000, &len);
+    srv_t v = {.n_conns = 1, .seed = 6, .max_piece = 20000};
+    v.conn[0][0] = s_seg(s_stream_head);
+    v.conn[0][1] = (seg_t){chunked, len};
+    srv_start(&v);
+    sse_t *s = sse_open(v.port, "/api/events", NULL, NULL, WAIT_MS);
+    ck_assert_ptr_nonnull(s);
+    srv_go(&v);
+    for (int i = 0; i < N; i++) {
+        sse_event_t ev;
+        ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 1);
+        char want[64];
+        snprintf(want, sizeof want, "{\"step\":%d}", i);
+        ck_assert_str_eq(ev.data, want);
+        ck_assert_int_eq(atoi(ev.id), i);
+    }
+    sse_event_t ev;
+    ck_assert_int_eq(sse_next(s, &ev, WAIT_MS), 0);
+    sse_close(s);
+    srv_stop(&v);
+    free(chunked);
+    free(body);
 }
 END_TEST
 
@@ -692,6 +758,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_timeout_then_more);
     tcase_add_test(tc, test_truncated_chunked);
     tcase_add_test(tc, test_eof_drops_unfinished_event);
+    tcase_add_test(tc, test_content_length_stream);
+    tcase_add_test(tc, test_many_events);
     tcase_add_test(tc, test_malformed_chunk);
     tcase_add_test(tc, test_connect_refused_is_null);
     tcase_add_test(tc, test_no_head_in_time);

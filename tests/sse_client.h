@@ -50,7 +50,7 @@ typedef struct {
 sse_t *sse_open(int port, const char *path, const char *last_event_id, const char *extra_headers,
                 int timeout_ms);
 
-/* sse_open with all the options (opts may be NULL). */
+/* sse_open with all the options (opts NULL: none, and no timeout). */
 sse_t *sse_open_opts(int port, const char *path, const sse_opts_t *opts);
 
 /* The HTTP status, or 0 when no complete head came. */
@@ -96,7 +96,8 @@ int sse_fd(const sse_t *s);
  * the first byte, pass sse_opts_t.rcvbuf, which is set before connect. */
 void sse_set_rcvbuf(sse_t *s, int bytes);
 
-/* Closes the connection at once and frees s (NULL is fine). */
+/* Closes the connection at once (unread bytes make it a reset) and frees s
+ * (NULL is fine). */
 void sse_close(sse_t *s);
 
 #endif
