@@ -15,6 +15,7 @@
 
 #include "actors/http.h"
 
+#include "actors/events/hub.h"
 #include "actors/http/input.h"
 #include "actors/http/server.h"
 #include "runtime/log.h"
@@ -31,7 +32,8 @@
 #include <string.h>
 
 static const char s_preflight_headers[] = "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
-                                          "Access-Control-Allow-Headers: Content-Type\r\n"
+                                          "Access-Control-Allow-Headers: Content-Type, "
+                                          "Last-Event-ID\r\n"
                                           "Access-Control-Max-Age: 86400\r\n";
 
 /* The actor's state. */
@@ -39,8 +41,18 @@ typedef struct {
     actor_t *self;
     http_config_t cfg; /* strings owned */
     http_server_t *server;
+    hub_t *hub; /* the event streams */
     int port;
 } http_actor_t;
+
+/* The kernel's send buffer of an event stream: enough for a preview in
+ * flight; what a slow reader leaves beyond it counts against the stream's
+ * output limit (--stream-buffer). */
+#define STREAM_SNDBUF (64 * 1024)
+
+/* Request headers the routes read (http_request_t.kept, in this order). */
+enum { KEPT_LAST_EVENT_ID };
+static const char *const s_kept_headers[] = {"last-event-id", NULL};
 
 static const http_config_t *s_config(actor_t *self)
 {
@@ -492,6 +504,47 @@ static void s_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq
     }
 }
 
+/* ------------------------------------------------------------ events */
+
+static hub_t *s_hub(actor_t *self)
+{
+    return ((http_actor_t *)actor_state(self))->hub;
+}
+
+/* GET /api/jobs/{id}/events: the job's stream (docs/events.md) */
+static void s_job_events(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
+{
+    if (!s_check_id(x, id, "jobId"))
+        return;
+    hub_open(s_hub(self), x, rq, id, rq->kept[KEPT_LAST_EVENT_ID]);
+}
+
+/* GET /api/events: every job's */
+static void s_all_events(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
+{
+    hub_open(s_hub(self), x, rq, NULL, rq->kept[KEPT_LAST_EVENT_ID]);
+}
+
+static void s_hub_error(http_exchange_t *x, int status, const char *message)
+{
+    s_error(x, status, NULL, "%s", message);
+}
+
+static void s_on_job_event(actor_t *self, msg_t *msg)
+{
+    hub_on_event(s_hub(self), msg);
+}
+
+static void s_on_job_progress(actor_t *self, msg_t *msg)
+{
+    hub_on_progress(s_hub(self), msg);
+}
+
+static void s_on_job_preview(actor_t *self, msg_t *msg)
+{
+    hub_on_preview(s_hub(self), msg);
+}
+
 /* ------------------------------------------------------------ routing */
 
 typedef void (*route_fn)(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
@@ -507,6 +560,8 @@ static const route_t s_routes[] = {
     {"/api/jobs", "POST, OPTIONS", NULL, s_job_create},
     {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
     {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, s_job_cancel},
+    {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},
+    {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL},
     {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL},
     {"/healthz", "GET, HEAD, OPTIONS", s_healthz, NULL},
     {"/readyz", "GET, HEAD, OPTIONS", s_readyz, NULL},
@@ -627,6 +682,9 @@ static int s_init(actor_t *self, void *arg)
         .headers = cors,
         .stall_timeout_s = st->cfg.stall_timeout_s,
         .keepalive_timeout_s = st->cfg.keepalive_timeout_s,
+        .output_limit = in->stream_buffer,
+        .stream_sndbuf = STREAM_SNDBUF,
+        .keep_headers = s_kept_headers,
         .on_request = s_route,
         .on_error = s_on_error,
         .on_drained = s_drained,
@@ -641,6 +699,27 @@ static int s_init(actor_t *self, void *arg)
         return -1;
     }
     st->port = http_server_port(st->server);
+    hub_config_t hcfg = {
+        .store = st->cfg.store,
+        .request_timeout_s = st->cfg.request_timeout_s,
+        .max_streams = in->max_streams,
+        .keepalive_s = in->keepalive_s,
+        /* progress and previews wait for a slow client well before it is cut off */
+        .coalesce_queued = in->stream_buffer && in->stream_buffer / 4 < HUB_COALESCE_QUEUED
+                               ? in->stream_buffer / 4
+                               : HUB_COALESCE_QUEUED,
+        .error = s_hub_error,
+    };
+    st->hub = hub_new(self, &hcfg);
+    /* every instance's job events, for the streams */
+    if (actor_subscribe(self, TOPIC_JOB_EVENT) < 0 || actor_subscribe(self, TOPIC_JOB_PROGRESS) < 0
+        || actor_subscribe(self, TOPIC_JOB_PREVIEW) < 0) {
+        actor_fail(self, "cannot subscribe to the bus");
+        hub_destroy(&st->hub);
+        http_server_destroy(&st->server);
+        s_state_free(st);
+        return -1;
+    }
     actor_set_state(self, st);
     return 0;
 }
@@ -650,6 +729,7 @@ static void s_fini(actor_t *self)
     http_actor_t *st = actor_state(self);
     /* the runtime has failed every request still pending (their exchanges
      * were answered 503 and released) */
+    hub_destroy(&st->hub);
     http_server_destroy(&st->server);
     s_state_free(st);
 }
@@ -658,6 +738,7 @@ static void s_fini(actor_t *self)
  * their response (which says Connection: close). */
 static void s_on_shutdown(actor_t *self, msg_t *msg)
 {
+    hub_shutdown(s_hub(self)); /* streams end: their clients resume elsewhere */
     http_server_shutdown(((http_actor_t *)actor_state(self))->server);
 }
 
@@ -666,6 +747,7 @@ static void s_on_shutdown(actor_t *self, msg_t *msg)
  * fini answers what is left with 503). */
 static bool s_stopping(actor_t *self)
 {
+    hub_shutdown(s_hub(self));
     return http_server_shutdown(((http_actor_t *)actor_state(self))->server);
 }
 
@@ -675,7 +757,13 @@ actor_t *http_start(runtime_t *rt, const http_config_t *cfg, char *err, size_t e
         .init = s_init,
         .stopping = s_stopping,
         .fini = s_fini,
-        .handlers = {[MSG_SHUTDOWN] = s_on_shutdown},
+        .handlers =
+            {
+                [MSG_SHUTDOWN] = s_on_shutdown,
+                [MSG_JOB_EVENT] = s_on_job_event,
+                [MSG_JOB_PROGRESS] = s_on_job_progress,
+                [MSG_JOB_PREVIEW] = s_on_job_preview,
+            },
     };
     static const http_config_t defaults = {0};
     return actor_new(rt, ACTOR_HTTP, &spec, (void *)(cfg ? cfg : &defaults), err, errlen);

@@ -44,6 +44,14 @@ typedef struct {
     /* An idle keep-alive connection is closed after this long. Default
      * 60 s. */
     double keepalive_timeout_s;
+    /* Event streams open at once past which a new one is refused 503
+     * (--max-streams). Default 10,000. */
+    size_t max_streams;
+    /* Bytes queued for a slow stream client past which it is disconnected
+     * (the server's output limit). Default 1 MiB. */
+    size_t stream_buffer;
+    /* A stream silent this long gets a ": keep-alive" comment. Default 15 s. */
+    double keepalive_s;
 } http_config_t;
 
 /* Starts the http actor: binds and listens on cfg->listen before returning

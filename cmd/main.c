@@ -17,12 +17,14 @@
 #include "runtime/options.h"
 #include "runtime/runtime.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,8 @@ enum {
     SERVE_CORS_ORIGIN,
     SERVE_LEASE,
     SERVE_LOG_LEVEL,
+    SERVE_MAX_STREAMS,
+    SERVE_STREAM_BUFFER,
     SERVE_NOPTS
 };
 
@@ -64,6 +68,11 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                      "claim lease on a combination, renewed by its holder"},
     [SERVE_LOG_LEVEL] = {"log-level", "IMAGEJOBS_LOG_LEVEL", NULL, "LEVEL", "info",
                          "debug, info, warn or error"},
+    [SERVE_MAX_STREAMS] = {"max-streams", "IMAGEJOBS_MAX_STREAMS", NULL, "N", "10000",
+                           "event streams open at once on this instance (503 past it)"},
+    [SERVE_STREAM_BUFFER] = {"stream-buffer", "IMAGEJOBS_STREAM_BUFFER", NULL, "BYTES", "1048576",
+                             "output queued for a slow event-stream client past which it is "
+                             "disconnected (it resumes from its last event id)"},
 };
 
 typedef struct {
@@ -84,6 +93,19 @@ static void s_service_stop(service_t *svc)
     redis_destroy(&svc->redis);
     store_destroy(&svc->store);
     runtime_destroy(&svc->rt);
+}
+
+/* Every stream is a socket: the soft limit on descriptors (1,024 by
+ * default) is raised towards want, as far as the hard limit allows. */
+static void s_raise_fd_limit(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warn("cannot raise the open file limit to %llu: %s", (unsigned long long)want,
+                 strerror(errno));
 }
 
 /* SIGINT and SIGTERM: blocked in every thread, taken by sigtimedwait()
@@ -155,6 +177,20 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
+    long max_streams;
+    if (options_long("max-streams", v[SERVE_MAX_STREAMS], 1, 1000000, &max_streams, err, sizeof err)
+        < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+    s_raise_fd_limit((rlim_t)max_streams + 1024);
+    long stream_buffer;
+    if (options_long("stream-buffer", v[SERVE_STREAM_BUFFER], 4096, 1L << 30, &stream_buffer, err,
+                     sizeof err)
+        < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)
         cores = 1;
@@ -201,8 +237,11 @@ static int s_serve(int argc, char **argv)
     store_config_t store_cfg = {
         .conninfo = v[SERVE_DATABASE], .instance = instance, .lease_s = (double)lease};
     redis_config_t redis_cfg = {.url = v[SERVE_REDIS], .instance = instance};
-    http_config_t http_cfg = {
-        .listen = v[SERVE_LISTEN], .cors_origin = v[SERVE_CORS_ORIGIN], .instance = instance};
+    http_config_t http_cfg = {.listen = v[SERVE_LISTEN],
+                              .cors_origin = v[SERVE_CORS_ORIGIN],
+                              .instance = instance,
+                              .max_streams = (size_t)max_streams,
+                              .stream_buffer = (size_t)stream_buffer};
     if (!(svc.store = store_start(svc.rt, &store_cfg, err, sizeof err))
         || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
         log_error("%s", err);

@@ -81,3 +81,47 @@ long api_check_sql_long(PGconn *db, const char *sql, const char *param)
     PQclear(res);
     return v;
 }
+/* conninfo of IMAGEJOBS_TEST_DATABASE with dbname replaced. */
+void api_check_conninfo_for(const char *dbname, char *out, size_t len)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(getenv("IMAGEJOBS_TEST_DATABASE"), &err);
+    ck_assert_msg(opts != NULL, "IMAGEJOBS_TEST_DATABASE: %s", err ? err : "?");
+    size_t n = 0;
+    out[0] = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = strcmp(o->keyword, "dbname") ? o->val : dbname;
+        if (!v || !*v)
+            continue;
+        n += (size_t)snprintf(out + n, len - n, "%s%s='", n ? " " : "", o->keyword);
+        for (const char *p = v; *p && n + 3 < len; p++) {
+            if (*p == '\'' || *p == '\\')
+                out[n++] = '\\';
+            out[n++] = *p;
+        }
+        n += (size_t)snprintf(out + n, len - n, "'");
+        ck_assert_uint_lt(n, len);
+    }
+    PQconninfoFree(opts);
+}
+
+static void s_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "does not exist, skipping" */
+}
+
+void api_check_admin(const char *sql)
+{
+    char ci[1024];
+    api_check_conninfo_for("postgres", ci, sizeof ci);
+    PGconn *db = PQconnectdb(ci);
+    if (PQstatus(db) == CONNECTION_OK) {
+        PQsetNoticeProcessor(db, s_quiet, NULL);
+        PGresult *r = PQexec(db, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fprintf(stderr, "admin SQL: %s: %s", sql, PQerrorMessage(db));
+        PQclear(r);
+    }
+    PQfinish(db);
+}

@@ -40,4 +40,11 @@ PGconn *api_check_db(const char *conninfo);
  * text parameter; fails the test when the statement fails. */
 long api_check_sql_long(PGconn *db, const char *sql, const char *param);
 
+/* The conninfo of IMAGEJOBS_TEST_DATABASE with dbname replaced (into out). */
+void api_check_conninfo_for(const char *dbname, char *out, size_t len);
+
+/* Runs sql (CREATE/DROP DATABASE...) on the test server's "postgres"
+ * database; a failure is printed, not fatal. */
+void api_check_admin(const char *sql);
+
 #endif

@@ -61,51 +61,6 @@ static pid_t s_redis_pid;     /* a private redis-server, or 0 */
 static int s_redis_port;
 static bool s_cleanup_registered;
 
-/* conninfo of IMAGEJOBS_TEST_DATABASE with dbname replaced. */
-static void s_conninfo_for(const char *dbname, char *out, size_t len)
-{
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(getenv("IMAGEJOBS_TEST_DATABASE"), &err);
-    ck_assert_msg(opts != NULL, "IMAGEJOBS_TEST_DATABASE: %s", err ? err : "?");
-    size_t n = 0;
-    out[0] = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        const char *v = strcmp(o->keyword, "dbname") ? o->val : dbname;
-        if (!v || !*v)
-            continue;
-        n += (size_t)snprintf(out + n, len - n, "%s%s='", n ? " " : "", o->keyword);
-        for (const char *p = v; *p && n + 3 < len; p++) {
-            if (*p == '\'' || *p == '\\')
-                out[n++] = '\\';
-            out[n++] = *p;
-        }
-        n += (size_t)snprintf(out + n, len - n, "'");
-        ck_assert_uint_lt(n, len);
-    }
-    PQconninfoFree(opts);
-}
-
-static void s_quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "does not exist, skipping" */
-}
-
-static void s_admin(const char *sql)
-{
-    char ci[1024];
-    s_conninfo_for("postgres", ci, sizeof ci);
-    PGconn *db = PQconnectdb(ci);
-    if (PQstatus(db) == CONNECTION_OK) {
-        PQsetNoticeProcessor(db, s_quiet, NULL);
-        PGresult *r = PQexec(db, sql);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            fprintf(stderr, "check_instances: %s: %s", sql, PQerrorMessage(db));
-        PQclear(r);
-    }
-    PQfinish(db);
-}
-
 static void s_cleanup(void)
 {
     for (int i = 0; i < s_ninst; i++)
@@ -121,7 +76,7 @@ static void s_cleanup(void)
     if (s_dbname[0]) {
         char sql[128];
         snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-        s_admin(sql);
+        api_check_admin(sql);
         s_dbname[0] = 0;
     }
 }
@@ -136,10 +91,10 @@ static void s_make_database(void)
     snprintf(s_dbname, sizeof s_dbname, "ij_instances_%d", (int)getpid());
     char sql[128];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-    s_admin(sql);
+    api_check_admin(sql);
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
-    s_admin(sql);
-    s_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
+    api_check_admin(sql);
+    api_check_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
     PQfinish(api_check_db(s_conninfo)); /* it exists */
 }
 

@@ -27,7 +27,14 @@ typedef struct {
     size_t len, cap;
 } buf_t;
 
-typedef enum { HDR_OTHER, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_HOST, HDR_TRANSFER_ENCODING } header_t;
+typedef enum {
+    HDR_OTHER,
+    HDR_CONTENT_TYPE,
+    HDR_EXPECT,
+    HDR_HOST,
+    HDR_TRANSFER_ENCODING,
+    HDR_KEPT
+} header_t;
 
 typedef enum {
     X_READING,   /* its request is being read */
@@ -67,6 +74,11 @@ struct http_exchange {
     char expect[16];
     uint8_t expect_len;
     bool expect_long;
+    /* the kept headers' values, back to back, each NUL-terminated; kept_at
+     * is 1 + the offset of each (0: absent); kept_now the one being read */
+    buf_t kept;
+    uint16_t kept_at[HTTP_KEEP_HEADERS_MAX];
+    uint8_t kept_now;
     bool keep_alive;
     bool http10;
 };

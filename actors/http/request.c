@@ -35,6 +35,8 @@ void http_x_drop_request(http_exchange_t *x)
 {
     http_buf_free(&x->url);
     http_buf_free(&x->body);
+    http_buf_free(&x->kept);
+    memset(x->view.kept, 0, sizeof x->view.kept);
     http_query_free(&x->view.query);
     x->view.path = NULL;
     x->view.body = NULL;
@@ -295,6 +297,21 @@ static int s_on_header_field_complete(llhttp_t *p)
         r->expect_long = false;
         r->expect[0] = '\0';
     }
+    const char *const *keep = c->srv->cfg.keep_headers;
+    for (uint8_t i = 0; r->header == HDR_OTHER && !r->field_long && keep && keep[i]; i++) {
+        if (strcasecmp(r->field, keep[i]) != 0)
+            continue;
+        /* one value each: two would be read differently by different readers */
+        if (r->kept_at[i])
+            return s_fail(c, 400, "malformed HTTP request: a header given twice");
+        r->header = HDR_KEPT;
+        r->kept_now = i;
+        if (r->kept.len) /* after the previous value's NUL */
+            http_buf_add(&r->kept, "", 1);
+        else
+            http_buf_add(&r->kept, "", 0);
+        r->kept_at[i] = (uint16_t)(r->kept.len + 1);
+    }
     r->field_len = 0;
     r->field_long = false;
     return 0;
@@ -324,6 +341,11 @@ static int s_on_header_value(llhttp_t *p, const char *at, size_t len)
         s_hdr_add(r->expect, sizeof r->expect, &r->expect_len, &r->expect_long, at, len);
     else if (r->header == HDR_TRANSFER_ENCODING)
         s_hdr_add(r->te, sizeof r->te, &r->te_len, &r->te_long, at, len);
+    else if (r->header == HDR_KEPT) {
+        if (r->kept.len + len - (r->kept_at[r->kept_now] - 1) > HTTP_KEEP_VALUE_MAX)
+            return s_fail(c, 431, "a request header is too long");
+        http_buf_add(&r->kept, at, len);
+    }
     return 0;
 }
 
@@ -479,6 +501,8 @@ static void s_conn_dispatch(conn_t *c)
     x->view.content_type = x->has_ctype && !x->ctype_long ? x->ctype : NULL;
     if (x->has_ctype && x->ctype_long)
         x->view.content_type = "(too long)";
+    for (int i = 0; i < HTTP_KEEP_HEADERS_MAX; i++)
+        x->view.kept[i] = x->kept_at[i] ? x->kept.data + x->kept_at[i] - 1 : NULL;
     c->srv->cfg.on_request(x, &x->view, c->srv->cfg.arg);
 }
 

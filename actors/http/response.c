@@ -258,6 +258,11 @@ int http_stream_begin(http_exchange_t *x, int status, const char *content_type, 
     http_x_drop_request(x);
     x->fns = *fns;
     x->state = X_STREAMING;
+    /* a stream's kernel buffer is bounded too: with autotuning it could
+     * hold megabytes for a reader that has stopped, out of our sight */
+    int sndbuf = (int)c->srv->cfg.stream_sndbuf;
+    if (sndbuf > 0 && setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) < 0)
+        log_debug("SO_SNDBUF on a stream: %s", strerror(errno));
     c->close_after = !keep;
     c->state = CONN_STREAMING;
     s_call_enter(x, c);

@@ -37,6 +37,11 @@
 
 typedef struct http_server http_server_t;
 
+/* Headers a server can be told to keep for its user, and the longest
+ * value kept (a longer one is refused 431, as a head too large is). */
+#define HTTP_KEEP_HEADERS_MAX 4
+#define HTTP_KEEP_VALUE_MAX 512
+
 /* One request and its response, from the request's first byte until the
  * response has been handed over (or the client has gone). */
 typedef struct http_exchange http_exchange_t;
@@ -52,6 +57,9 @@ typedef struct {
     size_t body_len;
     const char *content_type; /* the Content-Type header, or NULL */
     int64_t received_at_us;   /* wall clock when the request was read in full */
+    /* the values of the headers the server was told to keep
+     * (http_server_config_t.keep_headers), by position; NULL when absent */
+    const char *kept[HTTP_KEEP_HEADERS_MAX];
 } http_request_t;
 
 /* The value of the first query pair named key, or NULL. */
@@ -83,6 +91,16 @@ typedef struct {
     /* Bytes of a stream queued for a client and not yet written past which
      * the connection is closed (a reader too slow for its stream). 0: 1 MiB. */
     size_t output_limit;
+    /* SO_SNDBUF of a streamed response's socket (the kernel's share of
+     * what a slow reader has not taken); 0: the kernel's default, which
+     * autotunes up to megabytes. */
+    size_t stream_sndbuf;
+    /* Names of request headers whose values the user reads
+     * (http_request_t.kept, in this order), lower case, NULL-terminated, at
+     * most HTTP_KEEP_HEADERS_MAX; NULL for none. Not copied: static
+     * storage. A header given twice keeps its values joined with ", "
+     * (RFC 9110 5.3). */
+    const char *const *keep_headers;
     http_request_fn on_request; /* required */
     http_error_fn on_error;     /* NULL: text/plain */
     /* After http_server_shutdown() returned false: the last connection has
