@@ -44,6 +44,7 @@ typedef struct {
     pid_t pid; /* 0 once stopped */
     const char *extra[8];
     char generators[8];
+    const char *conninfo; /* NULL: the test's database */
 } inst_t;
 
 #define MAX_INST 3
@@ -51,6 +52,7 @@ static inst_t s_inst[MAX_INST];
 static int s_ninst;
 static char s_dbname[64];
 static char s_conninfo[1024];
+static char s_other_conninfo[1024]; /* a second deployment's database */
 static bool s_cleanup_registered;
 
 static void s_cleanup(void)
@@ -64,6 +66,8 @@ static void s_cleanup(void)
     if (s_dbname[0]) {
         char sql[128];
         snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
+        api_check_admin(sql);
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s_other WITH (FORCE)", s_dbname);
         api_check_admin(sql);
         s_dbname[0] = 0;
     }
@@ -85,10 +89,22 @@ static void s_make_database(void)
     PQfinish(api_check_db(s_conninfo)); /* it exists */
 }
 
+/* A second database, for instances of another deployment on the same Redis. */
+static void s_make_other_database(void)
+{
+    char sql[160], name[80];
+    snprintf(name, sizeof name, "%s_other", s_dbname);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    api_check_admin(sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    api_check_admin(sql);
+    api_check_conninfo_for(name, s_other_conninfo, sizeof s_other_conninfo);
+}
+
 static void s_launch(inst_t *in)
 {
     const char *args[24] = {"--redis",      getenv("IMAGEJOBS_TEST_REDIS"),
-                            "--database",   s_conninfo,
+                            "--database",   in->conninfo ? in->conninfo : s_conninfo,
                             "--generators", in->generators,
                             "--instance",   in->name};
     int n = 8;
@@ -813,6 +829,45 @@ START_TEST(test_a_real_eventsource_follows_a_job)
 }
 END_TEST
 
+START_TEST(test_another_deployment_on_the_same_redis_is_not_ours)
+{
+    s_make_database();
+    s_make_other_database();
+    inst_t *a = s_start("A", "1", NULL);
+    /* X: another deployment (its own database) on the same Redis, whose
+     * event numbers run over the same range as A's */
+    ck_assert_int_lt(s_ninst, MAX_INST);
+    inst_t *x = &s_inst[s_ninst++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "X-%d", (int)getpid());
+    snprintf(x->generators, sizeof x->generators, "1");
+    x->conninfo = s_other_conninfo;
+    x->port = api_free_port();
+    s_launch(x);
+    uint64_t c = s_clock(a);
+    char *mine = s_create(a, 1, 64, 4, 6);
+    char *theirs[3];
+    for (int i = 0; i < 3; i++)
+        theirs[i] = s_create(x, 1, 64, 4, 4);
+    char path[128], last[32];
+    s_job_path(path, sizeof path, mine, NULL);
+    snprintf(last, sizeof last, "%" PRIu64, c);
+    sse_t *s = s_open(a, path, last);
+    seen_t v;
+    s_seen_init(&v);
+    s_read(s, mine, &v, 0, true);
+    sse_close(s);
+    json_t *job = api_check_job(a->port, mine);
+    s_assert_all_images(v.ids, job); /* exactly ours: none of theirs, none lost */
+    json_decref(job);
+    s_seen_free(&v);
+    for (int i = 0; i < 3; i++)
+        json_decref(api_check_wait_final(x->port, theirs[i], 60, 50)), free(theirs[i]);
+    free(mine);
+    s_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("events");
@@ -827,6 +882,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_limits_and_bad_requests);
     tcase_add_test(tc, test_every_jobs_stream_and_its_status_filter);
     tcase_add_test(tc, test_a_real_eventsource_follows_a_job);
+    tcase_add_test(tc, test_another_deployment_on_the_same_redis_is_not_ours);
     suite_add_tcase(s, tc);
     return s;
 }

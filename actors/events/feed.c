@@ -114,6 +114,34 @@ static void s_take(hub_t *hub, frame_t *fr)
         s_keep(f, fr);
 }
 
+/* Drops what pending holds of another log than ours. */
+static void s_keep_ours(hub_t *hub)
+{
+    feed_t *f = &hub->feed;
+    size_t k = 0;
+    for (size_t i = 0; i < f->npending; i++) {
+        if (strcmp(f->pending[i].log, hub->log) == 0)
+            f->pending[k++] = f->pending[i];
+        else
+            frame_clear(&f->pending[i]);
+    }
+    f->npending = k;
+}
+
+void feed_learn_log(hub_t *hub, const char *log)
+{
+    if (!log || strcmp(hub->log, log) == 0)
+        return;
+    if (hub->log[0]) {
+        log_warn("the event log changed (%s, was %s): the database was replaced; streams "
+                 "follow the new one",
+                 log, hub->log);
+        s_reset(&hub->feed);
+    }
+    snprintf(hub->log, sizeof hub->log, "%s", log);
+    s_keep_ours(hub);
+}
+
 void feed_on_event(hub_t *hub, const msg_job_event_t *e)
 {
     if (hub->nstreams == 0) {
@@ -121,8 +149,11 @@ void feed_on_event(hub_t *hub, const msg_job_event_t *e)
             s_reset(&hub->feed);
         return;
     }
+    if (!e->log || (hub->log[0] && strcmp(e->log, hub->log) != 0))
+        return; /* another deployment's, on the same Redis */
     frame_t fr = {.seq = e->seq, .kind = e->kind, .status = e->job_status};
     snprintf(fr.job_id, sizeof fr.job_id, "%s", e->job_id);
+    snprintf(fr.log, sizeof fr.log, "%s", e->log);
     fr.frame = sse_frame(e->seq, job_event_kind_name(e->kind), e->data, &fr.len);
     s_take(hub, &fr);
     if (hub->feed.npending)
@@ -139,6 +170,7 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
                   status ? strerror(-status) : msg_type_name(reply->type));
         return;
     }
+    feed_learn_log(hub, reply->job_events.log);
     if (hub->nstreams == 0 || !f->anchored)
         return;
     json_t *a = json_loads(reply->job_events.events ? reply->job_events.events : "[]", 0, NULL);
@@ -149,6 +181,7 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
             log_error("the store read a malformed event: the feed skips it");
             continue;
         }
+        snprintf(fr.log, sizeof fr.log, "%s", hub->log);
         s_take(hub, &fr);
     }
     json_decref(a);

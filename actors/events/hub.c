@@ -266,6 +266,7 @@ static void s_on_read(actor_t *self, int status, msg_t *reply, void *arg)
         return;
     }
     const msg_job_events_t *r = &reply->job_events;
+    feed_learn_log(hub, r->log);
     if (!s->begun && !s_begin(s, r)) {
         s_settle(s);
         return;

@@ -31,6 +31,7 @@ typedef struct {
     job_status_t status;
     char *frame; /* "id: ...\nevent: ...\ndata: ...\n\n" */
     size_t len;
+    char log[UUID_STR_LEN]; /* the event log it belongs to (a live one's) */
 } frame_t;
 
 typedef enum {
@@ -83,6 +84,9 @@ struct hub {
     feed_t feed;
     ev_timer tick, poll;
     double wished_at; /* preview wishes last published */
+    /* our database's event log id, from the store's reads: a live event of
+     * another log (another deployment on the same Redis) is not ours */
+    char log[UUID_STR_LEN];
 };
 
 /* ---------------------------------------------------------------- sse.c */
@@ -108,6 +112,9 @@ void feed_on_event(hub_t *hub, const msg_job_event_t *e);
 void feed_join(hub_t *hub, stream_t *s, uint64_t pos, bool complete);
 /* Reads what comes after pos now (a gap, or the poll). */
 void feed_fill(hub_t *hub);
+/* A read from the store named the event log: ours from now on (a new one,
+ * the database was replaced: the feed starts over). */
+void feed_learn_log(hub_t *hub, const char *log);
 
 /* ---------------------------------------------------------------- hub.c */
 

@@ -61,6 +61,9 @@ static const char *s_check_event(msg_job_event_t *e)
         return "seq 0";
     if (!e->data || e->data[0] != '{' || strpbrk(e->data, "\r\n"))
         return "data is not one line of JSON";
+    if (!uuid_valid(e->log))
+        return "log id is not a UUID";
+    redis_lowercase(e->log);
     if (!e->origin || !redis_instance_valid(e->origin, strlen(e->origin)))
         return "bad origin";
     return NULL;

@@ -23,7 +23,7 @@
 void store_events_publish(actor_t *self, const PGresult *numbered)
 {
     int rows = PQntuples(numbered);
-    if (rows == 0 || PQnfields(numbered) < 5)
+    if (rows == 0 || PQnfields(numbered) < 6)
         return;
     int64_t now_us = clock_wall_us();
     for (int i = 0; i < rows; i++) {
@@ -33,9 +33,11 @@ void store_events_publish(actor_t *self, const PGresult *numbered)
         e->seq = (uint64_t)store_i64(numbered, i, 0);
         msg_set_str(&e->job_id, store_val(numbered, i, 1));
         msg_set_str(&e->data, store_val(numbered, i, 4));
+        msg_set_str(&e->log, store_val(numbered, i, 5));
         e->recorded_at_us = now_us;
         if (!kind || job_event_kind_parse(kind, strlen(kind), &e->kind) < 0
-            || store_status(numbered, i, 3, &e->job_status) < 0 || !e->job_id || !e->data) {
+            || store_status(numbered, i, 3, &e->job_status) < 0 || !e->job_id || !e->data
+            || !e->log) {
             log_error("event %llu has an unknown kind or status: not published",
                       (unsigned long long)e->seq);
         } else if (actor_publish(self, TOPIC_JOB_EVENT, ev) < 0) {
@@ -48,7 +50,7 @@ void store_events_publish(actor_t *self, const PGresult *numbered)
 
 msg_t *store_events_reply(const PGresult *res)
 {
-    if (PQntuples(res) != 1 || PQnfields(res) < 5)
+    if (PQntuples(res) != 1 || PQnfields(res) < 6)
         return NULL;
     msg_t *m = msg_new(MSG_JOB_EVENTS);
     msg_job_events_t *e = &m->job_events;
@@ -57,5 +59,6 @@ msg_t *store_events_reply(const PGresult *res)
     e->count = (uint64_t)store_i64(res, 0, 2);
     msg_set_str(&e->snapshot, store_val(res, 0, 3));
     e->end_seq = (uint64_t)store_i64(res, 0, 4);
+    msg_set_str(&e->log, store_val(res, 0, 5));
     return m;
 }
