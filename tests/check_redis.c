@@ -482,7 +482,7 @@ static redisContext *s_subscriber(int port, const char *channel)
 }
 
 /* The next message on sub that decodes and concerns the test: a JOB_CANCEL
- * or WORK_AVAILABLE about one of ids or with origin `origin` (or from
+ * WORK_AVAILABLE or JOB_EVENT about one of ids or with origin `origin` (or from
  * s_remote), or a CANCEL_RECHECK with that origin. Everything else (other
  * programs sharing the server) is skipped. The caller owns the message. */
 static msg_t *s_channel_next(redisContext *sub, const char *const *ids, size_t nids,
@@ -509,6 +509,9 @@ static msg_t *s_channel_next(redisContext *sub, const char *const *ids, size_t n
             from = m->work_available.origin;
         } else if (m->type == MSG_CANCEL_RECHECK) {
             from = m->cancel_recheck.origin;
+        } else if (m->type == MSG_JOB_EVENT) {
+            job_id = m->job_event.job_id;
+            from = m->job_event.origin;
         }
         if (s_concerns(job_id, from, ids, nids) || (from && strcmp(from, origin) == 0))
             return m;
@@ -1232,6 +1235,138 @@ START_TEST(test_work_wakeups_cross_redis)
 
     redis_destroy(&a);
     mailbox_destroy(&work);
+    redisFree(sub);
+    redisFree(c);
+}
+END_TEST
+
+/* A JOB_EVENT as another instance sends it. */
+static msg_t *s_event_msg(const char *id, uint64_t seq, const char *data, const char *log,
+                          const char *origin)
+{
+    msg_t *m = msg_new(MSG_JOB_EVENT);
+    m->flags = MSG_FLAG_EVENT;
+    snprintf(m->sender, sizeof m->sender, "%s", REDIS_ACTOR_NAME);
+    msg_set_str(&m->job_event.job_id, id);
+    m->job_event.seq = seq;
+    m->job_event.kind = JOB_EVENT_IMAGE;
+    m->job_event.job_status = JOB_STATUS_PROCESSING;
+    msg_set_str(&m->job_event.data, data);
+    msg_set_str(&m->job_event.log, log);
+    msg_set_str(&m->job_event.origin, origin);
+    return m;
+}
+
+static msg_t *s_preview_msg(const char *id, uint64_t w, const void *png, size_t len)
+{
+    msg_t *m = msg_new(MSG_JOB_PREVIEW);
+    m->flags = MSG_FLAG_EVENT;
+    snprintf(m->sender, sizeof m->sender, "%s", REDIS_ACTOR_NAME);
+    msg_set_str(&m->job_preview.job_id, id);
+    m->job_preview.width = w;
+    m->job_preview.height = 8;
+    msg_set_bin(&m->job_preview.png, png, len);
+    msg_set_str(&m->job_preview.origin, s_remote);
+    return m;
+}
+
+/* Job events between instances (docs/events.md): ours go out on
+ * imagejobs:events with our origin; another instance's reach the bus,
+ * checked: an event whose data would break an event stream's framing, or
+ * without a log id, a preview that is not a small PNG, a progress past its
+ * steps are dropped. */
+START_TEST(test_job_events_cross_redis)
+{
+    NEED_REDIS();
+    int port = s_shared_port();
+    redisContext *c = s_sync(port);
+    redisContext *sub = s_subscriber(port, REDIS_EVENTS_CHANNEL);
+    mailbox_t *events = mailbox_new(s_rt, "event-listener");
+    ck_assert_ptr_nonnull(events);
+    ck_assert_int_eq(mailbox_subscribe(events, TOPIC_JOB_EVENT), 0);
+    ck_assert_int_eq(mailbox_subscribe(events, TOPIC_JOB_PREVIEW), 0);
+    ck_assert_int_eq(mailbox_subscribe(events, TOPIC_JOB_PROGRESS), 0);
+    actor_t *a = s_start(getenv("IMAGEJOBS_TEST_REDIS"), 0);
+    s_wait_health(true);
+
+    char id[UUID_STR_LEN], bad[UUID_STR_LEN], remote[UUID_STR_LEN], log[UUID_STR_LEN];
+    s_new_id(id);
+    s_new_id(bad);
+    s_new_id(remote);
+    s_new_id(log);
+    const char *ids[] = {id, bad, remote};
+    msg_t *m = s_event_msg(id, 7, "{\"job_id\":1}", log, NULL);
+    m->flags = 0;
+    m->sender[0] = '\0'; /* the test's, not the actor's */
+    ck_assert_int_ge(mailbox_publish(s_test, TOPIC_JOB_EVENT, m), 1); /* as the store does */
+    msg_destroy(&m);
+    m = s_channel_next(sub, ids, 3, s_instance);
+    ck_assert_int_eq(m->type, MSG_JOB_EVENT);
+    ck_assert_pstr_eq(m->job_event.job_id, id);
+    ck_assert_uint_eq(m->job_event.seq, 7);
+    ck_assert_pstr_eq(m->job_event.log, log);
+    ck_assert_pstr_eq(m->job_event.origin, s_instance);
+    msg_destroy(&m);
+
+    payloads_t p = {.n = 0};
+    s_add_msg(&p, s_event_msg(bad, 8, "{\"a\":1}\n\ndata: forged", log, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 8, "[1]", log, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 8, NULL, log, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 0, "{}", log, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 8, "{}", NULL, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 8, "{}", "not-a-log", s_remote));
+    s_add_msg(&p, s_event_msg("not-a-uuid", 8, "{}", log, s_remote));
+    s_add_msg(&p, s_event_msg(bad, 8, "{}", log, NULL));
+    s_publish_all(c, REDIS_EVENTS_CHANNEL, &p);
+    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0};
+    s_add_msg(&p, s_preview_msg(bad, 8, "GIF89a....", 10));
+    s_add_msg(&p, s_preview_msg(bad, 129, png, sizeof png));
+    s_add_msg(&p, s_preview_msg(bad, 0, png, sizeof png));
+    s_publish_all(c, REDIS_PREVIEWS_CHANNEL, &p);
+    msg_t *pr = msg_new(MSG_JOB_PROGRESS);
+    pr->flags = MSG_FLAG_EVENT;
+    msg_set_str(&pr->job_progress.job_id, bad);
+    pr->job_progress.step = 9;
+    pr->job_progress.steps = 8;
+    msg_set_str(&pr->job_progress.origin, s_remote);
+    s_add_msg(&p, pr);
+    s_publish_all(c, REDIS_PROGRESS_CHANNEL, &p);
+    /* then good ones, in order */
+    s_publish_msg(c, REDIS_EVENTS_CHANNEL, s_event_msg(remote, 9, "{\"job_id\":2}", log, s_remote));
+    s_publish_msg(c, REDIS_PREVIEWS_CHANNEL, s_preview_msg(remote, 8, png, sizeof png));
+
+    /* what the actor put on the bus about this test's jobs: the good ones */
+    bool got_event = false, got_preview = false;
+    double end = s_now() + WAIT_MS / 1000.0;
+    while (!got_event || !got_preview) {
+        int left = (int)((end - s_now()) * 1000);
+        ck_assert_msg(left > 0, "the remote event and preview never reached the bus");
+        msg_t *ev = mailbox_recv(events, left);
+        ck_assert_ptr_nonnull(ev);
+        const char *job = ev->type == MSG_JOB_EVENT     ? ev->job_event.job_id
+                          : ev->type == MSG_JOB_PREVIEW ? ev->job_preview.job_id
+                                                        : ev->job_progress.job_id;
+        if (strcmp(ev->sender, REDIS_ACTOR_NAME) != 0 || !s_concerns(job, NULL, ids, 3)) {
+            msg_destroy(&ev); /* the test's own, or other programs' jobs */
+            continue;
+        }
+        ck_assert_msg(strcmp(job, bad) != 0, "a malformed %s reached the bus",
+                      msg_type_name(ev->type));
+        if (ev->type == MSG_JOB_EVENT) {
+            ck_assert_pstr_eq(ev->job_event.job_id, remote);
+            ck_assert_uint_eq(ev->job_event.seq, 9);
+            ck_assert_pstr_eq(ev->job_event.data, "{\"job_id\":2}");
+            got_event = true;
+        } else if (ev->type == MSG_JOB_PREVIEW) {
+            ck_assert_pstr_eq(ev->job_preview.job_id, remote);
+            ck_assert_uint_eq(ev->job_preview.png.size, sizeof png);
+            got_preview = true;
+        }
+        msg_destroy(&ev);
+    }
+
+    redis_destroy(&a);
+    mailbox_destroy(&events);
     redisFree(sub);
     redisFree(c);
 }
@@ -2239,6 +2374,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_work_wakeups_cross_redis);
     tcase_add_test(tc, test_remote_cancel_reaches_the_bus_own_is_skipped);
     tcase_add_test(tc, test_malformed_messages_are_dropped_and_the_actor_keeps_working);
+    tcase_add_test(tc, test_job_events_cross_redis);
     tcase_add_test(tc, test_flag_get);
     tcase_add_test(tc, test_subscriber_reconnects_and_asks_for_a_recheck);
     tcase_add_test(tc, test_outage_queues_cancels_and_writes_them_on_return);
