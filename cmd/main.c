@@ -43,6 +43,7 @@ enum {
     SERVE_LOG_LEVEL,
     SERVE_MAX_STREAMS,
     SERVE_STREAM_BUFFER,
+    SERVE_STREAM_KEEPALIVE,
     SERVE_NOPTS
 };
 
@@ -73,6 +74,10 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
     [SERVE_STREAM_BUFFER] = {"stream-buffer", "IMAGEJOBS_STREAM_BUFFER", NULL, "BYTES", "1048576",
                              "output queued for a slow event-stream client past which it is "
                              "disconnected (it resumes from its last event id)"},
+    [SERVE_STREAM_KEEPALIVE] = {"stream-keepalive", "IMAGEJOBS_STREAM_KEEPALIVE", NULL, "SECONDS",
+                                "15",
+                                "a \": keep-alive\" comment on an event stream silent this long "
+                                "(below your proxies' idle timeout)"},
 };
 
 typedef struct {
@@ -191,6 +196,13 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
+    long keepalive;
+    if (options_long("stream-keepalive", v[SERVE_STREAM_KEEPALIVE], 1, 3600, &keepalive, err,
+                     sizeof err)
+        < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)
         cores = 1;
@@ -241,7 +253,8 @@ static int s_serve(int argc, char **argv)
                               .cors_origin = v[SERVE_CORS_ORIGIN],
                               .instance = instance,
                               .max_streams = (size_t)max_streams,
-                              .stream_buffer = (size_t)stream_buffer};
+                              .stream_buffer = (size_t)stream_buffer,
+                              .keepalive_s = (double)keepalive};
     if (!(svc.store = store_start(svc.rt, &store_cfg, err, sizeof err))
         || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
         log_error("%s", err);

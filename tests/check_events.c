@@ -868,6 +868,32 @@ START_TEST(test_another_deployment_on_the_same_redis_is_not_ours)
 }
 END_TEST
 
+START_TEST(test_a_silent_stream_gets_keep_alives)
+{
+    s_make_database();
+    inst_t *b = s_start("B", "0", "--stream-keepalive", "1", NULL);
+    char *id = s_create(b, 1, 64, 2, 1); /* pending: B runs nothing, nothing happens */
+    char path[128];
+    s_job_path(path, sizeof path, id, NULL);
+    sse_t *s = s_open(b, path, NULL);
+    rec_t r;
+    ck_assert_int_eq(s_next(s, &r), 1);
+    ck_assert_str_eq(r.event, "snapshot");
+    s_rec_free(&r);
+    sse_event_t ev;
+    /* no event comes, but comments do, and the stream stays open */
+    for (int i = 0; i < 600 && sse_comments(s) < 2; i++) {
+        ck_assert_int_eq(sse_next(s, &ev, 100), -1);
+        ck_assert_msg(errno == ETIMEDOUT, "the stream broke: %s", strerror(errno));
+    }
+    ck_assert_int_ge(sse_comments(s), 2);
+    ck_assert_int_eq(sse_retry_ms(s), 1000);
+    sse_close(s);
+    free(id);
+    s_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("events");
@@ -883,6 +909,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_every_jobs_stream_and_its_status_filter);
     tcase_add_test(tc, test_a_real_eventsource_follows_a_job);
     tcase_add_test(tc, test_another_deployment_on_the_same_redis_is_not_ours);
+    tcase_add_test(tc, test_a_silent_stream_gets_keep_alives);
     suite_add_tcase(s, tc);
     return s;
 }
