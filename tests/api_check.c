@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 api_response_t api_check_call(int port, const char *method, const char *path, const char *headers,
                               const char *body)
@@ -124,4 +125,23 @@ void api_check_admin(const char *sql)
         PQclear(r);
     }
     PQfinish(db);
+}
+
+void api_check_database_create(const char *prefix, char *name, size_t namelen, char *conninfo,
+                               size_t len)
+{
+    snprintf(name, namelen, "%s_%d", prefix, (int)getpid());
+    api_check_database_drop(name);
+    char sql[160];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    api_check_admin(sql);
+    api_check_conninfo_for(name, conninfo, len);
+    PQfinish(api_check_db(conninfo)); /* it exists */
+}
+
+void api_check_database_drop(const char *name)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    api_check_admin(sql);
 }

@@ -47,4 +47,12 @@ void api_check_conninfo_for(const char *dbname, char *out, size_t len);
  * database; a failure is printed, not fatal. */
 void api_check_admin(const char *sql);
 
+/* A fresh database of the test's own, "<prefix>_<pid>" (one left over by
+ * a crashed run is dropped first): its name and conninfo. */
+void api_check_database_create(const char *prefix, char *name, size_t namelen, char *conninfo,
+                               size_t len);
+
+/* Drops a test's database, whoever is still connected to it. */
+void api_check_database_drop(const char *name);
+
 #endif

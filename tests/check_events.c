@@ -52,7 +52,8 @@ static inst_t s_inst[MAX_INST];
 static int s_ninst;
 static char s_dbname[64];
 static char s_conninfo[1024];
-static char s_other_conninfo[1024]; /* a second deployment's database */
+static char s_other_dbname[64]; /* a second deployment's database */
+static char s_other_conninfo[1024];
 static bool s_cleanup_registered;
 
 static void s_cleanup(void)
@@ -64,12 +65,12 @@ static void s_cleanup(void)
         }
     s_ninst = 0;
     if (s_dbname[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-        api_check_admin(sql);
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s_other WITH (FORCE)", s_dbname);
-        api_check_admin(sql);
+        api_check_database_drop(s_dbname);
         s_dbname[0] = 0;
+    }
+    if (s_other_dbname[0]) {
+        api_check_database_drop(s_other_dbname);
+        s_other_dbname[0] = 0;
     }
 }
 
@@ -79,26 +80,15 @@ static void s_make_database(void)
         atexit(s_cleanup);
         s_cleanup_registered = true;
     }
-    snprintf(s_dbname, sizeof s_dbname, "ij_events_%d", (int)getpid());
-    char sql[128];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-    api_check_admin(sql);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
-    api_check_admin(sql);
-    api_check_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
-    PQfinish(api_check_db(s_conninfo)); /* it exists */
+    api_check_database_create("ij_events", s_dbname, sizeof s_dbname, s_conninfo,
+                              sizeof s_conninfo);
 }
 
 /* A second database, for instances of another deployment on the same Redis. */
 static void s_make_other_database(void)
 {
-    char sql[160], name[80];
-    snprintf(name, sizeof name, "%s_other", s_dbname);
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    api_check_admin(sql);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    api_check_admin(sql);
-    api_check_conninfo_for(name, s_other_conninfo, sizeof s_other_conninfo);
+    api_check_database_create("ij_events_other", s_other_dbname, sizeof s_other_dbname,
+                              s_other_conninfo, sizeof s_other_conninfo);
 }
 
 static void s_launch(inst_t *in)

@@ -74,9 +74,7 @@ static void s_cleanup(void)
         s_redis_pid = 0;
     }
     if (s_dbname[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-        api_check_admin(sql);
+        api_check_database_drop(s_dbname);
         s_dbname[0] = 0;
     }
 }
@@ -88,14 +86,8 @@ static void s_make_database(void)
         atexit(s_cleanup);
         s_cleanup_registered = true;
     }
-    snprintf(s_dbname, sizeof s_dbname, "ij_instances_%d", (int)getpid());
-    char sql[128];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", s_dbname);
-    api_check_admin(sql);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", s_dbname);
-    api_check_admin(sql);
-    api_check_conninfo_for(s_dbname, s_conninfo, sizeof s_conninfo);
-    PQfinish(api_check_db(s_conninfo)); /* it exists */
+    api_check_database_create("ij_instances", s_dbname, sizeof s_dbname, s_conninfo,
+                              sizeof s_conninfo);
 }
 
 /* Starts an instance with `generators` generator actors (not waiting for
