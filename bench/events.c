@@ -67,7 +67,7 @@ static struct {
     bool quick;
     int combos, images; /* the measured job: combos x images, 64x64, 2 steps */
     int floor_n;
-    const char *logs, *redis, *database;
+    const char *logs, *redis, *database, *csv;
 } s_opt = {.combos = 4, .images = 100, .floor_n = 2000};
 
 static const int STREAMS[] = {1, 100, 1000};
@@ -76,6 +76,7 @@ static const int STREAMS[] = {1, 100, 1000};
 #define WAIT_S 120.0     /* for any one phase of a row */
 
 static int s_failures;
+static FILE *s_csv; /* --csv */
 
 static void s_usage(FILE *f)
 {
@@ -91,6 +92,8 @@ static void s_usage(FILE *f)
                "  --redis URL        default $IMAGEJOBS_BENCH_REDIS\n"
                "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the instances\n"
                "                     share DBNAME_events in the same server, created afresh\n"
+               "  --csv FILE         every sample: streams,instance,stream,image,created_us,\n"
+               "                     received_us (image = its rank by created_at)\n"
                "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
 }
 
@@ -108,7 +111,7 @@ static int s_parse_int(const char *what, const char *v, int lo, int hi)
 
 static void s_parse_args(int argc, char **argv)
 {
-    enum { O_COMBOS = 256, O_IMAGES, O_FLOOR, O_LOGS, O_REDIS, O_DB };
+    enum { O_COMBOS = 256, O_IMAGES, O_FLOOR, O_LOGS, O_REDIS, O_DB, O_CSV };
     static const struct option longs[] = {
         {"quick", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -118,6 +121,7 @@ static void s_parse_args(int argc, char **argv)
         {"logs", required_argument, NULL, O_LOGS},
         {"redis", required_argument, NULL, O_REDIS},
         {"database", required_argument, NULL, O_DB},
+        {"csv", required_argument, NULL, O_CSV},
         {NULL, 0, NULL, 0},
     };
     /* --quick first, so that explicit options given with it win */
@@ -152,6 +156,9 @@ static void s_parse_args(int argc, char **argv)
             break;
         case O_DB:
             s_opt.database = optarg;
+            break;
+        case O_CSV:
+            s_opt.csv = optarg;
             break;
         default:
             s_usage(stderr);
@@ -274,6 +281,42 @@ static long s_rss(pid_t pid)
             break;
     fclose(f);
     return kb < 0 ? -1 : kb * 1024;
+}
+
+/* CPU time (user + system, clock ticks) of process pid (0: this one). */
+static long long s_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command may hold spaces */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (long long)(ut + st);
+}
+
+/* Busy CPU time of the whole machine (clock ticks, every core). */
+static long long s_busy_ticks(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[8] = {0};
+    int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (k != 8)
+        return 0;
+    return (long long)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]); /* all but idle, iowait */
 }
 
 static const char *s_loadavg(char *buf, size_t len)
@@ -913,12 +956,14 @@ static long long s_event_clock(int port)
 typedef struct {
     int streams;
     bool cross;
-    size_t images;     /* the job's attachments */
-    series_t lat;      /* ms, every (stream, image) */
-    double span_ms;    /* first to last created_at */
-    double open_s;     /* opening every stream, to its snapshot */
-    long rss0, rss1;   /* serving instance before / with the streams idle */
-    double per_stream; /* bytes */
+    size_t images;   /* the job's attachments */
+    series_t lat;    /* ms, every (stream, image) */
+    double span_ms;  /* first to last created_at */
+    double open_s;   /* opening every stream, to its snapshot */
+    long rss0, rss1; /* serving instance before / with the streams idle */
+    double wall_s;   /* delivery: the blocker's cancel to every stream's end */
+    double cpu_a, cpu_b, cpu_bench, cpu_other; /* % of one core during delivery */
+    double per_stream;                         /* bytes */
     bool ok;
 } row_t;
 
@@ -961,10 +1006,21 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
     row->per_stream = (double)(row->rss1 - row->rss0) / nstreams;
 
     /* go: the generators leave the blocker for the job */
+    long long a0 = s_cpu_ticks(s_srv[SRV_A].pid), b0 = s_cpu_ticks(s_srv[SRV_B].pid),
+              me0 = s_cpu_ticks(0), all0 = s_busy_ticks();
+    double w0 = bench_mono();
     s_cancel(SRV_A, blocker);
     if (s_pump(&st, true, WAIT_S) < 0)
         s_fail("%s: %zu of %d streams finished within %.0f s", label, st.finished, nstreams,
                WAIT_S);
+    row->wall_s = bench_mono() - w0;
+    double tick = 100.0 / (double)sysconf(_SC_CLK_TCK) / row->wall_s; /* ticks -> % of a core */
+    long long da = s_cpu_ticks(s_srv[SRV_A].pid) - a0, db_ = s_cpu_ticks(s_srv[SRV_B].pid) - b0,
+              dme = s_cpu_ticks(0) - me0, dall = s_busy_ticks() - all0;
+    row->cpu_a = (double)da * tick;
+    row->cpu_b = (double)db_ * tick;
+    row->cpu_bench = (double)dme * tick;
+    row->cpu_other = (double)(dall - da - db_ - dme) * tick;
     s_wait(db, SQL_JOB_ENDED, blocker, 1, 30, "blocker");
 
     /* the job's attachments and their created_at, from PostgreSQL */
@@ -1004,12 +1060,15 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
     if (na > 1)
         row->span_ms = (double)(created[db_idx[na - 1]] - created[db_idx[0]]) / 1000.0;
     PQclear(r);
+    int *rank = calloc(s_ids.n + 1, sizeof *rank);
     bool *in_job = calloc(s_ids.n + 1, 1);
     unsigned short *count = calloc(s_ids.n + 1, sizeof *count);
-    if (!in_job || !count)
+    if (!rank || !in_job || !count)
         abort();
-    for (size_t k = 0; k < na; k++)
+    for (size_t k = 0; k < na; k++) {
         in_job[db_idx[k]] = true;
+        rank[db_idx[k]] = (int)k;
+    }
 
     /* every stream: every image exactly once, nothing else, an end */
     size_t bad_streams = 0;
@@ -1027,6 +1086,9 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
                 dup++;
             else
                 s_push(&row->lat, (double)(c->recs[e].us - created[idx]) / 1000.0);
+            if (s_csv)
+                fprintf(s_csv, "%d,%s,%zu,%d,%lld,%lld\n", nstreams, cross ? "cross" : "same", i,
+                        rank[idx], (long long)created[idx], (long long)c->recs[e].us);
         }
         for (size_t k = 0; k < na; k++)
             if (!count[db_idx[k]])
@@ -1044,6 +1106,7 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
     s_sort(&row->lat);
     free(created);
     free(db_idx);
+    free(rank);
     free(in_job);
     free(count);
     s_streams_free(&st);
@@ -1150,6 +1213,10 @@ int main(int argc, char **argv)
     if (PQstatus(admin) != CONNECTION_OK)
         s_die("PostgreSQL: %s", PQerrorMessage(admin));
     PQsetNoticeProcessor(admin, s_quiet, NULL);
+    if (s_opt.csv && !(s_csv = fopen(s_opt.csv, "w")))
+        s_die("cannot write %s: %s", s_opt.csv, strerror(errno));
+    if (s_csv)
+        fprintf(s_csv, "streams,instance,stream,image,created_us,received_us\n");
 
     char load0[32], load1[32];
     s_loadavg(load0, sizeof load0);
@@ -1192,6 +1259,8 @@ int main(int argc, char **argv)
             s_fail("%s exited with %d on SIGTERM (see %s)", s_srv[i].name, stc, s_srv[i].log);
     }
     PQfinish(admin);
+    if (s_csv && fclose(s_csv) != 0)
+        s_fail("writing %s: %s", s_opt.csv, strerror(errno));
 
     printf("bench/events: A (--generators 2) makes every image, B (--generators 0) serves the "
            "cross-instance streams;\none job of %d x %d images (64x64, 2 steps) per row, "
@@ -1200,21 +1269,28 @@ int main(int argc, char **argv)
     printf("latency = receive time (CLOCK_REALTIME at the read) - attachments.created_at "
            "(clock_timestamp() of the insert\ninside the recording transaction, just before its "
            "COMMIT); times in ms\n\n");
-    printf("| streams | read from | images | samples | p50 | p99 | max | images/s | open s |\n");
-    printf("|---|---|---|---|---|---|---|---|---|\n");
+    printf("| streams | read from | images | samples | p50 | p99 | max | images/s | events/s | "
+           "CPU %% A / B / bench / other |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t k = 0; k < 2 * NROWS_N; k++) {
         row_t *w = &rows[k];
-        printf("| %d | %s | %zu | %zu | %.2f | %.2f | %.2f | %.0f | %.2f |%s\n", w->streams,
-               w->cross ? "B (cross)" : "A (same)", w->images, w->lat.n, s_pct(&w->lat, 0.5),
-               s_pct(&w->lat, 0.99), w->lat.n ? w->lat.v[w->lat.n - 1] : NAN,
-               w->span_ms > 0 ? (double)(w->images - 1) / (w->span_ms / 1000.0) : NAN, w->open_s,
-               w->ok ? "" : " FAILED");
+        printf("| %d | %s | %zu | %zu | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f / %.0f / %.0f / "
+               "%.0f |%s\n",
+               w->streams, w->cross ? "B (cross)" : "A (same)", w->images, w->lat.n,
+               s_pct(&w->lat, 0.5), s_pct(&w->lat, 0.99), w->lat.n ? w->lat.v[w->lat.n - 1] : NAN,
+               w->span_ms > 0 ? (double)(w->images - 1) / (w->span_ms / 1000.0) : NAN,
+               w->wall_s > 0 ? (double)w->lat.n / w->wall_s : NAN, w->cpu_a, w->cpu_b, w->cpu_bench,
+               w->cpu_other, w->ok ? "" : " FAILED");
     }
-    printf("| floor | Redis PUBLISH -> subscriber | %d msgs, 1 per %.2f ms | %zu | %.3f | %.3f | "
-           "%.3f | | |\n",
-           s_opt.floor_n, interval * 1000, floor.n, s_pct(&floor, 0.5), s_pct(&floor, 0.99),
+    printf("| floor | Redis PUBLISH -> subscriber | 1 per %.2f ms | %zu | %.3f | %.3f | %.3f | | | "
+           "|\n",
+           interval * 1000, floor.n, s_pct(&floor, 0.5), s_pct(&floor, 0.99),
            floor.n ? floor.v[floor.n - 1] : NAN);
 
+    printf("\nevents/s: stream events delivered / delivery wall time (the blocker's cancel to "
+           "the last end); CPU: %% of one core\nduring delivery (%ld cores; other = PostgreSQL, "
+           "Redis, the kernel, the rest of the machine)\n",
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("\nmemory of the serving instance with the streams open and idle (VmRSS):\n\n");
     printf("| streams | instance | RSS before | RSS with streams | per stream |\n");
     printf("|---|---|---|---|---|\n");
