@@ -523,7 +523,14 @@ static int s_intern(const char *id, size_t n, bool add)
  * (or close-delimited) body and, inside it, text/event-stream lines. Only
  * what the bench needs is kept: `snapshot`, `hello`, the attach_id of each
  * `image`, `end`. */
-typedef enum { C_IDLE, C_CONNECTING, C_HEAD, C_BODY, C_DONE, C_FAILED } conn_state_t;
+typedef enum {
+    C_IDLE /* not started */,
+    C_CONNECTING,
+    C_HEAD,
+    C_BODY,
+    C_DONE,
+    C_FAILED
+} conn_state_t;
 typedef enum { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER } chunk_state_t;
 
 typedef struct {
@@ -1296,15 +1303,15 @@ int main(int argc, char **argv)
            "Redis, the kernel, the rest of the machine)\n",
            sysconf(_SC_NPROCESSORS_ONLN));
     printf("\nmemory of the serving instance with the streams open and idle (VmRSS):\n\n");
-    printf("| streams | instance | RSS before | RSS with streams | per stream |\n");
-    printf("|---|---|---|---|---|\n");
+    printf("| streams | instance | RSS before | RSS with streams | per stream | opened in |\n");
+    printf("|---|---|---|---|---|---|\n");
     for (size_t k = 0; k < 2 * NROWS_N; k++) {
         row_t *w = &rows[k];
         if (w->streams < 100)
             continue;
-        printf("| %d | %s | %.1f MB | %.1f MB | %.0f B |\n", w->streams,
+        printf("| %d | %s | %.1f MB | %.1f MB | %.0f B | %.2f s |\n", w->streams,
                w->cross ? "B (serves only)" : "A (generating the blocker)", w->rss0 / 1e6,
-               w->rss1 / 1e6, w->per_stream);
+               w->rss1 / 1e6, w->per_stream, w->open_s);
     }
 
     double floor99 = s_pct(&floor, 0.99);
