@@ -26,7 +26,8 @@
  * The floor: PUBLISH -> a subscriber on the same Redis (sync hiredis, one
  * message at a time, the send time in the payload), paced at the rate the
  * images came. It checks its own results: every stream got every image of
- * its job exactly once and an `end`, every job completed with all its
+ * its job exactly once, in the order of the event clock, and an `end`;
+ * every job completed with all its
  * images, every server exits 0 on SIGTERM; anything else fails the run
  * (exit 1).
  *
@@ -93,7 +94,7 @@ static void s_usage(FILE *f)
                "  --database CONNINFO default $IMAGEJOBS_BENCH_DATABASE; the instances\n"
                "                     share DBNAME_events in the same server, created afresh\n"
                "  --csv FILE         every sample: streams,instance,stream,image,created_us,\n"
-               "                     received_us (image = its rank by created_at)\n"
+               "                     received_us (image = its rank on the event clock)\n"
                "The imagejobs binary comes from $IMAGEJOBS_BIN.\n");
 }
 
@@ -1046,15 +1047,19 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
         s_fail("%s: job %s ended %s with %s of %s images", label, job, PQgetvalue(r, 0, 0),
                PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
     PQclear(r);
-    r = s_sql(db,
-              "SELECT id, (extract(epoch FROM created_at) * 1e6)::bigint FROM attachments"
-              " WHERE job_id = $1 ORDER BY created_at",
-              1, p);
+    r = s_sql(
+        db,
+        "SELECT a.id, (extract(epoch FROM a.created_at) * 1e6)::bigint, e.seq FROM attachments a"
+        " LEFT JOIN job_events e ON e.job_id = a.job_id AND e.kind = 'image'"
+        "  AND e.data->>'attach_id' = a.id::text"
+        " WHERE a.job_id = $1 ORDER BY e.seq, a.created_at",
+        1, p);
     size_t na = (size_t)PQntuples(r);
     row->images = na;
     if (na != (size_t)(s_opt.combos * s_opt.images))
         s_fail("%s: %zu attachments, expected %d", label, na, s_opt.combos * s_opt.images);
-    /* created_at by interned index; the ids no stream saw are interned too */
+    /* created_at by interned index, in the order of the events' numbers (the
+     * order every stream must see); the ids no stream saw are interned too */
     size_t nids_seen = s_ids.n;
     int64_t *created = calloc(na + nids_seen + 1, sizeof *created);
     int *db_idx = calloc(na + 1, sizeof *db_idx);
@@ -1067,9 +1072,16 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
             s_die("attachment id %s", id);
         db_idx[k] = idx;
         created[idx] = atoll(PQgetvalue(r, (int)k, 1));
+        if (PQgetisnull(r, (int)k, 2))
+            s_fail("%s: attachment %s has no image event in job_events", label, id);
+    }
+    int64_t first = INT64_MAX, last_at = INT64_MIN;
+    for (size_t k = 0; k < na; k++) {
+        first = created[db_idx[k]] < first ? created[db_idx[k]] : first;
+        last_at = created[db_idx[k]] > last_at ? created[db_idx[k]] : last_at;
     }
     if (na > 1)
-        row->span_ms = (double)(created[db_idx[na - 1]] - created[db_idx[0]]) / 1000.0;
+        row->span_ms = (double)(last_at - first) / 1000.0;
     PQclear(r);
     int *rank = calloc(s_ids.n + 1, sizeof *rank);
     bool *in_job = calloc(s_ids.n + 1, 1);
@@ -1081,18 +1093,23 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
         rank[db_idx[k]] = (int)k;
     }
 
-    /* every stream: every image exactly once, nothing else, an end */
+    /* every stream: every image exactly once, in clock order, nothing else,
+     * an end */
     size_t bad_streams = 0;
     for (size_t i = 0; i < st.n; i++) {
         conn_t *c = &st.c[i];
         memset(count, 0, (s_ids.n + 1) * sizeof *count);
-        size_t foreign = 0, dup = 0, missing = 0;
+        size_t foreign = 0, dup = 0, missing = 0, disorder = 0;
+        int prev = -1;
         for (size_t e = 0; e < c->nrec; e++) {
             int idx = c->recs[e].idx;
             if (!in_job[idx]) {
                 foreign++;
                 continue;
             }
+            if (rank[idx] < prev)
+                disorder++;
+            prev = rank[idx];
             if (count[idx]++)
                 dup++;
             else
@@ -1104,13 +1121,13 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
         for (size_t k = 0; k < na; k++)
             if (!count[db_idx[k]])
                 missing++;
-        bool ok = c->state == C_DONE && c->ended && !foreign && !dup && !missing && !c->bad_ids
-                  && !c->after_end;
+        bool ok = c->state == C_DONE && c->ended && !foreign && !dup && !missing && !disorder
+                  && !c->bad_ids && !c->after_end;
         if (!ok && bad_streams++ < 5)
-            s_fail("%s: stream %zu: %s%s%s, %zu images of %zu (%zu missing, %zu twice, %zu of "
-                   "another job, %zu unreadable), %zu events after end",
+            s_fail("%s: stream %zu: %s%s%s, %zu images of %zu (%zu missing, %zu twice, %zu out "
+                   "of order, %zu of another job, %zu unreadable), %zu events after end",
                    label, i, c->state == C_DONE ? "done" : "not done", c->err[0] ? ": " : "",
-                   c->err, c->nrec, na, missing, dup, foreign, c->bad_ids, c->after_end);
+                   c->err, c->nrec, na, missing, dup, disorder, foreign, c->bad_ids, c->after_end);
     }
     if (bad_streams > 5)
         s_fail("%s: %zu streams in all failed", label, bad_streams);
@@ -1332,7 +1349,7 @@ int main(int argc, char **argv)
                s_opt.logs);
         return 1;
     }
-    printf("\nall checks passed: every stream got every image of its job exactly once, and its "
-           "end\n");
+    printf("\nall checks passed: every stream got every image of its job exactly once, in the "
+           "order of the event clock, and its end\n");
     return 0;
 }
