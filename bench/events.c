@@ -27,9 +27,8 @@
  * message at a time, the send time in the payload), paced at the rate the
  * images came. It checks its own results: every stream got every image of
  * its job exactly once, in the order of the event clock, and an `end`;
- * every job completed with all its
- * images, every server exits 0 on SIGTERM; anything else fails the run
- * (exit 1).
+ * every job completed with all its images; every server exits 0 on
+ * SIGTERM. Anything else fails the run (exit 1).
  *
  *   cmd/imagejobs-local bench events [--quick] [options]
  */
