@@ -186,6 +186,9 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
     }
     json_decref(a);
     s_drain(hub);
+    if (n)
+        log_debug("event feed read %zu events from PostgreSQL, now at %llu", n,
+                  (unsigned long long)f->pos);
     if (n == READ_LIMIT || f->npending)
         feed_fill(hub); /* more to read */
 }
@@ -198,8 +201,13 @@ void feed_fill(hub_t *hub)
     msg_t *m = msg_new(MSG_JOB_EVENTS_READ);
     m->job_events_read.after_seq = f->pos;
     m->job_events_read.limit = READ_LIMIT;
-    if (actor_request(hub->self, hub->store, m, hub->cfg.request_timeout_s, s_on_fill, hub) == 0)
+    if (actor_request(hub->self, hub->store, m, hub->cfg.request_timeout_s, s_on_fill, hub) == 0) {
         f->filling = true;
+        if (f->npending) /* a gap, not the poll */
+            log_debug("event feed at %llu, %zu ahead from %llu: reading the gap",
+                      (unsigned long long)f->pos, f->npending,
+                      (unsigned long long)f->pending[0].seq);
+    }
     msg_destroy(&m);
 }
 
