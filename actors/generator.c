@@ -35,6 +35,7 @@
 #include "actors/generator.h"
 
 #include "actors/generator/png.h"
+#include "actors/generator/wishes.h"
 #include "runtime/backoff.h"
 #include "runtime/clock.h"
 #include "runtime/log.h"
@@ -56,21 +57,10 @@
  * RETRY_FIRST_S, doubling up to RETRY_MAX_S. */
 #define RETRY_FIRST_S 0.2
 #define RETRY_MAX_S 5.0
-/* Jobs whose previews are wanted, at most (the wish that ends first makes
- * room), and the longest wish honoured (a peer's ttl_ms is input). */
-#define WANTED_MAX 256
-#define WANTED_TTL_MAX_MS 60000
-#define WANTED_ID_MAX 64 /* job ids are UUIDs: 36 characters */
 #define MS_NS 1000000LL
 
 /* Previews rendered by every generator of the process (tests read it). */
 static atomic_uint_fast64_t s_previews_rendered;
-
-/* Someone wants previews of job_id until until_ns (monotonic). */
-typedef struct {
-    char job_id[WANTED_ID_MAX];
-    int64_t until_ns;
-} wanted_t;
 
 typedef enum { IDLE, CHECKING, RUNNING, ENCODING, RECORDING, STOPPING } phase_t;
 
@@ -116,8 +106,7 @@ typedef struct {
     int64_t preview_due_ns;   /* no preview before */
     bool preview_unsupported; /* the backend said no: not asked again */
     bool preview_encoding;    /* one preview at a time on the encoder */
-    wanted_t wanted[WANTED_MAX];
-    unsigned nwanted;
+    wishes_t wishes;          /* jobs whose previews someone wants */
 } gen_actor_t;
 
 /* One PNG encode, off the loop: a finished image, or a preview. */
@@ -310,41 +299,7 @@ static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
 static void s_on_preview_wanted(actor_t *self, msg_t *msg)
 {
     gen_actor_t *g = actor_state(self);
-    const char *job = msg->preview_wanted.job_id;
-    if (!job || !*job || strlen(job) >= sizeof g->wanted[0].job_id)
-        return; /* no job of ours has such an id */
-    uint64_t ttl = msg->preview_wanted.ttl_ms;
-    int64_t until =
-        clock_mono_ns() + (int64_t)(ttl < WANTED_TTL_MAX_MS ? ttl : WANTED_TTL_MAX_MS) * MS_NS;
-    /* the wish to renew, else a free slot, else the one that ends first */
-    unsigned i, oldest = 0;
-    for (i = 0; i < g->nwanted && strcmp(g->wanted[i].job_id, job) != 0; i++)
-        if (g->wanted[i].until_ns - g->wanted[oldest].until_ns < 0)
-            oldest = i;
-    if (i == g->nwanted) {
-        if (g->nwanted < WANTED_MAX)
-            g->nwanted++;
-        else
-            i = oldest;
-        snprintf(g->wanted[i].job_id, sizeof g->wanted[i].job_id, "%s", job);
-    }
-    g->wanted[i].until_ns = until;
-}
-
-/* Whether someone still wants previews of job; forgets the expired wishes
- * on the way (by moving the last one into their slot). */
-static bool s_wanted(gen_actor_t *g, const char *job, int64_t now)
-{
-    bool found = false;
-    for (unsigned i = 0; i < g->nwanted;) {
-        if (now - g->wanted[i].until_ns >= 0) {
-            g->wanted[i] = g->wanted[--g->nwanted];
-            continue;
-        }
-        found = found || strcmp(g->wanted[i].job_id, job) == 0;
-        i++;
-    }
-    return found;
+    wishes_add(&g->wishes, msg->preview_wanted.job_id, msg->preview_wanted.ttl_ms, clock_mono_ns());
 }
 
 static void s_publish_progress(gen_actor_t *g, uint32_t step)
@@ -431,8 +386,8 @@ static void s_after_slice(gen_actor_t *g)
         s_publish_progress(g, step);
         g->progress_due_ns = now + PROGRESS_INTERVAL_MS * MS_NS;
     }
-    if (g->nwanted > 0 && !g->preview_unsupported && !g->preview_encoding
-        && now - g->preview_due_ns >= 0 && s_wanted(g, g->item.job_id, now)) {
+    if (g->wishes.n > 0 && !g->preview_unsupported && !g->preview_encoding
+        && now - g->preview_due_ns >= 0 && wishes_want(&g->wishes, g->item.job_id, now)) {
         s_render_preview(g, step);
         g->preview_due_ns = now + PREVIEW_INTERVAL_MS * MS_NS;
     }

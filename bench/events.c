@@ -1144,26 +1144,10 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
 
 static redisContext *s_redis_connect(void)
 {
-    const char *url = s_opt.redis;
-    struct timeval tv = {5, 0};
-    redisContext *c;
-    if (strncmp(url, "redis://", 8) == 0) {
-        char host[256] = "127.0.0.1";
-        int port = 6379;
-        const char *hp = url + 8, *colon = strrchr(hp, ':');
-        size_t hl = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
-        if (hl && hl < sizeof host) {
-            memcpy(host, hp, hl);
-            host[hl] = 0;
-        }
-        if (colon)
-            port = atoi(colon + 1);
-        c = redisConnectWithTimeout(host, port, tv);
-    } else {
-        c = redisConnectUnixWithTimeout(url, tv);
-    }
-    if (!c || c->err)
-        s_die("cannot connect to Redis at %s: %s", url, c ? c->errstr : "out of memory");
+    char err[512];
+    redisContext *c = bench_redis_connect(s_opt.redis, err, sizeof err);
+    if (!c)
+        s_die("%s", err);
     return c;
 }
 

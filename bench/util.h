@@ -1,12 +1,16 @@
 /*
  * bench/util.h - the few helpers every benchmark program needs: a
- * monotonic clock in seconds, a sleep that survives signals, and the
- * comparison for sorting samples.
+ * monotonic clock in seconds, a sleep that survives signals, the
+ * comparison for sorting samples, and a synchronous Redis connection.
  */
 #ifndef IMAGEJOBS_BENCH_UTIL_H
 #define IMAGEJOBS_BENCH_UTIL_H
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static inline double bench_mono(void)
@@ -31,6 +35,36 @@ static inline int bench_cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* A synchronous hiredis connection to url ("redis://HOST:PORT" or a unix
+ * socket path), 5 s timeout; NULL with the reason in err. */
+static inline redisContext *bench_redis_connect(const char *url, char *err, size_t errlen)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c;
+    if (strncmp(url, "redis://", 8) == 0) {
+        char host[256] = "127.0.0.1";
+        int port = 6379;
+        const char *hp = url + 8, *colon = strrchr(hp, ':');
+        size_t hl = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
+        if (hl && hl < sizeof host) {
+            memcpy(host, hp, hl);
+            host[hl] = 0;
+        }
+        if (colon)
+            port = atoi(colon + 1);
+        c = redisConnectWithTimeout(host, port, tv);
+    } else {
+        c = redisConnectUnixWithTimeout(url, tv);
+    }
+    if (!c || c->err) {
+        snprintf(err, errlen, "cannot connect to Redis at %s: %s", url,
+                 c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    return c;
 }
 
 #endif
