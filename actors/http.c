@@ -18,6 +18,7 @@
 #include "actors/events/hub.h"
 #include "actors/http/input.h"
 #include "actors/http/server.h"
+#include "messages/limits.h"
 #include "runtime/log.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
@@ -268,6 +269,78 @@ static void s_job_get(actor_t *self, http_exchange_t *x, const http_request_t *r
     s_ask(self, x, s_config(self)->store, &m, s_job_got, NULL, "database");
 }
 
+/* ------------------------------------------------------------ GET /api/jobs */
+
+static void s_job_listed(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
+{
+    if (!x)
+        return;
+    if (status != 0 || reply->type != MSG_JOB_LIST_PAGE) {
+        s_backend_failed(x, status, reply, "Not found", "database");
+        return;
+    }
+    const msg_job_list_page_t *p = &reply->job_list_page;
+    json_t *items = json_loads(p->items ? p->items : "[]", 0, NULL);
+    if (!json_is_array(items)) {
+        json_decref(items);
+        s_error(x, 500, NULL, "internal error");
+        return;
+    }
+    json_t *doc = json_pack("{s:o,s:I}", "jobs", items, "count", (json_int_t)p->count);
+    json_object_set_new(doc, "next_cursor",
+                        p->next_cursor ? json_string(p->next_cursor) : json_null());
+    s_respond_json(x, 200, doc, NULL);
+}
+
+/* ?status=pending,processing &limit=1..200 &cursor=<us>:<id> (docs/api.md) */
+static void s_job_list(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
+{
+    const char *status = http_request_query(rq, "status");
+    const char *limit = http_request_query(rq, "limit");
+    const char *cursor = http_request_query(rq, "cursor");
+    msg_t *m = msg_new(MSG_JOB_LIST);
+    if (status && *status) {
+        for (const char *p = status; *p;) {
+            size_t n = strcspn(p, ",");
+            job_status_t st;
+            if (job_status_parse(p, n, &st) < 0) {
+                msg_destroy(&m);
+                s_error(x, 400, NULL,
+                        "status must be a comma-separated list of pending, processing, "
+                        "completed, failed, user_cancelled");
+                return;
+            }
+            p += n;
+            p += *p == ',';
+        }
+        msg_set_str(&m->job_list.statuses, status);
+    }
+    m->job_list.limit = JOB_LIST_LIMIT_DEFAULT;
+    if (limit) {
+        char *end;
+        long n = strtol(limit, &end, 10);
+        if (!*limit || *end || n < 1 || n > JOB_LIST_LIMIT_MAX) {
+            msg_destroy(&m);
+            s_error(x, 400, NULL, "limit must be from 1 to %d", JOB_LIST_LIMIT_MAX);
+            return;
+        }
+        m->job_list.limit = (uint64_t)n;
+    }
+    if (cursor) {
+        /* "<µs>:<job id>", as the previous page's next_cursor said */
+        char *end;
+        long long us = strtoll(cursor, &end, 10);
+        if (us <= 0 || *end != ':' || !uuid_valid(end + 1)) {
+            msg_destroy(&m);
+            s_error(x, 400, NULL, "cursor must be a next_cursor of this list");
+            return;
+        }
+        m->job_list.before_us = us;
+        msg_set_str(&m->job_list.before_id, end + 1);
+    }
+    s_ask(self, x, s_config(self)->store, &m, s_job_listed, NULL, "database");
+}
+
 /* ------------------------------------------------------------ cancel */
 
 typedef struct {
@@ -389,6 +462,12 @@ static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t
     msg_set_str(&m->job_cancel_request.job_id, cx->job_id);
     m->job_cancel_request.mode = mode;
     m->job_cancel_request.received_at_us = cx->received_at_us;
+    /* who asked, for the audit: this instance and the client's address */
+    char peer[80], by[160];
+    http_exchange_peer(x, peer, sizeof peer);
+    snprintf(by, sizeof by, "%s/%s", s_config(self)->instance, peer[0] ? peer : "?");
+    msg_set_str(&m->job_cancel_request.reason, "user");
+    msg_set_str(&m->job_cancel_request.cancelled_by, by);
     /* the store first, then the event: the store reads the request before
      * any stop the event causes, whenever it can */
     if (s_ask(self, x, s_config(self)->store, &m, s_job_cancelled, cx, "database") < 0) {
@@ -557,7 +636,7 @@ typedef struct {
 } route_t;
 
 static const route_t s_routes[] = {
-    {"/api/jobs", "POST, OPTIONS", NULL, s_job_create},
+    {"/api/jobs", "GET, HEAD, POST, OPTIONS", s_job_list, s_job_create},
     {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
     {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, s_job_cancel},
     {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},

@@ -26,5 +26,9 @@
 #define JOB_SIZE_MULTIPLE 8
 #define JOB_STEPS_MIN 1
 #define JOB_STEPS_MAX 200
+#define JOB_PRIORITY_MIN -10 /* claims take higher priorities first */
+#define JOB_PRIORITY_MAX 10
+#define JOB_LIST_LIMIT_MAX 200 /* jobs per page of GET /api/jobs */
+#define JOB_LIST_LIMIT_DEFAULT 50
 
 #endif

@@ -16,6 +16,7 @@
 #include "actors/generator/png.h"
 #include "tests/api_check.h"
 #include "tests/fixture.h"
+#include "tests/instances.h"
 #include "tests/js_client.h"
 #include "tests/runner.h"
 #include "tests/sse_client.h"
@@ -35,127 +36,6 @@
 #include <unistd.h>
 
 #define EVENT_WAIT_MS 60000 /* per event: sanitizer builds on 2 busy cores */
-
-/* ------------------------------------------------------------ instances */
-
-typedef struct {
-    char name[32];
-    int port;
-    pid_t pid; /* 0 once stopped */
-    const char *extra[8];
-    char generators[8];
-    const char *conninfo; /* NULL: the test's database */
-} inst_t;
-
-#define MAX_INST 3
-static inst_t s_inst[MAX_INST];
-static int s_ninst;
-static char s_dbname[64];
-static char s_conninfo[1024];
-static char s_other_dbname[64]; /* a second deployment's database */
-static char s_other_conninfo[1024];
-static bool s_cleanup_registered;
-
-static void s_cleanup(void)
-{
-    for (int i = 0; i < s_ninst; i++)
-        if (s_inst[i].pid > 0) {
-            api_kill(s_inst[i].pid);
-            s_inst[i].pid = 0;
-        }
-    s_ninst = 0;
-    if (s_dbname[0]) {
-        api_check_database_drop(s_dbname);
-        s_dbname[0] = 0;
-    }
-    if (s_other_dbname[0]) {
-        api_check_database_drop(s_other_dbname);
-        s_other_dbname[0] = 0;
-    }
-}
-
-static void s_make_database(void)
-{
-    if (!s_cleanup_registered) {
-        atexit(s_cleanup);
-        s_cleanup_registered = true;
-    }
-    api_check_database_create("ij_events", s_dbname, sizeof s_dbname, s_conninfo,
-                              sizeof s_conninfo);
-}
-
-/* A second database, for instances of another deployment on the same Redis. */
-static void s_make_other_database(void)
-{
-    api_check_database_create("ij_events_other", s_other_dbname, sizeof s_other_dbname,
-                              s_other_conninfo, sizeof s_other_conninfo);
-}
-
-static void s_launch(inst_t *in)
-{
-    const char *args[24] = {"--redis",      getenv("IMAGEJOBS_TEST_REDIS"),
-                            "--database",   in->conninfo ? in->conninfo : s_conninfo,
-                            "--generators", in->generators,
-                            "--instance",   in->name};
-    int n = 8;
-    for (int i = 0; in->extra[i]; i++)
-        args[n++] = in->extra[i];
-    args[n] = NULL;
-    char log[256];
-    snprintf(log, sizeof log, "tests/check_events.%s.log", in->name);
-    in->pid = api_spawn(in->port, args, log);
-    ck_assert_int_gt(in->pid, 0);
-    ck_assert_msg(api_wait_ready(in->port, in->pid, 60) == 0,
-                  "instance %s did not become ready (see tests/check_events.%s.log)", in->name,
-                  in->name);
-}
-
-/* Starts an instance with that many generators and extra options
- * (NULL-terminated pairs), and waits until it is ready. */
-static inst_t *s_start(const char *name, const char *generators, ...)
-{
-    ck_assert_int_lt(s_ninst, MAX_INST);
-    inst_t *in = &s_inst[s_ninst++];
-    memset(in, 0, sizeof *in);
-    snprintf(in->name, sizeof in->name, "%s-%d", name, (int)getpid());
-    snprintf(in->generators, sizeof in->generators, "%s", generators);
-    in->port = api_free_port();
-    ck_assert_int_gt(in->port, 0);
-    va_list ap;
-    va_start(ap, generators);
-    const char *a;
-    for (int i = 0; i < 7 && (a = va_arg(ap, const char *)); i++)
-        in->extra[i] = a;
-    va_end(ap);
-    s_launch(in);
-    return in;
-}
-
-/* SIGTERM (must exit 0), then the same instance again on the same port. */
-static void s_restart(inst_t *in)
-{
-    ck_assert_int_eq(api_stop(in->pid, 20), 0);
-    in->pid = 0;
-    s_launch(in);
-}
-
-/* A job of `combos` combinations; its id (caller frees). */
-static char *s_create(inst_t *in, int combos, int size, int steps, int images)
-{
-    char body[1024];
-    int n = snprintf(body, sizeof body, "{\"prompt\":\"a lighthouse at dusk\",\"combinations\":[");
-    for (int i = 0; i < combos; i++)
-        n += snprintf(body + n, sizeof body - (size_t)n, "%s{\"seed\":%d}", i ? "," : "", i + 1);
-    snprintf(body + n, sizeof body - (size_t)n,
-             "],\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d}", images,
-             size, size, steps);
-    api_response_t r =
-        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
-    ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
-    char *id = strdup(api_check_str(r.json, "job_id"));
-    api_response_free(&r);
-    return id;
-}
 
 /* ------------------------------------------------------------ reading */
 
@@ -316,11 +196,11 @@ static void s_assert_all_images(json_t *ids, json_t *job)
 
 START_TEST(test_stream_on_b_of_a_job_running_on_a)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
-    inst_t *b = s_start("B", "0", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
     uint64_t c = s_clock(b);
-    char *id = s_create(a, 2, 64, 8, 3);
+    char *id = inst_create(a, 2, 64, 8, 3);
     char path[128], last[32];
     s_job_path(path, sizeof path, id, NULL);
     snprintf(last, sizeof last, "%" PRIu64, c);
@@ -364,16 +244,16 @@ START_TEST(test_stream_on_b_of_a_job_running_on_a)
     ck_assert_int_eq(sse_status(s), 204);
     sse_close(s);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_cancel_through_a_while_streaming_from_b)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
-    inst_t *b = s_start("B", "0", NULL);
-    char *id = s_create(a, 2, 64, 20, 100);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
+    char *id = inst_create(a, 2, 64, 20, 100);
     char path[128];
     s_job_path(path, sizeof path, id, NULL);
     sse_t *s = s_open(b, path, NULL);
@@ -432,7 +312,7 @@ START_TEST(test_cancel_through_a_while_streaming_from_b)
     json_decref(before);
     s_seen_free(&v);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
@@ -453,11 +333,11 @@ static void s_wait_images(inst_t *in, const char *id, int n)
 
 START_TEST(test_resume_on_another_instance_and_after_a_restart)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "1", NULL);
-    inst_t *b = s_start("B", "0", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "1", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
     uint64_t c = s_clock(b);
-    char *id = s_create(a, 1, 128, 12, 8);
+    char *id = inst_create(a, 1, 128, 12, 8);
     char path[128], last[32];
     s_job_path(path, sizeof path, id, NULL);
     seen_t v;
@@ -486,7 +366,7 @@ START_TEST(test_resume_on_another_instance_and_after_a_restart)
 
     /* B restarts; the rest from it */
     if (!v.end) {
-        s_restart(b);
+        inst_restart(b);
         s = s_open(b, path, last);
         s_read(s, id, &v, 0, true);
         sse_close(s);
@@ -499,7 +379,7 @@ START_TEST(test_resume_on_another_instance_and_after_a_restart)
     json_decref(job);
     s_seen_free(&v);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
@@ -524,8 +404,8 @@ static int s_redis_previews(redisContext *rc, const char *job, int ms)
 
 START_TEST(test_previews_only_when_asked)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "1", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "1", NULL);
     redisContext *rc = redisConnect("127.0.0.1", atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")));
     ck_assert(rc && !rc->err);
     redisReply *sub = redisCommand(rc, "SUBSCRIBE imagejobs:previews");
@@ -534,7 +414,7 @@ START_TEST(test_previews_only_when_asked)
 
     /* nobody asks: none is made, on any instance */
     uint64_t c = s_clock(a);
-    char *quiet = s_create(a, 1, 256, 30, 2);
+    char *quiet = inst_create(a, 1, 256, 30, 2);
     char path[160], last[32];
     snprintf(last, sizeof last, "%" PRIu64, c);
     s_job_path(path, sizeof path, quiet, NULL);
@@ -548,7 +428,7 @@ START_TEST(test_previews_only_when_asked)
     s_seen_free(&v);
 
     /* one client asks: previews of the stated size */
-    char *watched = s_create(a, 1, 512, 40, 3);
+    char *watched = inst_create(a, 1, 512, 40, 3);
     s_job_path(path, sizeof path, watched, "?previews=1");
     s = s_open(a, path, NULL);
     rec_t r;
@@ -600,16 +480,16 @@ START_TEST(test_previews_only_when_asked)
     redisFree(rc);
     free(quiet);
     free(watched);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_a_reader_that_stops_is_cut_off_others_are_served)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
-    inst_t *b = s_start("B", "0", "--stream-buffer", "16384", NULL);
-    char *id = s_create(a, 2, 256, 20, 6);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *b = inst_start("B", "0", "--stream-buffer", "16384", NULL);
+    char *id = inst_create(a, 2, 256, 20, 6);
     char path[160];
     s_job_path(path, sizeof path, id, "?previews=1");
     sse_opts_t o = {.rcvbuf = 2048, .timeout_ms = 20000};
@@ -634,7 +514,7 @@ START_TEST(test_a_reader_that_stops_is_cut_off_others_are_served)
     ck_assert_msg(!end, "the stalled stream got its end: it was never cut off");
     sse_close(stuck);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
@@ -649,11 +529,11 @@ START_TEST(test_a_thousand_streams_on_one_job_all_get_the_end)
     }
     ck_assert_msg(rl.rlim_cur >= N + 256, "need %d open files, may have %llu", N + 256,
                   (unsigned long long)rl.rlim_cur);
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
-    inst_t *b = s_start("B", "0", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
     uint64_t c = s_clock(b);
-    char *id = s_create(a, 2, 128, 16, 3);
+    char *id = inst_create(a, 2, 128, 16, 3);
     char path[128], last[32];
     s_job_path(path, sizeof path, id, NULL);
     snprintf(last, sizeof last, "%" PRIu64, c);
@@ -672,15 +552,15 @@ START_TEST(test_a_thousand_streams_on_one_job_all_get_the_end)
     }
     json_decref(job);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_limits_and_bad_requests)
 {
-    s_make_database();
-    inst_t *b = s_start("B", "0", "--max-streams", "2", NULL);
-    char *id = s_create(b, 1, 64, 2, 1); /* pending: B runs nothing */
+    inst_database("ij_events");
+    inst_t *b = inst_start("B", "0", "--max-streams", "2", NULL);
+    char *id = inst_create(b, 1, 64, 2, 1); /* pending: B runs nothing */
     char path[128];
     s_job_path(path, sizeof path, id, NULL);
     sse_t *one = s_open(b, path, NULL), *two = s_open(b, "/api/events", NULL);
@@ -718,14 +598,14 @@ START_TEST(test_limits_and_bad_requests)
         sse_close(s);
     }
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_every_jobs_stream_and_its_status_filter)
 {
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
     sse_t *all = s_open(a, "/api/events", NULL);
     sse_t *ended = s_open(a, "/api/events?status=completed,user_cancelled", NULL);
     rec_t r;
@@ -735,7 +615,7 @@ START_TEST(test_every_jobs_stream_and_its_status_filter)
     ck_assert_int_eq(s_next(ended, &r), 1);
     ck_assert_str_eq(r.event, "hello");
     s_rec_free(&r);
-    char *id = s_create(a, 2, 64, 4, 2);
+    char *id = inst_create(a, 2, 64, 4, 2);
     /* everything, from created to end */
     ck_assert_int_eq(s_next(all, &r), 1);
     ck_assert_str_eq(r.event, "created");
@@ -768,7 +648,7 @@ START_TEST(test_every_jobs_stream_and_its_status_filter)
     sse_close(all);
     sse_close(ended);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
@@ -779,11 +659,11 @@ START_TEST(test_a_real_eventsource_follows_a_job)
         fprintf(stderr, "SKIP: no IMAGEJOBS_JS_DIR with the eventsource package\n");
         return;
     }
-    s_make_database();
-    inst_t *a = s_start("A", "2", NULL);
-    inst_t *b = s_start("B", "0", NULL);
+    inst_database("ij_events");
+    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
     uint64_t c = s_clock(b);
-    char *id = s_create(a, 2, 64, 6, 2);
+    char *id = inst_create(a, 2, 64, 6, 2);
     char url[256], last[32];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/api/jobs/%s/events", b->port, id);
     snprintf(last, sizeof last, "%" PRIu64, c);
@@ -815,30 +695,30 @@ START_TEST(test_a_real_eventsource_follows_a_job)
     free(lastline);
     free(out);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_another_deployment_on_the_same_redis_is_not_ours)
 {
-    s_make_database();
-    s_make_other_database();
-    inst_t *a = s_start("A", "1", NULL);
+    inst_database("ij_events");
+    inst_other_database();
+    inst_t *a = inst_start("A", "1", NULL);
     /* X: another deployment (its own database) on the same Redis, whose
      * event numbers run over the same range as A's */
-    ck_assert_int_lt(s_ninst, MAX_INST);
-    inst_t *x = &s_inst[s_ninst++];
+    ck_assert_int_lt(inst_n, INST_MAX);
+    inst_t *x = &inst_all[inst_n++];
     memset(x, 0, sizeof *x);
     snprintf(x->name, sizeof x->name, "X-%d", (int)getpid());
     snprintf(x->generators, sizeof x->generators, "1");
-    x->conninfo = s_other_conninfo;
+    x->conninfo = inst_other_conninfo;
     x->port = api_free_port();
-    s_launch(x);
+    inst_launch(x);
     uint64_t c = s_clock(a);
-    char *mine = s_create(a, 1, 64, 4, 6);
+    char *mine = inst_create(a, 1, 64, 4, 6);
     char *theirs[3];
     for (int i = 0; i < 3; i++)
-        theirs[i] = s_create(x, 1, 64, 4, 4);
+        theirs[i] = inst_create(x, 1, 64, 4, 4);
     char path[128], last[32];
     s_job_path(path, sizeof path, mine, NULL);
     snprintf(last, sizeof last, "%" PRIu64, c);
@@ -854,15 +734,15 @@ START_TEST(test_another_deployment_on_the_same_redis_is_not_ours)
     for (int i = 0; i < 3; i++)
         json_decref(api_check_wait_final(x->port, theirs[i], 60, 50)), free(theirs[i]);
     free(mine);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 
 START_TEST(test_a_silent_stream_gets_keep_alives)
 {
-    s_make_database();
-    inst_t *b = s_start("B", "0", "--stream-keepalive", "1", NULL);
-    char *id = s_create(b, 1, 64, 2, 1); /* pending: B runs nothing, nothing happens */
+    inst_database("ij_events");
+    inst_t *b = inst_start("B", "0", "--stream-keepalive", "1", NULL);
+    char *id = inst_create(b, 1, 64, 2, 1); /* pending: B runs nothing, nothing happens */
     char path[128];
     s_job_path(path, sizeof path, id, NULL);
     sse_t *s = s_open(b, path, NULL);
@@ -880,7 +760,7 @@ START_TEST(test_a_silent_stream_gets_keep_alives)
     ck_assert_int_eq(sse_retry_ms(s), 1000);
     sse_close(s);
     free(id);
-    s_cleanup();
+    inst_cleanup();
 }
 END_TEST
 

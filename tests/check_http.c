@@ -1145,7 +1145,7 @@ START_TEST(test_unknown_path_and_wrong_method)
     static const struct {
         const char *method, *path, *allow;
     } cases[] = {
-        {"GET", "/api/jobs", "POST, OPTIONS"},
+        {"PUT", "/api/jobs", "GET, HEAD, POST, OPTIONS"},
         {"DELETE", "/api/jobs/" JOB, "GET, HEAD, OPTIONS"},
         {"POST", "/api/jobs/" JOB, "GET, HEAD, OPTIONS"},
         {"GET", "/api/jobs/" JOB "/cancel", "POST, OPTIONS"},

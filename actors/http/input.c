@@ -195,8 +195,8 @@ fail:
     return NULL;
 }
 
-static const char *const s_job_fields[] = {"prompt", "combinations", "images_per_combination",
-                                           "width",  "height",       "steps"};
+static const char *const s_job_fields[] = {
+    "prompt", "combinations", "images_per_combination", "width", "height", "steps", "priority"};
 
 /* The fields of the job's document, checked; NULL with the reason in why. */
 static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *total_images,
@@ -228,13 +228,15 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
         snprintf(why, whylen, "prompt must be 1 to %d bytes", JOB_PROMPT_MAX);
         return NULL;
     }
-    json_int_t images, width, height, steps;
+    json_int_t images, width, height, steps, priority;
     if (!s_int_field(doc, "images_per_combination", 1, 1, JOB_IMAGES_MAX, 1, &images, why, whylen)
         || !s_int_field(doc, "width", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &width,
                         why, whylen)
         || !s_int_field(doc, "height", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &height,
                         why, whylen)
-        || !s_int_field(doc, "steps", 30, JOB_STEPS_MIN, JOB_STEPS_MAX, 1, &steps, why, whylen))
+        || !s_int_field(doc, "steps", 30, JOB_STEPS_MIN, JOB_STEPS_MAX, 1, &steps, why, whylen)
+        || !s_int_field(doc, "priority", 0, JOB_PRIORITY_MIN, JOB_PRIORITY_MAX, 1, &priority, why,
+                        whylen))
         return NULL;
     json_t *combos = s_combinations(json_object_get(doc, "combinations"), why, whylen);
     if (!combos)
@@ -259,6 +261,7 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
     m->job_create.width = (uint64_t)width;
     m->job_create.height = (uint64_t)height;
     m->job_create.steps = (uint64_t)steps;
+    m->job_create.priority = (int64_t)priority;
     return m;
 }
 

@@ -12,6 +12,8 @@
 
 #include "runtime/clock.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,4 +551,26 @@ size_t http_conn_parse(conn_t *c, const char *data, size_t len)
         http_conn_refuse(c, 400, msg);
     }
     return len;
+}
+
+void http_exchange_peer(const http_exchange_t *x, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (!x->conn || getpeername(x->conn->io.fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+        snprintf(buf, len, "%s:%d", host, port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+        snprintf(buf, len, "[%s]:%d", host, port);
+    }
 }

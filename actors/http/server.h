@@ -147,6 +147,10 @@ void http_respond(http_exchange_t *x, int status, const char *content_type, cons
 void http_exchange_hold(http_exchange_t *x);
 void http_exchange_release(http_exchange_t *x);
 
+/* The client's address as "HOST:PORT" ("[v6]:PORT"), into buf; "" when
+ * the client has gone or the address cannot be read. */
+void http_exchange_peer(const http_exchange_t *x, char *buf, size_t len);
+
 /* True when x can take no response any more: its client has gone, or it
  * has been answered. */
 bool http_exchange_gone(const http_exchange_t *x);

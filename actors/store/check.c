@@ -71,6 +71,10 @@ int store_check_job(const msg_job_create_t *b, size_t *ncombinations, char *why,
         snprintf(why, len, "images_per_combination, width, height and steps must be positive");
         return -1;
     }
+    if (b->priority < JOB_PRIORITY_MIN || b->priority > JOB_PRIORITY_MAX) {
+        snprintf(why, len, "priority must be %d to %d", JOB_PRIORITY_MIN, JOB_PRIORITY_MAX);
+        return -1;
+    }
     if (s_check_combinations(b->combinations, ncombinations, why, len) < 0)
         return -1;
     if (b->images_per_combination * *ncombinations > INT32_MAX) {

@@ -197,6 +197,75 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "END$$;"
     "CREATE CONSTRAINT TRIGGER job_events_numbered AFTER INSERT ON job_events"
     "  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION job_events_number_late();",
+
+    /* 3: the queue (docs/api.md): priorities (on the tasks too, for the
+     * claim's index), the cancel's audit, the list's order, and the
+     * queue position and ETA of GET */
+    "ALTER TABLE jobs"
+    "  ADD COLUMN priority integer NOT NULL DEFAULT 0 CHECK (priority BETWEEN -10 AND 10),"
+    "  ADD COLUMN cancel_reason text,"
+    "  ADD COLUMN cancelled_by text;"
+    "ALTER TABLE job_tasks ADD COLUMN priority integer NOT NULL DEFAULT 0;"
+    "DROP INDEX job_tasks_open;"
+    "CREATE INDEX job_tasks_open ON job_tasks (priority DESC, created_at, job_id, combination)"
+    "  WHERE status IN ('pending', 'processing');"
+    "CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);"
+    "CREATE INDEX attachments_newest ON attachments (created_at DESC);"
+    /* the cancel event says who and why */
+    "CREATE OR REPLACE FUNCTION jobs_events() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF TG_OP = 'INSERT' THEN\n"
+    "    PERFORM job_event_stage(NEW.id, 'created', jsonb_build_object('job_id', NEW.id,"
+    "      'job_status', NEW.status, 'prompt', NEW.prompt, 'total_images', NEW.total_images,"
+    "      'priority', NEW.priority, 'created_at', ij_iso(NEW.created_at)));\n"
+    "    RETURN NULL;\n"
+    "  END IF;\n"
+    "  IF OLD.status = 'pending' AND NEW.status = 'processing' THEN\n"
+    "    PERFORM job_event_stage(NEW.id, 'started', jsonb_build_object('job_id', NEW.id,"
+    "      'started_at', ij_iso(NEW.started_at)));\n"
+    "  END IF;\n"
+    "  IF NEW.cancel_requested_at IS NOT NULL AND (OLD.cancel_requested_at IS NULL"
+    "      OR OLD.cancel_mode IS DISTINCT FROM NEW.cancel_mode) THEN\n"
+    "    PERFORM job_event_stage(NEW.id, 'cancel', jsonb_build_object('job_id', NEW.id,"
+    "      'cancel_requested_at', ij_iso(NEW.cancel_requested_at), 'mode', NEW.cancel_mode,"
+    "      'reason', COALESCE(NEW.cancel_reason, 'user'), 'cancelled_by', NEW.cancelled_by));\n"
+    "  END IF;\n"
+    "  IF OLD.status IN ('pending', 'processing')"
+    "      AND NEW.status NOT IN ('pending', 'processing') THEN\n"
+    "    PERFORM job_event_stage(NEW.id, 'end', jsonb_build_object('job_id', NEW.id,"
+    "      'job_status', NEW.status, 'completed_images', NEW.completed_images,"
+    "      'total_images', NEW.total_images,"
+    "      'generated_attach_ids', to_jsonb(NEW.generated_attach_ids),"
+    "      'finished_at', ij_iso(NEW.finished_at), 'error', NEW.error));\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END$$;"
+    /* combinations claimed before the job's first: pending ones of jobs not
+     * cancelled, ahead in the claim's order */
+    "CREATE FUNCTION ij_queue_position(j jobs) RETURNS bigint LANGUAGE sql STABLE AS $$"
+    "  SELECT count(*) FROM job_tasks t JOIN jobs x ON x.id = t.job_id"
+    "  WHERE t.status = 'pending' AND x.cancel_requested_at IS NULL AND x.id <> j.id"
+    "    AND (t.priority > j.priority OR (t.priority = j.priority"
+    "         AND (t.created_at, t.job_id) < (j.created_at, j.id)))$$;"
+    /* pixel-steps per second over the last 200 images recorded (by every
+     * instance), NULL before there are two of them */
+    "CREATE FUNCTION ij_rate() RETURNS float8 LANGUAGE sql STABLE AS $$"
+    "  SELECT CASE WHEN count(*) >= 2 AND max(a.created_at) > min(a.created_at) THEN"
+    "    sum(a.width::float8 * a.height * (x.params ->> 'steps')::int) * (count(*) - 1)"
+    "    / count(*) / extract(epoch FROM max(a.created_at) - min(a.created_at))::float8 END"
+    "  FROM (SELECT job_id, width, height, created_at FROM attachments"
+    "        ORDER BY created_at DESC LIMIT 200) a JOIN jobs x ON x.id = a.job_id$$;"
+    /* seconds until the job is done: the work still to do in every running
+     * combination and in the pending ones ahead of it, and its own, at the
+     * measured rate */
+    "CREATE FUNCTION ij_eta(j jobs) RETURNS float8 LANGUAGE sql STABLE AS $$"
+    "  SELECT round((sum(((x.params ->> 'images_per_combination')::int - t.completed_images)"
+    "      * (x.params ->> 'width')::float8 * (x.params ->> 'height')::int"
+    "      * (x.params ->> 'steps')::int) / ij_rate())::numeric, 1)::float8"
+    "  FROM job_tasks t JOIN jobs x ON x.id = t.job_id"
+    "  WHERE t.status IN ('pending', 'processing') AND x.cancel_requested_at IS NULL"
+    "    AND (t.status = 'processing' OR x.id = j.id OR t.priority > j.priority"
+    "         OR (t.priority = j.priority AND (t.created_at, t.job_id) < (j.created_at, j.id)))$$;",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -23,6 +23,7 @@
 #include "actors/store.h"
 #include "actors/store/check.h"
 #include "actors/store/events.h"
+#include "actors/store/internal.h"
 #include "actors/store/pgpipe.h"
 #include "actors/store/result.h"
 
@@ -45,56 +46,6 @@
 #define SETUP_SQL "SET lock_timeout = '10s'"
 #define SETUP_HINT "is the schema migrated? run imagejobs migrate"
 
-typedef struct store store_t;
-typedef struct op op_t;
-
-struct store {
-    actor_t *self;
-    pgpipe_t *pipe;
-    pgpipe_config_t pipe_cfg;
-    char *conninfo;
-    char *instance;
-    double lease_s;
-    char app_name[64];
-    ev_timer reap; /* ends cancelled jobs' abandoned combinations */
-    /* Cancels received while PostgreSQL was unreachable, written on its
-     * return: one per job (the first time, the strongest mode). */
-    struct kept_cancel {
-        char job_id[UUID_STR_LEN];
-        cancel_mode_t mode;
-        int64_t requested_at_us;
-    } * kept;
-    size_t nkept;
-};
-
-/* Most cancels kept for PostgreSQL's return; past it a cancel is refused
- * with 503, honestly. */
-#define KEPT_MAX 10000
-/* Most events one read returns (a reader pages through more). */
-#define EVENTS_READ_MAX 1000
-
-/* ---------------------------------------------------------- the query table */
-
-/* QUERY flags (queries.def) */
-enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4 };
-
-#define S_LIST(...) __VA_ARGS__
-
-/* Statements, in table order. */
-enum {
-#define STATEMENT(id, types, sql) ST_##id,
-#define QUERY(id, what, types, flags, group, reply, sql) ST_##id,
-#include "actors/store/queries.def"
-    ST_COUNT
-};
-
-/* Operations: one per QUERY row. */
-enum {
-#define QUERY(id, what, types, flags, group, reply, sql) OP_##id,
-#include "actors/store/queries.def"
-    OP_COUNT
-};
-
 /* Parameter types; the leading 0 lets a statement have none. */
 #define STATEMENT(id, types, sql) static const Oid s_types_##id[] = {0, S_LIST types};
 #define QUERY(id, what, types, flags, group, reply, sql) STATEMENT(id, types, sql)
@@ -107,22 +58,6 @@ static const pgpipe_stmt_t s_stmts[ST_COUNT] = {
 #include "actors/store/queries.def"
 };
 
-/* Builds and sends the reply of an operation from its results: the
- * statements of its group, in order. */
-typedef void (*reply_fn)(store_t *st, const op_t *op, const pgpipe_reply_t *r);
-
-#define QUERY(id, what, types, flags, group, reply, sql)                                           \
-    static void reply(store_t *st, const op_t *op, const pgpipe_reply_t *r);
-#include "actors/store/queries.def"
-
-typedef struct {
-    const char *what;
-    int flags;
-    int nstmts;
-    int stmts[PGPIPE_MAX_STMTS];
-    reply_fn reply;
-} query_t;
-
 static const query_t s_queries[OP_COUNT] = {
 #define QUERY(id, what, types, flags, group, reply, sql)                                           \
     [OP_##id] = {                                                                                  \
@@ -131,17 +66,6 @@ static const query_t s_queries[OP_COUNT] = {
 };
 
 /* ------------------------------------------------------------- operations */
-
-/* A request on its way through the pipeline. */
-struct op {
-    store_t *st;
-    const query_t *q;
-    actor_caller_t caller;
-    char job_id[UUID_STR_LEN];
-    cancel_mode_t mode; /* a cancel's, for the event once it landed */
-    int64_t requested_at_us;
-    pgpipe_group_t *group; /* until submitted */
-};
 
 /* Stopping: the loop may end once nothing is queued or in flight (the
  * claims generators gave back on their way out are written by then). */
@@ -199,7 +123,7 @@ static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
 
 /* The operation of kind `kind` answering req; job_id (may be NULL) is kept
  * for the reply. Parameters follow with pgpipe_param_*(op->group, ...). */
-static op_t *s_op_new(store_t *st, int kind, const msg_t *req, const char *job_id)
+op_t *store_op_new(store_t *st, int kind, const msg_t *req, const char *job_id)
 {
     op_t *op = calloc(1, sizeof *op);
     if (!op)
@@ -217,7 +141,7 @@ static op_t *s_op_new(store_t *st, int kind, const msg_t *req, const char *job_i
 
 /* Into the pipeline now if connected, to wait for the first connection if
  * it is under way, else answered -EAGAIN at once. */
-static void s_op_submit(op_t *op)
+void store_op_submit(op_t *op)
 {
     store_t *st = op->st;
     if (pgpipe_submit(st->pipe, &op->group) == 0)
@@ -233,7 +157,7 @@ static void s_op_submit(op_t *op)
 }
 
 /* Sends m (consumed) to op's caller. */
-static void s_send_reply(store_t *st, const op_t *op, msg_t **m)
+void store_send_reply(store_t *st, const op_t *op, msg_t **m)
 {
     actor_reply_to(st->self, &op->caller, *m);
     msg_destroy(m);
@@ -243,7 +167,7 @@ static void s_send_reply(store_t *st, const op_t *op, msg_t **m)
 
 /* Refuses req (-EINVAL, "<field> is not a UUID") unless s is one; true
  * when it refused. */
-static bool s_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *field)
+bool store_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *field)
 {
     if (s && uuid_valid(s))
         return false;
@@ -274,7 +198,7 @@ static void s_on_job_create(actor_t *self, msg_t *msg)
     char id[UUID_STR_LEN], why[200];
     size_t n = 0;
     if (b->job_id && *b->job_id) {
-        if (s_bad_uuid(st, msg, b->job_id, "job_id"))
+        if (store_bad_uuid(st, msg, b->job_id, "job_id"))
             return;
         snprintf(id, sizeof id, "%s", b->job_id);
     } else if (uuid_v4(id) < 0) {
@@ -285,7 +209,7 @@ static void s_on_job_create(actor_t *self, msg_t *msg)
         actor_reply_error(self, &to, -EINVAL, "%s", why);
         return;
     }
-    op_t *op = s_op_new(st, OP_job_create, msg, id);
+    op_t *op = store_op_new(st, OP_job_create, msg, id);
     pgpipe_param_str(op->group, id);
     pgpipe_param_str(op->group, b->prompt);
     pgpipe_param_str(op->group, b->combinations);
@@ -293,10 +217,11 @@ static void s_on_job_create(actor_t *self, msg_t *msg)
     pgpipe_param_u64(op->group, b->width);
     pgpipe_param_u64(op->group, b->height);
     pgpipe_param_u64(op->group, b->steps);
-    s_op_submit(op);
+    pgpipe_param_i64(op->group, b->priority);
+    store_op_submit(op);
 }
 
-static void s_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = r->results[0];
     if (PQntuples(res) != 1) {
@@ -311,7 +236,7 @@ static void s_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_
         return;
     }
     m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 
     /* local generators wake now; the redis actor tells other instances */
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
@@ -326,11 +251,11 @@ static void s_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_
 static void s_on_job_get(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
-    if (s_bad_uuid(st, msg, msg->job_get.job_id, "job_id"))
+    if (store_bad_uuid(st, msg, msg->job_get.job_id, "job_id"))
         return;
-    op_t *op = s_op_new(st, OP_job_get, msg, NULL);
+    op_t *op = store_op_new(st, OP_job_get, msg, NULL);
     pgpipe_param_str(op->group, msg->job_get.job_id);
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
 /* The first row of the result, or NULL after answering -ENOENT with
@@ -344,14 +269,14 @@ static const PGresult *s_one_row(store_t *st, const op_t *op, const PGresult *re
     return NULL;
 }
 
-static void s_reply_job_json(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_job_json(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = s_one_row(st, op, r->results[0], "Job not found");
     if (!res)
         return;
     msg_t *m = msg_new(MSG_JOB_JSON);
     msg_set_str(&m->job_json.json, store_val(res, 0, 0));
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* A cancel that cannot reach PostgreSQL now is kept, not refused: its
@@ -377,6 +302,8 @@ static bool s_keep(store_t *st, const op_t *op)
         snprintf(k->job_id, sizeof k->job_id, "%s", op->job_id);
         k->mode = op->mode;
         k->requested_at_us = op->requested_at_us;
+        snprintf(k->reason, sizeof k->reason, "%s", op->reason);
+        snprintf(k->by, sizeof k->by, "%s", op->by);
         log_warn("PostgreSQL unavailable: the cancel of %s is kept for its return (%zu kept)",
                  op->job_id, st->nkept);
     } else if (op->mode == CANCEL_MODE_IMMEDIATE) {
@@ -385,12 +312,12 @@ static bool s_keep(store_t *st, const op_t *op)
     msg_t *m = msg_new(MSG_JOB_CANCEL_KEPT);
     msg_set_str(&m->job_cancel_kept.job_id, op->job_id);
     m->job_cancel_kept.mode = k->mode;
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
     return true;
 }
 
 static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, cancel_mode_t mode,
-                         int64_t requested_at_us);
+                         int64_t requested_at_us, const char *reason, const char *by);
 
 /* PostgreSQL is back: the kept cancels go first into the pipeline, before
  * any claim (a kept cancel of a pending job lands before a generator here
@@ -407,7 +334,8 @@ static void s_on_connect(pgpipe_t *p, int status, const char *why, void *arg)
     st->kept = NULL;
     st->nkept = 0;
     for (size_t i = 0; i < n; i++)
-        s_op_submit(s_cancel_op(st, NULL, kept[i].job_id, kept[i].mode, kept[i].requested_at_us));
+        store_op_submit(s_cancel_op(st, NULL, kept[i].job_id, kept[i].mode, kept[i].requested_at_us,
+                                    kept[i].reason, kept[i].by));
     free(kept);
 }
 
@@ -418,26 +346,31 @@ static void s_on_job_cancel(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
     msg_job_cancel_request_t *b = &msg->job_cancel_request;
-    if (s_bad_uuid(st, msg, b->job_id, "job_id"))
+    if (store_bad_uuid(st, msg, b->job_id, "job_id"))
         return;
     cancel_mode_t mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
-    s_op_submit(s_cancel_op(st, msg, b->job_id, mode, b->received_at_us));
+    store_op_submit(s_cancel_op(st, msg, b->job_id, mode, b->received_at_us,
+                                b->reason && *b->reason ? b->reason : "user", b->cancelled_by));
 }
 
 /* The cancel statement for job_id, answering req (NULL: nobody waits). */
 static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, cancel_mode_t mode,
-                         int64_t requested_at_us)
+                         int64_t requested_at_us, const char *reason, const char *by)
 {
-    op_t *op = s_op_new(st, OP_job_cancel, req, job_id);
+    op_t *op = store_op_new(st, OP_job_cancel, req, job_id);
     op->mode = mode;
     op->requested_at_us = requested_at_us;
+    snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "user");
+    snprintf(op->by, sizeof op->by, "%s", by ? by : "");
     pgpipe_param_str(op->group, job_id);
     pgpipe_param_str(op->group, cancel_mode_name(mode));
     pgpipe_param_i64(op->group, requested_at_us);
+    pgpipe_param_str(op->group, op->reason);
+    pgpipe_param_str(op->group, op->by[0] ? op->by : NULL);
     return op;
 }
 
-static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = s_one_row(st, op, r->results[0], "Job not found");
     if (!res)
@@ -462,7 +395,7 @@ static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_
     bool accepted =
         b->prior_status == JOB_STATUS_PENDING || b->prior_status == JOB_STATUS_PROCESSING;
     cancel_mode_t standing = b->mode != CANCEL_MODE_NONE ? b->mode : op->mode;
-    s_send_reply(st, op, &m); /* b goes with m */
+    store_send_reply(st, op, &m); /* b goes with m */
 
     /* the cancel of a running or pending job has landed: the redis actor
      * sets the seed's flag (a repeated cancel of a job still stopping too) */
@@ -482,14 +415,14 @@ static void s_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_
 static void s_on_attachment_get(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
-    if (s_bad_uuid(st, msg, msg->attachment_get.attach_id, "attach_id"))
+    if (store_bad_uuid(st, msg, msg->attachment_get.attach_id, "attach_id"))
         return;
-    op_t *op = s_op_new(st, OP_attachment_get, msg, NULL);
+    op_t *op = store_op_new(st, OP_attachment_get, msg, NULL);
     pgpipe_param_str(op->group, msg->attachment_get.attach_id);
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
-static void s_reply_attachment(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_attachment(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = s_one_row(st, op, r->results[0], "Attachment not found");
     if (!res)
@@ -498,7 +431,7 @@ static void s_reply_attachment(store_t *st, const op_t *op, const pgpipe_reply_t
     /* binary results: text comes as its bytes, NUL-terminated by libpq */
     msg_set_str(&m->attachment.content_type, PQgetvalue(res, 0, 0));
     msg_set_bin(&m->attachment.bytes, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* HEALTH_CHECK -> HEALTH: a round trip when connected, the state when not */
@@ -528,10 +461,10 @@ static void s_on_health(actor_t *self, msg_t *msg)
         s_health_reply(st, &to, false, detail);
         return;
     }
-    s_op_submit(s_op_new(st, OP_health, msg, NULL));
+    store_op_submit(store_op_new(st, OP_health, msg, NULL));
 }
 
-static void s_reply_health(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_health(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     char detail[300];
     if (r->error || r->nresults < 1 || PQntuples(r->results[0]) != 1) {
@@ -552,13 +485,13 @@ static void s_on_work_request(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
     const char *inst = msg->work_request.instance;
-    op_t *op = s_op_new(st, OP_work_claim, msg, NULL);
+    op_t *op = store_op_new(st, OP_work_claim, msg, NULL);
     pgpipe_param_str(op->group, inst && *inst ? inst : st->instance);
     pgpipe_param_f64(op->group, st->lease_s);
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
-static void s_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = s_one_row(st, op, r->results[0], "no claimable work");
     if (!res)
@@ -575,7 +508,7 @@ static void s_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t 
     b->images = (uint64_t)store_i64(res, 0, 7);
     b->next_index = (uint64_t)store_i64(res, 0, 8);
     b->cancel_mode = store_mode(res, 0, 9);
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* IMAGE_READY -> IMAGE_RECORDED */
@@ -585,7 +518,7 @@ static void s_on_image_ready(actor_t *self, msg_t *msg)
     store_t *st = actor_state(self);
     msg_image_ready_t *b = &msg->image_ready;
     char id[UUID_STR_LEN];
-    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+    if (store_bad_uuid(st, msg, b->job_id, "job_id")
         || s_refuse_if(st, msg,
                        b->combination > INT32_MAX || b->image_index > INT32_MAX
                            || b->width > INT32_MAX || b->height > INT32_MAX,
@@ -598,7 +531,7 @@ static void s_on_image_ready(actor_t *self, msg_t *msg)
         actor_reply_error(self, &to, -EAGAIN, "cannot make an attachment id: %s", strerror(errno));
         return;
     }
-    op_t *op = s_op_new(st, OP_image_record, msg, b->job_id);
+    op_t *op = store_op_new(st, OP_image_record, msg, b->job_id);
     pgpipe_param_str(op->group, b->job_id);
     pgpipe_param_u64(op->group, b->combination);
     pgpipe_param_u64(op->group, b->image_index);
@@ -610,10 +543,10 @@ static void s_on_image_ready(actor_t *self, msg_t *msg)
     pgpipe_param_u64(op->group, b->width);
     pgpipe_param_u64(op->group, b->height);
     pgpipe_param_f64(op->group, st->lease_s);
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
-static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     if (PQntuples(r->results[0]) != 1 || PQntuples(r->results[1]) != 1) {
         actor_reply_error(st->self, &op->caller, -ENOENT, "Job not found");
@@ -636,7 +569,7 @@ static void s_reply_image_recorded(store_t *st, const op_t *op, const pgpipe_rep
     msg_set_str(&m->image_recorded.attach_id, store_val(res, 0, 0));
     m->image_recorded.completed_images = (uint64_t)store_i64(res, 0, 1);
     m->image_recorded.cancel_mode = store_mode(res, 0, 2);
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* TASK_STOPPED -> OK: the combination's end, then the job's if it was the
@@ -647,10 +580,10 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     store_t *st = actor_state(self);
     msg_task_stopped_t *b = &msg->task_stopped;
     /* outcome and cancel_mode are in range: the decoder checked them */
-    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+    if (store_bad_uuid(st, msg, b->job_id, "job_id")
         || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL, "combination out of range"))
         return;
-    op_t *op = s_op_new(st, OP_task_stop, msg, b->job_id);
+    op_t *op = store_op_new(st, OP_task_stop, msg, b->job_id);
     pgpipe_param_str(op->group, b->job_id);
     pgpipe_param_u64(op->group, b->combination);
     pgpipe_param_str(op->group, task_outcome_name(b->outcome));
@@ -660,10 +593,10 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     pgpipe_param_str(op->group, b->instance ? b->instance : "");
     pgpipe_param_i64(op->group, b->cancel_requested_at_us);
     pgpipe_param_str(op->group, store_mode_param(b->cancel_mode));
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
-static void s_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     if (!s_one_row(st, op, r->results[0], "Job not found"))
         return;
@@ -690,7 +623,7 @@ static void s_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply
     }
     msg_t *m = msg_new(MSG_OK);
     msg_set_str(&m->ok.detail, detail);
-    s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* LEASE_RENEW -> LEASE_STATE, or ERROR -ENOENT when the claim is lost */
@@ -699,18 +632,18 @@ static void s_on_lease_renew(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
     msg_lease_renew_t *b = &msg->lease_renew;
-    if (s_bad_uuid(st, msg, b->job_id, "job_id")
+    if (store_bad_uuid(st, msg, b->job_id, "job_id")
         || s_refuse_if(st, msg, b->combination > INT32_MAX, -EINVAL, "combination out of range"))
         return;
-    op_t *op = s_op_new(st, OP_lease_renew, msg, NULL);
+    op_t *op = store_op_new(st, OP_lease_renew, msg, NULL);
     pgpipe_param_str(op->group, b->job_id);
     pgpipe_param_u64(op->group, b->combination);
     pgpipe_param_str(op->group, b->instance && *b->instance ? b->instance : st->instance);
     pgpipe_param_f64(op->group, st->lease_s);
-    s_op_submit(op);
+    store_op_submit(op);
 }
 
-static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res =
         s_one_row(st, op, r->results[0], "claim lost: the combination is no longer held here");
@@ -718,37 +651,7 @@ static void s_reply_lease_state(store_t *st, const op_t *op, const pgpipe_reply_
         return;
     msg_t *m = msg_new(MSG_LEASE_STATE);
     m->lease_state.cancel_mode = store_mode(res, 0, 0);
-    s_send_reply(st, op, &m);
-}
-
-/* JOB_EVENTS_READ -> JOB_EVENTS (docs/events.md) */
-
-static void s_on_events_read(actor_t *self, msg_t *msg)
-{
-    store_t *st = actor_state(self);
-    msg_job_events_read_t *b = &msg->job_events_read;
-    bool one = b->job_id && *b->job_id;
-    if (one && s_bad_uuid(st, msg, b->job_id, "job_id"))
-        return;
-    int64_t limit =
-        b->limit < 1 || b->limit > EVENTS_READ_MAX ? EVENTS_READ_MAX : (int64_t)b->limit;
-    op_t *op = s_op_new(st, one ? OP_events_of_job : OP_events_all, msg, b->job_id);
-    if (one)
-        pgpipe_param_str(op->group, b->job_id);
-    pgpipe_param_i64(op->group, b->after_seq > INT64_MAX ? INT64_MAX : (int64_t)b->after_seq);
-    pgpipe_param_i64(op->group, limit);
-    if (one)
-        pgpipe_param_str(op->group, b->snapshot ? "true" : "false");
-    s_op_submit(op);
-}
-
-static void s_reply_job_events(store_t *st, const op_t *op, const pgpipe_reply_t *r)
-{
-    msg_t *m = store_events_reply(r->results[0]);
-    if (!m)
-        actor_reply_error(st->self, &op->caller, -ENOENT, "no such job");
-    else
-        s_send_reply(st, op, &m);
+    store_send_reply(st, op, &m);
 }
 
 /* --------------------------------------------------------------- lifecycle */
@@ -756,7 +659,7 @@ static void s_reply_job_events(store_t *st, const op_t *op, const pgpipe_reply_t
 /* The reaper (queries.def: reap_cancelled), on the store's own timer. Two
  * rounds in flight at once (a slow server) do no harm: each skips what the
  * other holds, and what is ended stays ended. */
-static void s_reply_reaped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+void store_reply_reaped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     const PGresult *res = r->results[0];
     if (PQntuples(res) == 1 && store_i64(res, 0, 0) > 0)
@@ -770,7 +673,7 @@ static void s_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
     store_t *st = w->data;
     if (actor_is_stopping(st->self) || pgpipe_status(st->pipe) != PGPIPE_READY)
         return;
-    s_op_submit(s_op_new(st, OP_reap_cancelled, NULL, NULL));
+    store_op_submit(store_op_new(st, OP_reap_cancelled, NULL, NULL));
 }
 
 static char *s_xstrdup(const char *s)
@@ -864,7 +767,8 @@ static const actor_spec_t s_spec = {
             [MSG_IMAGE_READY] = s_on_image_ready,
             [MSG_TASK_STOPPED] = s_on_task_stopped,
             [MSG_LEASE_RENEW] = s_on_lease_renew,
-            [MSG_JOB_EVENTS_READ] = s_on_events_read,
+            [MSG_JOB_EVENTS_READ] = store_on_events_read,
+            [MSG_JOB_LIST] = store_on_job_list,
         },
 };
 

@@ -1,0 +1,324 @@
+/*
+ * check_queue.c - the queue as users see it (docs/api.md), end to end: the
+ * job list with its filters and cursor, priorities and the claim order,
+ * queue positions and ETAs, and the cancel's audit (who, why). Real
+ * `imagejobs serve` processes on the suite's Redis and a PostgreSQL
+ * database of each test's own; no assertion on time.
+ */
+#include "config.h"
+
+#include "tests/api_check.h"
+#include "tests/fixture.h"
+#include "tests/instances.h"
+#include "tests/runner.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A job of one combination with that priority ("" for none). */
+static char *s_create_priority(inst_t *in, const char *priority)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"prompt\":\"a quiet street\",\"width\":64,\"height\":64,\"steps\":4%s%s}",
+             *priority ? ",\"priority\":" : "", priority);
+    api_response_t r =
+        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
+    ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
+    char *id = strdup(api_check_str(r.json, "job_id"));
+    api_response_free(&r);
+    return id;
+}
+
+static api_response_t s_list(inst_t *in, const char *query)
+{
+    char path[600];
+    snprintf(path, sizeof path, "/api/jobs%s", query);
+    return api_check_call(in->port, "GET", path, NULL, NULL);
+}
+
+/* Every page of the list (query: "?limit=N&status=..."), appended to ids. */
+static int s_list_all(inst_t *in, const char *query, json_t *ids)
+{
+    char q[512], cursor[128] = "";
+    int pages = 0;
+    for (;;) {
+        snprintf(q, sizeof q, "%s%s%s", query, cursor[0] ? "&cursor=" : "", cursor);
+        api_response_t r = s_list(in, q);
+        ck_assert_msg(r.status == 200, "list %s: %d %s", q, r.status, r.body);
+        json_t *jobs = json_object_get(r.json, "jobs");
+        ck_assert(json_is_array(jobs));
+        ck_assert_int_eq(api_check_int(r.json, "count"), (json_int_t)json_array_size(jobs));
+        size_t i;
+        json_t *j;
+        json_array_foreach(jobs, i, j)
+        {
+            /* a summary: these fields, and nothing of the document's bulk */
+            static const char *const keys[] = {"job_id",           "job_status",       "prompt",
+                                               "completed_images", "total_images",     "created_at",
+                                               "finished_at",      "cancel_requested", "priority"};
+            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+                ck_assert_msg(json_object_get(j, keys[k]), "no %s in a list item", keys[k]);
+            ck_assert_ptr_null(json_object_get(j, "generated_attach_ids"));
+            json_array_append(ids, json_object_get(j, "job_id"));
+        }
+        pages++;
+        json_t *next = json_object_get(r.json, "next_cursor");
+        if (json_is_null(next)) {
+            api_response_free(&r);
+            return pages;
+        }
+        snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        api_response_free(&r);
+    }
+}
+
+static bool s_has(json_t *ids, const char *id)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) if (!strcmp(json_string_value(v), id)) return true;
+    return false;
+}
+
+static void s_cancel(inst_t *in, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    api_response_t r = api_check_call(in->port, "POST", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
+    api_response_free(&r);
+}
+
+START_TEST(test_list_is_newest_first_filtered_and_paged)
+{
+    inst_database("check_queue");
+    inst_t *b = inst_start("B", "0", NULL); /* runs nothing: every job stays pending */
+    enum { N = 7 };
+    char *ids[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = inst_create(b, 1, 64, 2, 1);
+    s_cancel(b, ids[1]);
+    s_cancel(b, ids[4]);
+
+    json_t *all = json_array();
+    ck_assert_int_eq(s_list_all(b, "?limit=3", all), 3); /* 3 + 3 + 1 */
+    ck_assert_int_eq(json_array_size(all), N);
+    for (int i = 0; i < N; i++) /* newest first */
+        ck_assert_str_eq(json_string_value(json_array_get(all, (size_t)i)), ids[N - 1 - i]);
+    json_decref(all);
+
+    json_t *cancelled = json_array();
+    s_list_all(b, "?status=user_cancelled", cancelled);
+    ck_assert_int_eq(json_array_size(cancelled), 2);
+    ck_assert_str_eq(json_string_value(json_array_get(cancelled, 0)), ids[4]);
+    ck_assert_str_eq(json_string_value(json_array_get(cancelled, 1)), ids[1]);
+    json_decref(cancelled);
+    json_t *some = json_array();
+    s_list_all(b, "?status=pending,user_cancelled&limit=200", some);
+    ck_assert_int_eq(json_array_size(some), N);
+    json_decref(some);
+
+    static const char *const bad[] = {"?limit=0",         "?limit=201",
+                                      "?limit=x",         "?status=running",
+                                      "?cursor=nonsense", "?cursor=12:not-a-uuid"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        api_response_t r = s_list(b, bad[i]);
+        ck_assert_msg(r.status == 400, "%s: %d %s", bad[i], r.status, r.body);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(r.json, "error")));
+        api_response_free(&r);
+    }
+    for (int i = 0; i < N; i++)
+        free(ids[i]);
+    inst_cleanup();
+}
+END_TEST
+
+START_TEST(test_paging_while_jobs_are_created_skips_none_repeats_none)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "0", NULL), *b = inst_start("B", "0", NULL);
+    enum { N = 30 };
+    char *ids[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = inst_create(i % 2 ? a : b, 1, 64, 2, 1);
+    /* page through B while A creates a job before every page */
+    json_t *seen = json_array();
+    char q[256], cursor[128] = "";
+    int extra = 0;
+    for (;;) {
+        free(inst_create(a, 1, 64, 2, 1));
+        extra++;
+        snprintf(q, sizeof q, "?limit=4%s%s", cursor[0] ? "&cursor=" : "", cursor);
+        api_response_t r = s_list(b, q);
+        ck_assert_int_eq(r.status, 200);
+        size_t i;
+        json_t *j;
+        json_array_foreach(json_object_get(r.json, "jobs"), i, j)
+        {
+            const char *id = api_check_str(j, "job_id");
+            ck_assert_msg(!s_has(seen, id), "job %s on two pages", id);
+            json_array_append_new(seen, json_string(id));
+        }
+        json_t *next = json_object_get(r.json, "next_cursor");
+        bool last = json_is_null(next);
+        if (!last)
+            snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        api_response_free(&r);
+        if (last)
+            break;
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_msg(s_has(seen, ids[i]), "job %d of those that existed was skipped", i);
+        free(ids[i]);
+    }
+    ck_assert_int_ge(extra, N / 4);
+    json_decref(seen);
+    inst_cleanup();
+}
+END_TEST
+
+START_TEST(test_priority_orders_the_claims_and_the_queue)
+{
+    inst_database("check_queue");
+    inst_t *b = inst_start("B", "0", NULL);
+    char *low = s_create_priority(b, "-3");
+    char *first = s_create_priority(b, "");
+    char *second = s_create_priority(b, "0");
+    char *high = s_create_priority(b, "5");
+    /* claims will go high, first, second, low */
+    static const struct {
+        int which;
+        json_int_t position;
+    } want[] = {{3, 0}, {1, 1}, {2, 2}, {0, 3}};
+    char *all[] = {low, first, second, high};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *job = api_check_job(b->port, all[want[i].which]);
+        ck_assert_int_eq(api_check_int(job, "queue_position"), want[i].position);
+        ck_assert(json_is_null(json_object_get(job, "eta_s"))); /* nothing measured yet */
+        json_decref(job);
+    }
+    json_t *job = api_check_job(b->port, high);
+    ck_assert_int_eq(api_check_int(job, "priority"), 5);
+    json_decref(job);
+    static const char *const bad[] = {"11", "-11", "\"high\"", "1.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"prompt\":\"p\",\"priority\":%s}", bad[i]);
+        api_response_t r = api_check_call(b->port, "POST", "/api/jobs",
+                                          "Content-Type: application/json\r\n", body);
+        ck_assert_msg(r.status == 400, "priority %s: %d %s", bad[i], r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(api_check_str(r.json, "error"), "priority"));
+        api_response_free(&r);
+    }
+
+    /* one generator on another instance takes them in that order */
+    inst_t *a = inst_start("A", "1", NULL);
+    const char *order[] = {high, first, second, low};
+    char prev[64] = "";
+    for (size_t i = 0; i < 4; i++) {
+        json_t *done = api_check_wait_final(a->port, order[i], 60, 20);
+        ck_assert_str_eq(api_check_str(done, "job_status"), "completed");
+        const char *started = api_check_str(done, "started_at");
+        ck_assert_msg(strcmp(started, prev) > 0, "job %zu started at %s, before %s", i, started,
+                      prev);
+        snprintf(prev, sizeof prev, "%s", started);
+        ck_assert(json_is_null(json_object_get(done, "queue_position")));
+        ck_assert(json_is_null(json_object_get(done, "eta_s")));
+        json_decref(done);
+    }
+    inst_cleanup();
+    free(low);
+    free(first);
+    free(second);
+    free(high);
+}
+END_TEST
+
+START_TEST(test_eta_and_queue_position_follow_the_work)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "1", NULL);
+    /* images to measure the rate on */
+    char *warm = inst_create(a, 1, 64, 4, 3);
+    json_decref(api_check_wait_final(a->port, warm, 60, 20));
+    free(warm);
+    inst_t *b = inst_start("B", "0", NULL);
+    ck_assert_int_eq(api_stop(a->pid, 20), 0); /* nothing runs now */
+    a->pid = 0;
+    char *one = inst_create(b, 2, 128, 10, 2), *two = inst_create(b, 1, 128, 10, 2);
+    json_t *j1 = api_check_job(b->port, one), *j2 = api_check_job(b->port, two);
+    ck_assert_int_eq(api_check_int(j1, "queue_position"), 0);
+    ck_assert_int_eq(api_check_int(j2, "queue_position"), 2); /* one's two combinations first */
+    json_t *e1 = json_object_get(j1, "eta_s"), *e2 = json_object_get(j2, "eta_s");
+    ck_assert_msg(json_is_number(e1) && json_is_number(e2), "no ETA: %s, %s",
+                  json_dumps(e1, JSON_ENCODE_ANY), json_dumps(e2, JSON_ENCODE_ANY));
+    ck_assert(json_number_value(e1) > 0);
+    ck_assert(json_number_value(e2) > json_number_value(e1)); /* it waits for one's work */
+    json_decref(j1);
+    json_decref(j2);
+    free(one);
+    free(two);
+    inst_cleanup();
+}
+END_TEST
+
+START_TEST(test_a_cancel_records_who_and_why)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "1", NULL), *b = inst_start("B", "0", NULL);
+    char *running = inst_create(a, 1, 64, 20, 100);
+    for (int i = 0; i < 3000; i++) { /* it runs */
+        json_t *j = api_check_job(a->port, running);
+        bool go = !strcmp(api_check_str(j, "job_status"), "processing");
+        json_decref(j);
+        if (go)
+            break;
+        usleep(10000);
+    }
+    s_cancel(b, running); /* through the other instance */
+    json_t *job = api_check_wait_final(a->port, running, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert_str_eq(api_check_str(job, "cancel_reason"), "user");
+    const char *by = api_check_str(job, "cancelled_by");
+    char want[64];
+    snprintf(want, sizeof want, "%s/127.0.0.1:", b->name);
+    ck_assert_msg(!strncmp(by, want, strlen(want)), "cancelled_by %s, not %s...", by, want);
+    json_decref(job);
+    /* a job never cancelled has neither */
+    char *other = inst_create(b, 1, 64, 2, 1);
+    job = api_check_job(b->port, other);
+    ck_assert(json_is_null(json_object_get(job, "cancel_reason")));
+    ck_assert(json_is_null(json_object_get(job, "cancelled_by")));
+    json_decref(job);
+    free(other);
+    free(running);
+    inst_cleanup();
+}
+END_TEST
+
+static Suite *s_suite(void)
+{
+    Suite *s = suite_create("queue");
+    TCase *tc = tcase_create("queue");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_list_is_newest_first_filtered_and_paged);
+    tcase_add_test(tc, test_paging_while_jobs_are_created_skips_none_repeats_none);
+    tcase_add_test(tc, test_priority_orders_the_claims_and_the_queue);
+    tcase_add_test(tc, test_eta_and_queue_position_follow_the_work);
+    tcase_add_test(tc, test_a_cancel_records_who_and_why);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+static int s_before(void)
+{
+    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_DATABASE",
+                                       "IMAGEJOBS_BIN", NULL};
+    return fixture_need_env("the queue tests", need);
+}
+
+const test_program_t test_program = {.suite = s_suite, .before = s_before};
