@@ -221,6 +221,21 @@ static void s_on_cancel_event(actor_t *self, msg_t *msg)
         s_cancel(g, msg->job_cancel.mode, msg->job_cancel.requested_at_us);
 }
 
+/* The cancel of many jobs in one event: ours if our job is among them. */
+static void s_on_cancel_many(actor_t *self, msg_t *msg)
+{
+    gen_actor_t *g = actor_state(self);
+    const char *ids = msg->job_cancel_many.job_ids;
+    if (g->cfg.poll_mode || !g->have_item || !ids)
+        return;
+    size_t n = strlen(g->item.job_id);
+    for (const char *p = strstr(ids, g->item.job_id); p; p = strstr(p + 1, g->item.job_id))
+        if ((p == ids || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) {
+            s_cancel(g, msg->job_cancel_many.mode, msg->job_cancel_many.requested_at_us);
+            return;
+        }
+}
+
 /* Redis reconnected: cancel events may have been lost; ask the store now. */
 static void s_on_recheck(actor_t *self, msg_t *msg)
 {
@@ -850,6 +865,7 @@ static const actor_spec_t s_spec = {
     .handlers =
         {
             [MSG_JOB_CANCEL] = s_on_cancel_event,
+            [MSG_JOB_CANCEL_MANY] = s_on_cancel_many,
             [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_WORK_AVAILABLE] = s_on_work_event,
             [MSG_PREVIEW_WANTED] = s_on_preview_wanted,

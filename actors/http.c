@@ -15,6 +15,7 @@
 
 #include "actors/http.h"
 
+#include "actors/api/api.h"
 #include "actors/events/hub.h"
 #include "actors/http/input.h"
 #include "actors/http/server.h"
@@ -38,13 +39,13 @@ static const char s_preflight_headers[] = "Access-Control-Allow-Methods: GET, PO
                                           "Access-Control-Max-Age: 86400\r\n";
 
 /* The actor's state. */
-typedef struct {
+struct http_actor {
     actor_t *self;
     http_config_t cfg; /* strings owned */
     http_server_t *server;
     hub_t *hub; /* the event streams */
     int port;
-} http_actor_t;
+};
 
 /* The kernel's send buffer of an event stream: enough for a preview in
  * flight; what a slow reader leaves beyond it counts against the stream's
@@ -55,7 +56,7 @@ typedef struct {
 enum { KEPT_LAST_EVENT_ID };
 static const char *const s_kept_headers[] = {"last-event-id", NULL};
 
-static const http_config_t *s_config(actor_t *self)
+const http_config_t *api_config(actor_t *self)
 {
     return &((http_actor_t *)actor_state(self))->cfg;
 }
@@ -63,7 +64,7 @@ static const http_config_t *s_config(actor_t *self)
 /* ------------------------------------------------------------ responses */
 
 /* Answers with doc (consumed) as the JSON body. */
-static void s_respond_json(http_exchange_t *x, int status, json_t *doc, const char *headers)
+void api_json(http_exchange_t *x, int status, json_t *doc, const char *headers)
 {
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -77,9 +78,7 @@ static void s_respond_json(http_exchange_t *x, int status, json_t *doc, const ch
     http_respond(x, status, "application/json", headers, &text, strlen(text));
 }
 
-static void s_error(http_exchange_t *x, int status, const char *headers, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void s_error(http_exchange_t *x, int status, const char *headers, const char *fmt, ...)
+void api_error(http_exchange_t *x, int status, const char *headers, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -90,51 +89,45 @@ static void s_error(http_exchange_t *x, int status, const char *headers, const c
     json_t *doc = json_pack("{s:s}", "error", msg);
     if (!doc) /* not UTF-8 after all: say less rather than nothing */
         doc = json_pack("{s:s}", "error", status >= 500 ? "internal error" : "invalid request");
-    s_respond_json(x, status, doc, headers);
+    api_json(x, status, doc, headers);
 }
 
 /* The server's own refusals, in the API's error format. */
 static void s_on_error(http_exchange_t *x, int status, const char *message, void *arg)
 {
-    s_error(x, status, NULL, "%s", message);
+    api_error(x, status, NULL, "%s", message);
 }
 
 /* Answers a store or redis request that failed: no reply in time (or the
  * actor stopping), or an ERROR reply, or a reply of the wrong kind. */
-static void s_backend_failed(http_exchange_t *x, int status, const msg_t *reply,
-                             const char *not_found, const char *service)
+void api_backend_failed(http_exchange_t *x, int status, const msg_t *reply, const char *not_found,
+                        const char *service)
 {
     if (status != 0 || !reply) {
-        s_error(x, 503, NULL, "%s unavailable", service);
+        api_error(x, 503, NULL, "%s unavailable", service);
     } else if (reply->type == MSG_ERROR) {
         const char *why = reply->error.reason ? reply->error.reason : "";
         switch (reply->error.code) {
         case -ENOENT:
-            s_error(x, 404, NULL, "%s", not_found);
+            api_error(x, 404, NULL, "%s", not_found);
             break;
         case -EINVAL:
-            s_error(x, 400, NULL, "%s", *why ? why : "invalid request");
+            api_error(x, 400, NULL, "%s", *why ? why : "invalid request");
             break;
         case -EAGAIN:
-            s_error(x, 503, NULL, "%s unavailable", service);
+            api_error(x, 503, NULL, "%s unavailable", service);
             break;
         default:
             log_warn("%s failed a request: %s (%lld)", service, why, (long long)reply->error.code);
-            s_error(x, 500, NULL, "internal error");
+            api_error(x, 500, NULL, "internal error");
         }
     } else {
         log_error("unexpected %s reply from %s", msg_type_name(reply->type), reply->sender);
-        s_error(x, 500, NULL, "internal error");
+        api_error(x, 500, NULL, "internal error");
     }
 }
 
 /* ------------------------------------------------------------ asking */
-
-/* The outcome of s_ask(): x is NULL when the client has gone meanwhile
- * (the callback still runs, to free arg and finish side effects); status
- * and reply are actor_request()'s. */
-typedef void (*http_reply_fn)(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
-                              void *arg);
 
 typedef struct {
     http_exchange_t *x; /* held until the reply */
@@ -161,7 +154,7 @@ static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *r
     if (!a)
         abort();
     *a = (ask_t){x, cb, arg};
-    if (actor_request(self, to, request, s_config(self)->request_timeout_s, s_ask_reply, a) < 0) {
+    if (actor_request(self, to, request, api_config(self)->request_timeout_s, s_ask_reply, a) < 0) {
         int err = errno;
         free(a);
         errno = err;
@@ -173,29 +166,29 @@ static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *r
 
 /* Sends *msgp (destroyed) for the exchange. On failure (the actor is not
  * there) answers 503 and returns -1: cb will not run. */
-static int s_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
-                 void *arg, const char *service)
+int api_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
+            void *arg, const char *service)
 {
     int rc = s_request(self, x, to, *msgp, cb, arg);
     int err = errno;
     msg_destroy(msgp);
     if (rc < 0) {
         log_warn("cannot reach the %s actor: %s", to, strerror(err));
-        s_error(x, 503, NULL, "%s unavailable", service);
+        api_error(x, 503, NULL, "%s unavailable", service);
     }
     return rc;
 }
 
 /* Checks and lower-cases an id from the path. Answers 400 and returns false
  * when it is missing or not a UUID. */
-static bool s_check_id(http_exchange_t *x, char *id, const char *name)
+bool api_check_id(http_exchange_t *x, char *id, const char *name)
 {
     if (!*id) {
-        s_error(x, 400, NULL, "%s is required", name);
+        api_error(x, 400, NULL, "%s is required", name);
         return false;
     }
     if (!uuid_valid(id)) {
-        s_error(x, 400, NULL, "%s must be a UUID", name);
+        api_error(x, 400, NULL, "%s must be a UUID", name);
         return false;
     }
     for (char *p = id; *p; p++)
@@ -220,9 +213,9 @@ static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *
         json_t *doc = json_pack("{s:s,s:s,s:I}", "job_id", cx->job_id, "job_status",
                                 job_status_name(r->status), "total_images",
                                 (json_int_t)(r->total_images ? r->total_images : cx->total_images));
-        s_respond_json(x, 201, doc, location);
+        api_json(x, 201, doc, location);
     } else if (x) {
-        s_backend_failed(x, status, reply, "Job not found", "database");
+        api_backend_failed(x, status, reply, "Job not found", "database");
     }
     free(cx);
 }
@@ -236,11 +229,11 @@ static void s_job_create(actor_t *self, http_exchange_t *x, const http_request_t
     char why[256];
     msg_t *m = http_input_job(rq, cx->job_id, &cx->total_images, &status, why, sizeof why);
     if (!m) {
-        s_error(x, status, NULL, "%s", why);
+        api_error(x, status, NULL, "%s", why);
         free(cx);
         return;
     }
-    if (s_ask(self, x, s_config(self)->store, &m, s_job_created, cx, "database") < 0)
+    if (api_ask(self, x, api_config(self)->store, &m, s_job_created, cx, "database") < 0)
         free(cx);
 }
 
@@ -257,16 +250,16 @@ static void s_job_got(actor_t *self, http_exchange_t *x, int status, msg_t *repl
         http_respond(x, 200, "application/json", NULL, &json, len);
         return;
     }
-    s_backend_failed(x, status, reply, "Job not found", "database");
+    api_backend_failed(x, status, reply, "Job not found", "database");
 }
 
 static void s_job_get(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    if (!s_check_id(x, id, "jobId"))
+    if (!api_check_id(x, id, "jobId"))
         return;
     msg_t *m = msg_new(MSG_JOB_GET);
     msg_set_str(&m->job_get.job_id, id);
-    s_ask(self, x, s_config(self)->store, &m, s_job_got, NULL, "database");
+    api_ask(self, x, api_config(self)->store, &m, s_job_got, NULL, "database");
 }
 
 /* ------------------------------------------------------------ GET /api/jobs */
@@ -276,20 +269,20 @@ static void s_job_listed(actor_t *self, http_exchange_t *x, int status, msg_t *r
     if (!x)
         return;
     if (status != 0 || reply->type != MSG_JOB_LIST_PAGE) {
-        s_backend_failed(x, status, reply, "Not found", "database");
+        api_backend_failed(x, status, reply, "Not found", "database");
         return;
     }
     const msg_job_list_page_t *p = &reply->job_list_page;
     json_t *items = json_loads(p->items ? p->items : "[]", 0, NULL);
     if (!json_is_array(items)) {
         json_decref(items);
-        s_error(x, 500, NULL, "internal error");
+        api_error(x, 500, NULL, "internal error");
         return;
     }
     json_t *doc = json_pack("{s:o,s:I}", "jobs", items, "count", (json_int_t)p->count);
     json_object_set_new(doc, "next_cursor",
                         p->next_cursor ? json_string(p->next_cursor) : json_null());
-    s_respond_json(x, 200, doc, NULL);
+    api_json(x, 200, doc, NULL);
 }
 
 /* ?status=pending,processing &limit=1..200 &cursor=<us>:<id> (docs/api.md) */
@@ -305,9 +298,9 @@ static void s_job_list(actor_t *self, http_exchange_t *x, const http_request_t *
             job_status_t st;
             if (job_status_parse(p, n, &st) < 0) {
                 msg_destroy(&m);
-                s_error(x, 400, NULL,
-                        "status must be a comma-separated list of pending, processing, "
-                        "completed, failed, user_cancelled");
+                api_error(x, 400, NULL,
+                          "status must be a comma-separated list of pending, processing, "
+                          "completed, failed, user_cancelled");
                 return;
             }
             p += n;
@@ -321,7 +314,7 @@ static void s_job_list(actor_t *self, http_exchange_t *x, const http_request_t *
         long n = strtol(limit, &end, 10);
         if (!*limit || *end || n < 1 || n > JOB_LIST_LIMIT_MAX) {
             msg_destroy(&m);
-            s_error(x, 400, NULL, "limit must be from 1 to %d", JOB_LIST_LIMIT_MAX);
+            api_error(x, 400, NULL, "limit must be from 1 to %d", JOB_LIST_LIMIT_MAX);
             return;
         }
         m->job_list.limit = (uint64_t)n;
@@ -332,149 +325,13 @@ static void s_job_list(actor_t *self, http_exchange_t *x, const http_request_t *
         long long us = strtoll(cursor, &end, 10);
         if (us <= 0 || *end != ':' || !uuid_valid(end + 1)) {
             msg_destroy(&m);
-            s_error(x, 400, NULL, "cursor must be a next_cursor of this list");
+            api_error(x, 400, NULL, "cursor must be a next_cursor of this list");
             return;
         }
         m->job_list.before_us = us;
         msg_set_str(&m->job_list.before_id, end + 1);
     }
-    s_ask(self, x, s_config(self)->store, &m, s_job_listed, NULL, "database");
-}
-
-/* ------------------------------------------------------------ cancel */
-
-typedef struct {
-    char job_id[UUID_STR_LEN];
-    cancel_mode_t mode;
-    int64_t received_at_us;
-} cancel_t;
-
-/* Tells every generator at once, here (bus) and, through the redis actor's
- * bridge, on every other instance, before the store has written the cancel
- * (no waiting on the store's reply, whatever it says): the PostgreSQL round
- * trip (behind whatever else the store's pipeline holds) is not in the time
- * to stop. A generator that stops records the cancel itself (TASK_STOPPED
- * carries it), so the job ends user_cancelled whichever write lands first;
- * for a job that is not running the event finds nobody and costs nothing.
- * The seed's Redis flag follows the store's JOB_CANCEL_RECORDED. */
-static void s_publish_cancel(actor_t *self, const cancel_t *cx)
-{
-    msg_t *ev = msg_new(MSG_JOB_CANCEL);
-    msg_set_str(&ev->job_cancel.job_id, cx->job_id);
-    ev->job_cancel.mode = cx->mode;
-    ev->job_cancel.requested_at_us = cx->received_at_us;
-    msg_set_str(&ev->job_cancel.origin, s_config(self)->instance);
-    if (actor_publish(self, TOPIC_CANCEL, ev) < 0)
-        log_warn("cannot publish the cancel of job %s", cx->job_id);
-    msg_destroy(&ev);
-}
-
-static void s_job_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
-{
-    cancel_t *cx = arg;
-    if (status == 0 && reply->type == MSG_JOB_CANCEL_KEPT) {
-        /* PostgreSQL is unreachable: the store keeps the cancel and writes
-         * it on its return; the running generators stop now (the event).
-         * Taken, not yet recorded: 202, with what is known. */
-        if (x) {
-            const char *message =
-                reply->job_cancel_kept.mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
-                    ? "Cancel request accepted. Job will stop after current image; the cancel is "
-                      "recorded when the database is back."
-                    : "Cancel request accepted. Job will stop at the next step; the cancel is "
-                      "recorded when the database is back.";
-            s_respond_json(
-                x, 202,
-                json_pack("{s:b,s:s,s:s}", "success", 1, "message", message, "job_id", cx->job_id),
-                NULL);
-        }
-        free(cx);
-        return;
-    }
-    if (status != 0 || reply->type != MSG_JOB_CANCEL_RESULT) {
-        if (x)
-            s_backend_failed(x, status, reply, "Job not found", "database");
-        free(cx);
-        return;
-    }
-    const msg_job_cancel_result_t *r = &reply->job_cancel_result;
-    const char *prior = job_status_name(r->prior_status);
-    bool pending = r->prior_status == JOB_STATUS_PENDING;
-    if (pending || r->prior_status == JOB_STATUS_PROCESSING) {
-        /* running or waiting (a repeated cancel of a job still stopping
-         * lands here too): stopped now, or as the mode says */
-        if (x) {
-            /* the mode that stands: an immediate cancel upgrades an earlier
-             * after_current_image; a weaker one after it changes nothing */
-            cancel_mode_t stands = r->mode != CANCEL_MODE_NONE ? r->mode : cx->mode;
-            const char *message =
-                pending ? "Job cancelled before it started."
-                : stands == CANCEL_MODE_AFTER_CURRENT_IMAGE
-                    ? "Cancel request sent. Job will stop after current image."
-                : cx->mode == CANCEL_MODE_AFTER_CURRENT_IMAGE
-                    ? "An immediate cancel was already requested. Job will stop at the next step."
-                    : "Cancel request sent. Job will stop at the next step.";
-            s_respond_json(x, 200,
-                           json_pack("{s:b,s:s,s:s,s:s,s:I,s:I}", "success", 1, "message", message,
-                                     "job_id", cx->job_id, "current_status", prior,
-                                     "completed_images", (json_int_t)r->completed_images,
-                                     "total_images", (json_int_t)r->total_images),
-                           NULL);
-        }
-    } else if (x) {
-        const char *message = r->prior_status == JOB_STATUS_COMPLETED ? "Job already completed"
-                              : r->prior_status == JOB_STATUS_FAILED  ? "Job already failed"
-                              : r->prior_status == JOB_STATUS_USER_CANCELLED
-                                  ? "Job already cancelled"
-                                  : NULL;
-        if (message) {
-            s_respond_json(x, 200,
-                           json_pack("{s:b,s:s,s:s,s:s,s:I}", "success", 0, "message", message,
-                                     "job_id", cx->job_id, "job_status", prior, "completed_images",
-                                     (json_int_t)r->completed_images),
-                           NULL);
-        } else {
-            log_error("job %s has an unknown status '%s'", cx->job_id, prior);
-            s_error(x, 500, NULL, "internal error");
-        }
-    }
-    free(cx);
-}
-
-static void s_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
-{
-    if (!s_check_id(x, id, "jobId"))
-        return;
-    /* any Content-Type, or none (the seed's curl): the body is optional */
-    char why[256];
-    cancel_mode_t mode;
-    if (http_input_cancel_mode(rq, &mode, why, sizeof why) < 0) {
-        s_error(x, 400, NULL, "%s", why);
-        return;
-    }
-    cancel_t *cx = calloc(1, sizeof *cx);
-    if (!cx)
-        abort();
-    strcpy(cx->job_id, id);
-    cx->mode = mode;
-    cx->received_at_us = rq->received_at_us;
-    msg_t *m = msg_new(MSG_JOB_CANCEL_REQUEST);
-    msg_set_str(&m->job_cancel_request.job_id, cx->job_id);
-    m->job_cancel_request.mode = mode;
-    m->job_cancel_request.received_at_us = cx->received_at_us;
-    /* who asked, for the audit: this instance and the client's address */
-    char peer[80], by[160];
-    http_exchange_peer(x, peer, sizeof peer);
-    snprintf(by, sizeof by, "%s/%s", s_config(self)->instance, peer[0] ? peer : "?");
-    msg_set_str(&m->job_cancel_request.reason, "user");
-    msg_set_str(&m->job_cancel_request.cancelled_by, by);
-    /* the store first, then the event: the store reads the request before
-     * any stop the event causes, whenever it can */
-    if (s_ask(self, x, s_config(self)->store, &m, s_job_cancelled, cx, "database") < 0) {
-        free(cx);
-        return;
-    }
-    s_publish_cancel(self, cx);
+    api_ask(self, x, api_config(self)->store, &m, s_job_listed, NULL, "database");
 }
 
 /* ------------------------------------------------------------ attachments */
@@ -496,23 +353,23 @@ static void s_attachment_got(actor_t *self, http_exchange_t *x, int status, msg_
                      &bytes, size);
         return;
     }
-    s_backend_failed(x, status, reply, "Attachment not found", "database");
+    api_backend_failed(x, status, reply, "Attachment not found", "database");
 }
 
 static void s_attachment_get(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    if (!s_check_id(x, id, "attachId"))
+    if (!api_check_id(x, id, "attachId"))
         return;
     msg_t *m = msg_new(MSG_ATTACHMENT_GET);
     msg_set_str(&m->attachment_get.attach_id, id);
-    s_ask(self, x, s_config(self)->store, &m, s_attachment_got, NULL, "database");
+    api_ask(self, x, api_config(self)->store, &m, s_attachment_got, NULL, "database");
 }
 
 /* ------------------------------------------------------------ health */
 
 static void s_healthz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    s_respond_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    api_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL);
 }
 
 enum { READY_DATABASE, READY_REDIS };
@@ -533,17 +390,17 @@ static void s_ready_answer(http_exchange_t *x, const ready_t *rd)
 {
     bool db = rd->ok[READY_DATABASE], redis = rd->ok[READY_REDIS];
     if (db && redis) {
-        s_respond_json(
-            x, 200, json_pack("{s:s,s:b,s:b}", "status", "ready", "redis", 1, "database", 1), NULL);
+        api_json(x, 200, json_pack("{s:s,s:b,s:b}", "status", "ready", "redis", 1, "database", 1),
+                 NULL);
         return;
     }
     const char *error = !db && !redis ? "database and redis unavailable"
                         : !db         ? "database unavailable"
                                       : "redis unavailable";
-    s_respond_json(x, 503,
-                   json_pack("{s:s,s:b,s:b,s:s}", "status", "unavailable", "redis", redis,
-                             "database", db, "error", error),
-                   NULL);
+    api_json(x, 503,
+             json_pack("{s:s,s:b,s:b,s:s}", "status", "unavailable", "redis", redis, "database", db,
+                       "error", error),
+             NULL);
 }
 
 static void s_ready_reply(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
@@ -560,7 +417,7 @@ static void s_ready_reply(actor_t *self, http_exchange_t *x, int status, msg_t *
 
 static void s_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    const http_config_t *cfg = s_config(self);
+    const http_config_t *cfg = api_config(self);
     const char *to[2] = {[READY_DATABASE] = cfg->store, [READY_REDIS] = cfg->redis};
     ready_t *rd = calloc(1, sizeof *rd);
     if (!rd)
@@ -593,7 +450,7 @@ static hub_t *s_hub(actor_t *self)
 /* GET /api/jobs/{id}/events: the job's stream (docs/events.md) */
 static void s_job_events(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    if (!s_check_id(x, id, "jobId"))
+    if (!api_check_id(x, id, "jobId"))
         return;
     hub_open(s_hub(self), x, rq, id, rq->kept[KEPT_LAST_EVENT_ID]);
 }
@@ -606,7 +463,7 @@ static void s_all_events(actor_t *self, http_exchange_t *x, const http_request_t
 
 static void s_hub_error(http_exchange_t *x, int status, const char *message)
 {
-    s_error(x, status, NULL, "%s", message);
+    api_error(x, status, NULL, "%s", message);
 }
 
 static void s_on_job_event(actor_t *self, msg_t *msg)
@@ -637,8 +494,9 @@ typedef struct {
 
 static const route_t s_routes[] = {
     {"/api/jobs", "GET, HEAD, POST, OPTIONS", s_job_list, s_job_create},
+    {"/api/jobs/cancel", "POST, OPTIONS", NULL, api_jobs_cancel}, /* before /api/jobs/{id} */
     {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
-    {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, s_job_cancel},
+    {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, api_job_cancel},
     {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},
     {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL},
     {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL},
@@ -693,8 +551,8 @@ static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
         }
         char allow[64];
         snprintf(allow, sizeof allow, "Allow: %s\r\n", r->allow);
-        s_error(x, 405, allow, "method %s is not allowed here (allowed: %s)",
-                llhttp_method_name((llhttp_method_t)rq->method), r->allow);
+        api_error(x, 405, allow, "method %s is not allowed here (allowed: %s)",
+                  llhttp_method_name((llhttp_method_t)rq->method), r->allow);
         return;
     }
     /* a preflight may come for any API path */
@@ -702,7 +560,7 @@ static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
         http_respond(x, 204, NULL, s_preflight_headers, NULL, 0);
         return;
     }
-    s_error(x, 404, NULL, "Not found");
+    api_error(x, 404, NULL, "Not found");
 }
 
 /* ------------------------------------------------------------ the actor */

@@ -53,6 +53,8 @@
  * table encoded as on the bus: JOB_EVENT, JOB_PROGRESS, JOB_PREVIEW and
  * PREVIEW_WANTED. */
 #define REDIS_EVENTS_CHANNEL "imagejobs:events"
+/* JOB_CANCEL_MANY: the cancel of many jobs in one message. */
+#define REDIS_CANCEL_MANY_CHANNEL "imagejobs:cancel_many"
 #define REDIS_PROGRESS_CHANNEL "imagejobs:progress"
 #define REDIS_PREVIEWS_CHANNEL "imagejobs:previews"
 #define REDIS_PREVIEW_WANTED_CHANNEL "imagejobs:preview_wanted"

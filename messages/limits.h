@@ -30,5 +30,6 @@
 #define JOB_PRIORITY_MAX 10
 #define JOB_LIST_LIMIT_MAX 200 /* jobs per page of GET /api/jobs */
 #define JOB_LIST_LIMIT_DEFAULT 50
+#define JOB_CANCEL_MANY_MAX 10000 /* jobs one POST /api/jobs/cancel may cancel */
 
 #endif

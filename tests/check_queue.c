@@ -13,6 +13,7 @@
 #include "tests/runner.h"
 
 #include <check.h>
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,153 @@ START_TEST(test_a_cancel_records_who_and_why)
 }
 END_TEST
 
+static api_response_t s_cancel_many(inst_t *in, const char *body)
+{
+    return api_check_call(in->port, "POST", "/api/jobs/cancel",
+                          "Content-Type: application/json\r\n", body);
+}
+
+/* Waits until the job is processing (a generator holds it). */
+static void s_wait_processing(inst_t *in, const char *id)
+{
+    for (int i = 0; i < 6000; i++) {
+        json_t *j = api_check_job(in->port, id);
+        bool go = !strcmp(api_check_str(j, "job_status"), "processing");
+        json_decref(j);
+        if (go)
+            return;
+        usleep(10000);
+    }
+    ck_abort_msg("job %s never started", id);
+}
+
+static bool s_flag(const char *id)
+{
+    redisContext *c = redisConnect("127.0.0.1", atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")));
+    ck_assert(c && !c->err);
+    redisReply *r = redisCommand(c, "GET job:%s:cancelled", id);
+    bool set = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "true");
+    freeReplyObject(r);
+    redisFree(c);
+    return set;
+}
+
+START_TEST(test_cancel_many_by_ids_and_by_filter)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "2", NULL), *b = inst_start("B", "0", NULL);
+    char *done = inst_create(a, 1, 64, 2, 1);
+    json_decref(api_check_wait_final(a->port, done, 60, 20));
+    char *r1 = inst_create(a, 1, 64, 20, 100), *r2 = inst_create(a, 1, 64, 20, 100);
+    s_wait_processing(a, r1);
+    s_wait_processing(a, r2);
+    char *p1 = inst_create(a, 1, 64, 2, 1), *p2 = inst_create(a, 1, 64, 20, 100); /* queued */
+    const char *unknown = "2b0d6a76-3a0e-4d36-9a51-5f3c1e8a0c11";
+
+    /* by ids, through the instance that runs nothing */
+    char body[1024];
+    snprintf(body, sizeof body, "{\"job_ids\":[\"%s\",\"%s\",\"%s\",\"%s\",\"%s\"]}", r1, p1, done,
+             unknown, r1);
+    api_response_t r = s_cancel_many(b, body);
+    ck_assert_msg(r.status == 200, "cancel many: %d %s", r.status, r.body);
+    ck_assert_int_eq(api_check_int(r.json, "matched"), 3);
+    ck_assert_int_eq(api_check_int(r.json, "cancelled"), 2);
+    json_t *jobs = json_object_get(r.json, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 4); /* the repeated id answered once */
+    static const char *const messages[] = {"Cancel request sent. Job will stop at the next step.",
+                                           "Job cancelled before it started.",
+                                           "Job already completed", "Job not found"};
+    const char *order[] = {r1, p1, done, unknown};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = json_array_get(jobs, i);
+        ck_assert_str_eq(api_check_str(e, "job_id"), order[i]);
+        ck_assert_str_eq(api_check_str(e, "message"), messages[i]);
+        ck_assert_int_eq(json_is_true(json_object_get(e, "success")), i < 2);
+    }
+    api_response_free(&r);
+    json_t *job = api_check_wait_final(a->port, r1, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert_int_eq(api_check_int(job, "completed_images"),
+                     (json_int_t)json_array_size(json_object_get(job, "generated_attach_ids")));
+    ck_assert_ptr_nonnull(json_string_value(json_object_get(
+        json_array_get(json_object_get(job, "combinations"), 0), "cancel_observed_at")));
+    ck_assert_str_eq(api_check_str(job, "cancel_reason"), "user");
+    json_decref(job);
+    job = api_check_job(b->port, p1);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    json_decref(job);
+    for (int i = 0; i < 500 && !(s_flag(r1) && s_flag(p1)); i++)
+        usleep(10000);
+    ck_assert(s_flag(r1) && s_flag(p1)); /* the seed's flag, each */
+    ck_assert(!s_flag(done));
+
+    /* by a filter: a dry run changes nothing, then the real one */
+    r = s_cancel_many(b, "{\"filter\":{\"status\":[\"pending\",\"processing\"]},\"dry_run\":true}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(api_check_int(r.json, "matched"), 2);
+    ck_assert(json_is_true(json_object_get(r.json, "dry_run")));
+    api_response_free(&r);
+    job = api_check_job(a->port, r2);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "processing");
+    json_decref(job);
+    /* by creation time: after p1 (p2 alone), then the processing ones before it (r2) */
+    job = api_check_job(a->port, p1);
+    char at[64];
+    snprintf(at, sizeof at, "%s", api_check_str(job, "created_at"));
+    json_decref(job);
+    snprintf(body, sizeof body, "{\"filter\":{\"created_after\":\"%s\"}}", at);
+    r = s_cancel_many(a, body);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(api_check_int(r.json, "matched"), 1);
+    ck_assert_str_eq(api_check_str(json_array_get(json_object_get(r.json, "jobs"), 0), "job_id"),
+                     p2);
+    api_response_free(&r);
+    snprintf(body, sizeof body,
+             "{\"filter\":{\"status\":[\"processing\"],\"created_before\":\"%s\"},"
+             "\"mode\":\"after_current_image\"}",
+             at);
+    r = s_cancel_many(a, body);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(api_check_int(r.json, "matched"), 1);
+    ck_assert_str_eq(api_check_str(json_array_get(json_object_get(r.json, "jobs"), 0), "job_id"),
+                     r2);
+    api_response_free(&r);
+    const char *ended[] = {r2, p2};
+    for (int i = 0; i < 2; i++) {
+        job = api_check_wait_final(a->port, ended[i], 60, 20);
+        ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+        json_decref(job);
+    }
+    job = api_check_job(a->port, r2);
+    ck_assert_str_eq(api_check_str(job, "cancel_mode"), "after_current_image");
+    json_decref(job);
+
+    static const char *const bad[] = {
+        "{}",
+        "{\"job_ids\":[]}",
+        "{\"job_ids\":[\"x\"]}",
+        "{\"job_ids\":[\"2b0d6a76-3a0e-4d36-9a51-5f3c1e8a0c11\"],\"filter\":{}}",
+        "{\"filter\":{\"status\":[\"bogus\"]}}",
+        "{\"filter\":{\"created_before\":\"not a date\"}}",
+        "{\"filter\":{\"owner\":\"me\"}}",
+        "{\"filter\":{},\"mode\":\"later\"}",
+        "{\"filter\":{},\"dry_run\":\"yes\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = s_cancel_many(b, bad[i]);
+        ck_assert_msg(r.status == 400, "%s: %d %s", bad[i], r.status, r.body);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(r.json, "error")));
+        api_response_free(&r);
+    }
+    free(done);
+    free(r1);
+    free(r2);
+    free(p1);
+    free(p2);
+    inst_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -310,14 +458,15 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_priority_orders_the_claims_and_the_queue);
     tcase_add_test(tc, test_eta_and_queue_position_follow_the_work);
     tcase_add_test(tc, test_a_cancel_records_who_and_why);
+    tcase_add_test(tc, test_cancel_many_by_ids_and_by_filter);
     suite_add_tcase(s, tc);
     return s;
 }
 
 static int s_before(void)
 {
-    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_DATABASE",
-                                       "IMAGEJOBS_BIN", NULL};
+    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_REDIS_PORT",
+                                       "IMAGEJOBS_TEST_DATABASE", "IMAGEJOBS_BIN", NULL};
     return fixture_need_env("the queue tests", need);
 }
 

@@ -9,6 +9,7 @@
 #include "messages/limits.h"
 #include "runtime/log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -317,4 +318,165 @@ int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *
     }
     json_decref(doc);
     return rc;
+}
+
+/* ------------------------------------------------------------ POST /api/jobs/cancel */
+
+/* The mode field's value, or -1 with why. */
+static int s_mode_of(json_t *v, cancel_mode_t *mode, char *why, size_t whylen)
+{
+    const char *s = json_string_value(v);
+    if (!s || cancel_mode_parse(s, json_string_length(v), mode) < 0 || *mode == CANCEL_MODE_NONE) {
+        snprintf(why, whylen, "mode must be \"immediate\" or \"after_current_image\"");
+        return -1;
+    }
+    return 0;
+}
+
+/* job_ids: UUIDs, lower-cased, each once, at most JOB_CANCEL_MANY_MAX;
+ * into *ids (an array, in order) and text (comma-separated). */
+static int s_job_ids(json_t *v, json_t **ids, char **text, char *why, size_t whylen)
+{
+    size_t n = json_array_size(v);
+    if (!json_is_array(v) || n == 0 || n > JOB_CANCEL_MANY_MAX) {
+        snprintf(why, whylen, "job_ids must be an array of 1 to %d job ids", JOB_CANCEL_MANY_MAX);
+        return -1;
+    }
+    json_t *seen = json_object();
+    *ids = json_array();
+    char *out = malloc(n * UUID_STR_LEN + 1), *p = out;
+    if (!out)
+        abort();
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        const char *s = json_string_value(e);
+        if (!s || !uuid_valid(s)) {
+            snprintf(why, whylen, "job_ids[%zu] must be a UUID", i);
+            json_decref(seen);
+            json_decref(*ids);
+            *ids = NULL;
+            free(out);
+            return -1;
+        }
+        char id[UUID_STR_LEN];
+        for (int k = 0; k < UUID_STR_LEN; k++)
+            id[k] = (char)tolower((unsigned char)s[k]);
+        if (json_object_get(seen, id))
+            continue; /* asked twice: answered once */
+        json_object_set_new(seen, id, json_true());
+        json_array_append_new(*ids, json_string(id));
+        p += sprintf(p, "%s%s", p == out ? "" : ",", id);
+    }
+    json_decref(seen);
+    *text = out;
+    return 0;
+}
+
+/* filter: {"status": [...], "created_before": "...", "created_after": "..."} */
+static int s_filter(json_t *f, msg_job_cancel_many_request_t *b, char *why, size_t whylen)
+{
+    if (!json_is_object(f)) {
+        snprintf(why, whylen, "filter must be an object");
+        return -1;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(f, key, val)
+    {
+        if (!strcmp(key, "status")) {
+            size_t n = json_array_size(val), i;
+            if (!json_is_array(val) || n == 0) {
+                snprintf(why, whylen, "filter.status must be a non-empty array of statuses");
+                return -1;
+            }
+            char list[160] = "";
+            json_t *e;
+            json_array_foreach(val, i, e)
+            {
+                const char *s = json_string_value(e);
+                job_status_t st;
+                if (!s || job_status_parse(s, json_string_length(e), &st) < 0
+                    || strlen(list) + 20 >= sizeof list) {
+                    snprintf(why, whylen,
+                             "filter.status[%zu] must be pending, processing, completed, failed or "
+                             "user_cancelled",
+                             i);
+                    return -1;
+                }
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                         list[0] ? "," : "", job_status_name(st));
+            }
+            msg_set_str(&b->statuses, list);
+        } else if (!strcmp(key, "created_before") || !strcmp(key, "created_after")) {
+            const char *s = json_string_value(val);
+            if (!s || !*s || json_string_length(val) > 64) {
+                snprintf(why, whylen, "filter.%s must be a timestamp (ISO 8601)", key);
+                return -1;
+            }
+            msg_set_str(!strcmp(key, "created_before") ? &b->created_before : &b->created_after, s);
+        } else {
+            char buf[NAME_SHOWN + 4];
+            snprintf(why, whylen, "unknown field \"filter.%s\"", s_shown(key, buf));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+msg_t *http_input_cancel_many(const http_request_t *rq, json_t **ids, char *why, size_t whylen)
+{
+    *ids = NULL;
+    if (s_blank(rq->body, rq->body_len)) {
+        snprintf(why, whylen, "request body must be a JSON object with job_ids or filter");
+        return NULL;
+    }
+    json_t *doc = s_parse_object(rq, why, whylen);
+    if (!doc)
+        return NULL;
+    msg_t *m = msg_new(MSG_JOB_CANCEL_MANY_REQUEST);
+    msg_job_cancel_many_request_t *b = &m->job_cancel_many_request;
+    b->mode = CANCEL_MODE_IMMEDIATE;
+    json_t *job_ids = NULL, *filter = NULL;
+    const char *key;
+    json_t *val;
+    int rc = 0;
+    json_object_foreach(doc, key, val)
+    {
+        if (!strcmp(key, "job_ids"))
+            job_ids = val;
+        else if (!strcmp(key, "filter"))
+            filter = val;
+        else if (!strcmp(key, "mode"))
+            rc = s_mode_of(val, &b->mode, why, whylen);
+        else if (!strcmp(key, "dry_run")) {
+            if (!json_is_boolean(val)) {
+                snprintf(why, whylen, "dry_run must be true or false");
+                rc = -1;
+            }
+            b->dry_run = json_is_true(val);
+        } else {
+            char buf[NAME_SHOWN + 4];
+            snprintf(why, whylen, "unknown field \"%s\"", s_shown(key, buf));
+            rc = -1;
+        }
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0 && !job_ids == !filter) {
+        snprintf(why, whylen, "give either job_ids or filter");
+        rc = -1;
+    }
+    if (rc == 0 && job_ids)
+        rc = s_job_ids(job_ids, ids, &b->job_ids, why, whylen);
+    if (rc == 0 && filter)
+        rc = s_filter(filter, b, why, whylen);
+    json_decref(doc);
+    if (rc < 0) {
+        msg_destroy(&m);
+        json_decref(*ids);
+        *ids = NULL;
+    }
+    return m;
 }

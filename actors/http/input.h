@@ -7,6 +7,7 @@
 #ifndef IMAGEJOBS_HTTP_INPUT_H
 #define IMAGEJOBS_HTTP_INPUT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,12 @@ msg_t *http_input_job(const http_request_t *rq, char job_id[UUID_STR_LEN], uint6
  * {"mode": ...} (immediate when absent). 0, or -1 with the reason in why
  * for anything else. */
 int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *why, size_t whylen);
+
+/* Checks the body of POST /api/jobs/cancel (docs/api.md) and builds the
+ * store's request (received_at_us, reason and cancelled_by left to the
+ * caller); *ids gets the job ids asked for, in order, each once (NULL for
+ * a filter). NULL with the reason in why (a 400). */
+msg_t *http_input_cancel_many(const http_request_t *rq, json_t **ids, char *why, size_t whylen);
 
 /* Drops a UTF-8 sequence cut short at the end of s (by truncation). */
 void http_utf8_trim(char *s);

@@ -15,6 +15,7 @@
 #include "runtime/log.h"
 #include "runtime/names.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,6 +46,37 @@ static const char *s_check_work(msg_work_available_t *w)
         return "job id is not a UUID";
     redis_lowercase(w->job_id);
     if (!w->origin || !redis_instance_valid(w->origin, strlen(w->origin)))
+        return "bad origin";
+    return NULL;
+}
+
+/* A cancel of many: ids that are UUIDs (lowercased here), comma-separated,
+ * at most JOB_CANCEL_MANY_MAX; otherwise as a single cancel. */
+static const char *s_check_cancel_many(msg_job_cancel_many_t *c)
+{
+    if (!c->job_ids || !*c->job_ids)
+        return "no job ids";
+    size_t n = 0;
+    for (char *p = c->job_ids; *p; n++) {
+        size_t k = strcspn(p, ",");
+        char id[UUID_STR_LEN];
+        if (k != UUID_STR_LEN - 1 || n >= JOB_CANCEL_MANY_MAX)
+            return "job ids are not a list of UUIDs";
+        memcpy(id, p, k);
+        id[k] = '\0';
+        if (!uuid_valid(id))
+            return "job ids are not a list of UUIDs";
+        for (size_t i = 0; i < k; i++)
+            p[i] = (char)tolower((unsigned char)p[i]);
+        p += k;
+        if (*p == ',' && !*++p)
+            return "job ids end in a comma";
+    }
+    if (c->mode == CANCEL_MODE_NONE)
+        return "mode none";
+    if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
+        return "requested_at_us out of range";
+    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
         return "bad origin";
     return NULL;
 }
@@ -151,6 +183,7 @@ static char **s_work_origin(msg_t *m)
     {                                                                                              \
         return &m->name.origin;                                                                    \
     }
+S_BRIDGED(job_cancel_many, s_check_cancel_many)
 S_BRIDGED(job_event, s_check_event)
 S_BRIDGED(job_progress, s_check_progress)
 S_BRIDGED(job_preview, s_check_preview)
@@ -161,6 +194,8 @@ static const bridge_t s_bridges[] = {
      PAYLOAD_MAX},
     {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin,
      PAYLOAD_MAX},
+    {REDIS_CANCEL_MANY_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL_MANY, s_check_job_cancel_many_msg,
+     s_job_cancel_many_origin, EVENT_PAYLOAD_MAX},
     {REDIS_EVENTS_CHANNEL, TOPIC_JOB_EVENT, MSG_JOB_EVENT, s_check_job_event_msg,
      s_job_event_origin, EVENT_PAYLOAD_MAX},
     {REDIS_PROGRESS_CHANNEL, TOPIC_JOB_PROGRESS, MSG_JOB_PROGRESS, s_check_job_progress_msg,

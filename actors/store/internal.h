@@ -1,7 +1,8 @@
 /*
  * internal.h - the insides of the store actor, shared by its files and by
  * nothing else: store.c (the actor, the write side: jobs, claims, images,
- * stops, cancels) and reads.c (the read side: event reads, the job list).
+ * stops, cancels), batch.c (the cancel of many jobs) and reads.c (the read
+ * side: event reads, the job list).
  * The operations are the rows of queries.def; see store.c's header.
  */
 #ifndef IMAGEJOBS_STORE_INTERNAL_H
@@ -90,6 +91,7 @@ struct op {
     int64_t requested_at_us;
     char reason[16]; /* a cancel's reason and who asked, for a kept one */
     char by[128];
+    bool dry_run; /* a cancel of many that only says what it would do */
     pgpipe_group_t *group; /* until submitted */
 };
 
@@ -117,5 +119,7 @@ bool store_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *fi
 /* The read side's handlers (reads.c). */
 void store_on_events_read(actor_t *self, msg_t *msg);
 void store_on_job_list(actor_t *self, msg_t *msg);
+/* Cancel many (batch.c). */
+void store_on_cancel_many(actor_t *self, msg_t *msg);
 
 #endif

@@ -42,6 +42,7 @@ typedef struct pgpipe_group pgpipe_group_t;
 #define PGPIPE_UUID 2950
 #define PGPIPE_JSONB 3802
 #define PGPIPE_TEXT_ARRAY 1009
+#define PGPIPE_UUID_ARRAY 2951
 
 /* Limits of one group (they bound fixed arrays, not throughput). */
 #define PGPIPE_MAX_STMTS 8

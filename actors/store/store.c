@@ -769,6 +769,7 @@ static const actor_spec_t s_spec = {
             [MSG_LEASE_RENEW] = s_on_lease_renew,
             [MSG_JOB_EVENTS_READ] = store_on_events_read,
             [MSG_JOB_LIST] = store_on_job_list,
+            [MSG_JOB_CANCEL_MANY_REQUEST] = store_on_cancel_many,
         },
 };
 

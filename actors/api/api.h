@@ -1,0 +1,56 @@
+/*
+ * api.h - what the HTTP actor's route files share (actors/http.c, which
+ * owns the actor and the routing table, and the files of actors/api/): answering in
+ * the API's JSON, asking another actor for an exchange, checking an id.
+ * Nothing outside the HTTP actor includes it.
+ */
+#ifndef IMAGEJOBS_API_H
+#define IMAGEJOBS_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "actors/http.h"
+#include "actors/http/server.h"
+#include "messages/message.h"
+#include "runtime/actor.h"
+
+/* The actor's state (http.c). */
+typedef struct http_actor http_actor_t;
+
+/* The actor's configuration (strings owned by the actor). */
+const http_config_t *api_config(actor_t *self);
+
+/* Answers with doc (consumed) as the JSON body. */
+void api_json(http_exchange_t *x, int status, json_t *doc, const char *headers);
+
+/* Answers {"error": "<fmt...>"} with status. */
+void api_error(http_exchange_t *x, int status, const char *headers, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Answers a store or redis request that failed: no reply in time (503),
+ * an ERROR reply (-ENOENT: 404 not_found, -EINVAL: 400, -EAGAIN: 503
+ * "<service> unavailable"), or a reply of the wrong kind (500). */
+void api_backend_failed(http_exchange_t *x, int status, const msg_t *reply, const char *not_found,
+                        const char *service);
+
+/* The outcome of api_ask(): x is NULL when the client has gone meanwhile
+ * (the callback still runs, to free arg and finish side effects); status
+ * and reply are actor_request()'s. */
+typedef void (*http_reply_fn)(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
+                              void *arg);
+
+/* Sends *msgp (destroyed) to actor `to` for the exchange. On failure (the
+ * actor is not there) answers 503 and returns -1: cb will not run. */
+int api_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
+            void *arg, const char *service);
+
+/* Checks and lower-cases an id from the path. Answers 400 and returns false
+ * when it is missing or not a UUID. */
+bool api_check_id(http_exchange_t *x, char *id, const char *name);
+
+/* The cancel routes (actors/api/cancel.c). */
+void api_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+void api_jobs_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+
+#endif

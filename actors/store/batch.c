@@ -1,0 +1,135 @@
+/*
+ * batch.c - the cancel of many jobs (JOB_CANCEL_MANY_REQUEST, docs/api.md).
+ *
+ * By ids: one transaction (cancel_many, then the combinations nobody runs,
+ * then the jobs that end, then the events), whatever the number of jobs.
+ * By a filter: first the ids it matches (jobs_match, at most
+ * JOB_CANCEL_MANY_MAX, else -EINVAL), then the same transaction with them.
+ * Every job that was pending or processing gets what a single cancel gives
+ * it: the seed's Redis flag (JOB_CANCEL_RECORDED, one per job, for the
+ * redis actor), its events, and the generators' stop (the HTTP actor
+ * publishes one JOB_CANCEL_MANY once this reply is in).
+ */
+#include "config.h"
+
+#include "actors/store/internal.h"
+#include "actors/store/result.h"
+
+#include "messages/limits.h"
+#include "runtime/log.h"
+#include "runtime/names.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The cancel of ids ("{a,b,...}", a uuid[] literal), for from's caller
+ * and with its request's fields. */
+static void s_submit_cancel(store_t *st, const op_t *from, const char *ids)
+{
+    op_t *op = store_op_new(st, OP_cancel_many, NULL, NULL);
+    { /* the caller and the request's fields, from the first step (or the request) */
+        op->caller = from->caller;
+        op->mode = from->mode;
+        op->requested_at_us = from->requested_at_us;
+        op->dry_run = from->dry_run;
+        memcpy(op->reason, from->reason, sizeof op->reason);
+        memcpy(op->by, from->by, sizeof op->by);
+    }
+    pgpipe_param_str(op->group, ids);
+    pgpipe_param_str(op->group, cancel_mode_name(op->mode));
+    pgpipe_param_i64(op->group, op->requested_at_us);
+    pgpipe_param_str(op->group, op->reason);
+    pgpipe_param_str(op->group, op->by[0] ? op->by : NULL);
+    pgpipe_param_str(op->group, op->dry_run ? "true" : "false");
+    store_op_submit(op);
+}
+
+/* Fills op's cancel fields from the request. */
+static void s_take(op_t *op, const msg_job_cancel_many_request_t *b)
+{
+    op->mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
+    op->requested_at_us = b->received_at_us;
+    op->dry_run = b->dry_run;
+    snprintf(op->reason, sizeof op->reason, "%s", b->reason && *b->reason ? b->reason : "user");
+    snprintf(op->by, sizeof op->by, "%s", b->cancelled_by ? b->cancelled_by : "");
+}
+
+void store_on_cancel_many(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_cancel_many_request_t *b = &msg->job_cancel_many_request;
+    if (b->job_ids && *b->job_ids) {
+        /* "a,b,c" (checked by the HTTP actor; PostgreSQL checks again) */
+        size_t n = strlen(b->job_ids);
+        char *ids = malloc(n + 3);
+        if (!ids)
+            abort();
+        snprintf(ids, n + 3, "{%s}", b->job_ids);
+        op_t tmp = {0};
+        s_take(&tmp, b);
+        tmp.caller = actor_caller(msg);
+        s_submit_cancel(st, &tmp, ids);
+        free(ids);
+        return;
+    }
+    op_t *op = store_op_new(st, OP_jobs_match, msg, NULL);
+    s_take(op, b);
+    if (b->statuses && *b->statuses) {
+        char list[200];
+        snprintf(list, sizeof list, "{%s}", b->statuses);
+        pgpipe_param_str(op->group, list);
+    } else {
+        pgpipe_param_str(op->group, NULL);
+    }
+    pgpipe_param_str(op->group, b->created_before);
+    pgpipe_param_str(op->group, b->created_after);
+    store_op_submit(op);
+}
+
+void store_reply_jobs_match(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    int64_t n = PQntuples(res) == 1 ? store_i64(res, 0, 1) : -1;
+    if (n < 0) {
+        actor_reply_error(st->self, &op->caller, -EIO, "cancel match: no row returned");
+        return;
+    }
+    if (n > JOB_CANCEL_MANY_MAX) {
+        actor_reply_error(st->self, &op->caller, -EINVAL,
+                          "the filter matches more than %d jobs: narrow it", JOB_CANCEL_MANY_MAX);
+        return;
+    }
+    s_submit_cancel(st, op, store_val(res, 0, 0));
+}
+
+void store_reply_cancel_many(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -EIO, "cancel many: no row returned");
+        return;
+    }
+    msg_t *m = msg_new(MSG_JOB_CANCEL_MANY_RESULT);
+    msg_job_cancel_many_result_t *b = &m->job_cancel_many_result;
+    msg_set_str(&b->results, store_val(res, 0, 0));
+    b->matched = (uint64_t)store_i64(res, 0, 1);
+    msg_set_str(&b->cancelled, store_val(res, 0, 2));
+    /* the seed's flag of each job that got the cancel (the redis actor) */
+    for (const char *p = op->dry_run ? NULL : b->cancelled; p && *p;) {
+        size_t k = strcspn(p, ",");
+        char id[UUID_STR_LEN];
+        snprintf(id, sizeof id, "%.*s", (int)(k < sizeof id - 1 ? k : sizeof id - 1), p);
+        msg_t *ev = msg_new(MSG_JOB_CANCEL_RECORDED);
+        msg_set_str(&ev->job_cancel_recorded.job_id, id);
+        ev->job_cancel_recorded.mode = op->mode;
+        ev->job_cancel_recorded.requested_at_us = op->requested_at_us;
+        if (actor_publish(st->self, TOPIC_JOB_CANCEL_RECORDED, ev) < 0)
+            log_warn("cannot publish the cancel record of %s", id);
+        msg_destroy(&ev);
+        p += k;
+        p += *p == ',';
+    }
+    store_send_reply(st, op, &m);
+}
