@@ -35,7 +35,7 @@
 
 static const char s_preflight_headers[] = "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
                                           "Access-Control-Allow-Headers: Content-Type, "
-                                          "Last-Event-ID\r\n"
+                                          "Last-Event-ID, Idempotency-Key\r\n"
                                           "Access-Control-Max-Age: 86400\r\n";
 
 /* The actor's state. */
@@ -53,8 +53,8 @@ struct http_actor {
 #define STREAM_SNDBUF (64 * 1024)
 
 /* Request headers the routes read (http_request_t.kept, in this order). */
-enum { KEPT_LAST_EVENT_ID };
-static const char *const s_kept_headers[] = {"last-event-id", NULL};
+enum { KEPT_LAST_EVENT_ID, KEPT_IDEMPOTENCY_KEY };
+static const char *const s_kept_headers[] = {"last-event-id", "idempotency-key", NULL};
 
 const http_config_t *api_config(actor_t *self)
 {
@@ -116,6 +116,9 @@ void api_backend_failed(http_exchange_t *x, int status, const msg_t *reply, cons
             break;
         case -EAGAIN:
             api_error(x, 503, NULL, "%s unavailable", service);
+            break;
+        case -EEXIST:
+            api_error(x, 409, NULL, "%s", *why ? why : "conflict");
             break;
         default:
             log_warn("%s failed a request: %s (%lld)", service, why, (long long)reply->error.code);
@@ -208,12 +211,15 @@ static void s_job_created(actor_t *self, http_exchange_t *x, int status, msg_t *
     create_t *cx = arg;
     if (x && status == 0 && reply->type == MSG_JOB_CREATED) {
         const msg_job_created_t *r = &reply->job_created;
-        char location[96];
-        snprintf(location, sizeof location, "Location: /api/jobs/%s\r\n", cx->job_id);
-        json_t *doc = json_pack("{s:s,s:s,s:I}", "job_id", cx->job_id, "job_status",
+        /* a replayed Idempotency-Key names the job it made first */
+        const char *id = r->replayed && r->job_id ? r->job_id : cx->job_id;
+        char headers[160];
+        snprintf(headers, sizeof headers, "Location: /api/jobs/%s\r\n%s", id,
+                 r->replayed ? "Idempotent-Replayed: true\r\n" : "");
+        json_t *doc = json_pack("{s:s,s:s,s:I}", "job_id", id, "job_status",
                                 job_status_name(r->status), "total_images",
                                 (json_int_t)(r->total_images ? r->total_images : cx->total_images));
-        api_json(x, 201, doc, location);
+        api_json(x, 201, doc, headers);
     } else if (x) {
         api_backend_failed(x, status, reply, "Job not found", "database");
     }
@@ -232,6 +238,27 @@ static void s_job_create(actor_t *self, http_exchange_t *x, const http_request_t
         api_error(x, status, NULL, "%s", why);
         free(cx);
         return;
+    }
+    const char *key = rq->kept[KEPT_IDEMPOTENCY_KEY];
+    if (key) {
+        /* visible ASCII, as Stripe's and the IETF draft's keys are */
+        size_t n = strlen(key);
+        bool ok = n >= 1 && n <= 255;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = key[i] > 0x20 && key[i] < 0x7f;
+        if (!ok) {
+            msg_destroy(&m);
+            free(cx);
+            api_error(x, 400, NULL, "Idempotency-Key must be 1 to 255 visible ASCII characters");
+            return;
+        }
+        /* the same request, whatever its spacing or key order */
+        json_t *doc = json_loadb(rq->body, rq->body_len, 0, NULL);
+        char *canon = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(doc);
+        msg_set_str(&m->job_create.idempotency_key, key);
+        msg_set_str(&m->job_create.request_body, canon ? canon : "");
+        free(canon);
     }
     if (api_ask(self, x, api_config(self)->store, &m, s_job_created, cx, "database") < 0)
         free(cx);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* A job of one combination with that priority ("" for none). */
@@ -250,7 +251,7 @@ START_TEST(test_eta_and_queue_position_follow_the_work)
     inst_t *b = inst_start("B", "0", NULL);
     ck_assert_int_eq(api_stop(a->pid, 20), 0); /* nothing runs now */
     a->pid = 0;
-    char *one = inst_create(b, 2, 128, 10, 2), *two = inst_create(b, 1, 128, 10, 2);
+    char *one = inst_create(b, 2, 512, 50, 4), *two = inst_create(b, 1, 512, 50, 4);
     json_t *j1 = api_check_job(b->port, one), *j2 = api_check_job(b->port, two);
     ck_assert_int_eq(api_check_int(j1, "queue_position"), 0);
     ck_assert_int_eq(api_check_int(j2, "queue_position"), 2); /* one's two combinations first */
@@ -448,6 +449,73 @@ START_TEST(test_cancel_many_by_ids_and_by_filter)
 }
 END_TEST
 
+static api_response_t s_create_keyed(inst_t *in, const char *key, const char *body)
+{
+    char headers[400];
+    snprintf(headers, sizeof headers, "Content-Type: application/json\r\nIdempotency-Key: %s\r\n",
+             key);
+    return api_check_call(in->port, "POST", "/api/jobs", headers, body);
+}
+
+START_TEST(test_an_idempotency_key_makes_one_job)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "0", NULL), *b = inst_start("B", "0", NULL);
+    const char *body = "{\"prompt\":\"a red kite\",\"width\":64,\"height\":64,\"steps\":2}";
+    /* the same request, spelled otherwise */
+    const char *same =
+        "{ \"steps\": 2, \"height\": 64, \"width\": 64, \"prompt\": \"a red kite\" }";
+    api_response_t r1 = s_create_keyed(a, "order-1234", body);
+    ck_assert_int_eq(r1.status, 201);
+    const char *id = api_check_str(r1.json, "job_id");
+    api_response_t r2 = s_create_keyed(b, "order-1234", same); /* another instance */
+    ck_assert_msg(r2.status == 201, "replay: %d %s", r2.status, r2.body);
+    ck_assert_str_eq(api_check_str(r2.json, "job_id"), id);
+    char v[64];
+    ck_assert_str_eq(api_header(&r2, "idempotent-replayed", v, sizeof v), "true");
+    ck_assert_ptr_null(api_header(&r1, "idempotent-replayed", v, sizeof v));
+    api_response_free(&r2);
+    /* another body with the key: refused */
+    api_response_t r3 = s_create_keyed(a, "order-1234", "{\"prompt\":\"a blue kite\"}");
+    ck_assert_msg(r3.status == 409, "conflict: %d %s", r3.status, r3.body);
+    ck_assert_ptr_nonnull(strstr(api_check_str(r3.json, "error"), "Idempotency-Key"));
+    api_response_free(&r3);
+    /* one job in all, and another key makes another */
+    json_t *ids = json_array();
+    s_list_all(a, "", ids);
+    ck_assert_int_eq(json_array_size(ids), 1);
+    json_decref(ids);
+    api_response_t r4 = s_create_keyed(a, "order-1235", body);
+    ck_assert_int_eq(r4.status, 201);
+    ck_assert_str_ne(api_check_str(r4.json, "job_id"), id);
+    api_response_free(&r4);
+    /* many at once through both instances: still one job for the key */
+    enum { N = 8 };
+    pid_t kids[N];
+    for (int i = 0; i < N; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            api_response_t r = s_create_keyed(i % 2 ? a : b, "burst-1", body);
+            _exit(r.status == 201 ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a concurrent create was refused");
+    }
+    ids = json_array();
+    s_list_all(a, "", ids);
+    ck_assert_int_eq(json_array_size(ids), 3);
+    json_decref(ids);
+    api_response_t bad = s_create_keyed(a, "", body);
+    ck_assert_int_eq(bad.status, 400);
+    api_response_free(&bad);
+    api_response_free(&r1);
+    inst_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -459,6 +527,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_eta_and_queue_position_follow_the_work);
     tcase_add_test(tc, test_a_cancel_records_who_and_why);
     tcase_add_test(tc, test_cancel_many_by_ids_and_by_filter);
+    tcase_add_test(tc, test_an_idempotency_key_makes_one_job);
     suite_add_tcase(s, tc);
     return s;
 }

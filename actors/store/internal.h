@@ -1,7 +1,7 @@
 /*
  * internal.h - the insides of the store actor, shared by its files and by
  * nothing else: store.c (the actor, the write side: jobs, claims, images,
- * stops, cancels), batch.c (the cancel of many jobs) and reads.c (the read
+ * stops, cancels), create.c (a job's creation), batch.c (the cancel of many jobs) and reads.c (the read
  * side: event reads, the job list).
  * The operations are the rows of queries.def; see store.c's header.
  */
@@ -92,6 +92,7 @@ struct op {
     char reason[16]; /* a cancel's reason and who asked, for a kept one */
     char by[128];
     bool dry_run; /* a cancel of many that only says what it would do */
+    char *key, *body; /* a create's Idempotency-Key and canonical body (owned) */
     pgpipe_group_t *group; /* until submitted */
 };
 
@@ -109,6 +110,10 @@ op_t *store_op_new(store_t *st, int kind, const msg_t *req, const char *job_id);
  * it is under way, else answered -EAGAIN at once. */
 void store_op_submit(op_t *op);
 
+/* For a reply of an operation with Q_OWN_ERRORS: answers op with its failed
+ * statement's error and returns true, when it failed. */
+bool store_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r);
+
 /* Sends m (consumed) to op's caller. */
 void store_send_reply(store_t *st, const op_t *op, msg_t **m);
 
@@ -119,6 +124,8 @@ bool store_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *fi
 /* The read side's handlers (reads.c). */
 void store_on_events_read(actor_t *self, msg_t *msg);
 void store_on_job_list(actor_t *self, msg_t *msg);
+/* Create a job, once per Idempotency-Key (create.c). */
+void store_on_job_create(actor_t *self, msg_t *msg);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 

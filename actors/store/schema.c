@@ -266,6 +266,15 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "  WHERE t.status IN ('pending', 'processing') AND x.cancel_requested_at IS NULL"
     "    AND (t.status = 'processing' OR x.id = j.id OR t.priority > j.priority"
     "         OR (t.priority = j.priority AND (t.created_at, t.job_id) < (j.created_at, j.id)))$$;",
+
+    /* 4: idempotent create (docs/api.md): an Idempotency-Key names one job
+     * for 24 hours, with the hash of the request it came with */
+    "CREATE TABLE idempotency_keys ("
+    "  key text PRIMARY KEY,"
+    "  body_hash bytea NOT NULL,"
+    "  job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  created_at timestamptz NOT NULL DEFAULT clock_timestamp());"
+    "CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);",
 };
 
 static void s_quiet(void *arg, const char *message) {}

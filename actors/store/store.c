@@ -78,7 +78,7 @@ static void s_maybe_stopped(store_t *st)
 /* Answers op with its failed statement's error; true if it had one. A
  * group cut short without an error (fewer results than statements) counts
  * as a lost connection. */
-static bool s_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+bool store_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     if (r->error) {
         char msg[300];
@@ -98,6 +98,13 @@ static bool s_op_failed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
     return false;
 }
 
+static void s_op_free(op_t *op)
+{
+    free(op->key);
+    free(op->body);
+    free(op);
+}
+
 /* pgpipe's callback: every operation ends here, answered exactly once. */
 static bool s_keep(store_t *st, const op_t *op);
 
@@ -111,13 +118,13 @@ static void s_op_done(pgpipe_t *p, const pgpipe_reply_t *r, void *arg)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: the store is stopping", op->q->what);
     else if (r->status < 0)
         actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: %s", op->q->what, r->reason);
-    else if ((op->q->flags & Q_OWN_ERRORS) || !s_op_failed(st, op, r)) {
+    else if ((op->q->flags & Q_OWN_ERRORS) || !store_op_failed(st, op, r)) {
         /* committed: its events go out (docs/events.md) */
         if (op->q->stmts[op->q->nstmts - 1] == ST_events_number && r->nresults == r->nstmts)
             store_events_publish(st->self, r->results[r->nstmts - 1]);
         op->q->reply(st, op, r);
     }
-    free(op);
+    s_op_free(op);
     s_maybe_stopped(st);
 }
 
@@ -147,13 +154,13 @@ void store_op_submit(op_t *op)
     if (pgpipe_submit(st->pipe, &op->group) == 0)
         return;
     if ((op->q->flags & Q_KEEP) && s_keep(st, op)) { /* the group went with the submit */
-        free(op);
+        s_op_free(op);
         return;
     }
     const char *why = pgpipe_last_error(st->pipe);
     actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: PostgreSQL unavailable (%s)",
                       op->q->what, why[0] ? why : "connecting");
-    free(op);
+    s_op_free(op);
 }
 
 /* Sends m (consumed) to op's caller. */
@@ -187,64 +194,6 @@ static bool s_refuse_if(store_t *st, const msg_t *req, bool bad, int code, const
 }
 
 /* ---------------------------------------------------------------- handlers */
-
-/* JOB_CREATE -> JOB_CREATED, then WORK_AVAILABLE on the bus */
-
-static void s_on_job_create(actor_t *self, msg_t *msg)
-{
-    store_t *st = actor_state(self);
-    msg_job_create_t *b = &msg->job_create;
-    actor_caller_t to = actor_caller(msg);
-    char id[UUID_STR_LEN], why[200];
-    size_t n = 0;
-    if (b->job_id && *b->job_id) {
-        if (store_bad_uuid(st, msg, b->job_id, "job_id"))
-            return;
-        snprintf(id, sizeof id, "%s", b->job_id);
-    } else if (uuid_v4(id) < 0) {
-        actor_reply_error(self, &to, -EAGAIN, "cannot make a job id: %s", strerror(errno));
-        return;
-    }
-    if (store_check_job(b, &n, why, sizeof why) < 0) {
-        actor_reply_error(self, &to, -EINVAL, "%s", why);
-        return;
-    }
-    op_t *op = store_op_new(st, OP_job_create, msg, id);
-    pgpipe_param_str(op->group, id);
-    pgpipe_param_str(op->group, b->prompt);
-    pgpipe_param_str(op->group, b->combinations);
-    pgpipe_param_u64(op->group, b->images_per_combination);
-    pgpipe_param_u64(op->group, b->width);
-    pgpipe_param_u64(op->group, b->height);
-    pgpipe_param_u64(op->group, b->steps);
-    pgpipe_param_i64(op->group, b->priority);
-    store_op_submit(op);
-}
-
-void store_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *r)
-{
-    const PGresult *res = r->results[0];
-    if (PQntuples(res) != 1) {
-        actor_reply_error(st->self, &op->caller, -EIO, "job create: no row returned");
-        return;
-    }
-    msg_t *m = msg_new(MSG_JOB_CREATED);
-    msg_set_str(&m->job_created.job_id, store_val(res, 0, 0));
-    if (store_status(res, 0, 1, &m->job_created.status) < 0) {
-        msg_destroy(&m);
-        actor_reply_error(st->self, &op->caller, -EIO, "job create: unknown status");
-        return;
-    }
-    m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
-    store_send_reply(st, op, &m);
-
-    /* local generators wake now; the redis actor tells other instances */
-    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
-    msg_set_str(&ev->work_available.job_id, op->job_id);
-    if (actor_publish(st->self, TOPIC_WORK, ev) < 0)
-        log_warn("cannot publish work for %s", op->job_id);
-    msg_destroy(&ev);
-}
 
 /* JOB_GET -> JOB_JSON */
 
@@ -379,7 +328,7 @@ void store_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_rep
     msg_job_cancel_result_t *b = &m->job_cancel_result;
     msg_set_str(&b->job_id, op->job_id);
     /* a processing job with no combination running ended right here */
-    const PGresult *fin = r->results[2];
+    const PGresult *fin = r->results[3]; /* job_finish */
     if (store_status(res, 0, 0, &b->prior_status) < 0
         || (PQntuples(fin) == 1 ? store_status(fin, 0, 0, &b->status)
                                 : store_status(res, 0, 1, &b->status))
@@ -758,7 +707,7 @@ static const actor_spec_t s_spec = {
     .fini = s_fini,
     .handlers =
         {
-            [MSG_JOB_CREATE] = s_on_job_create,
+            [MSG_JOB_CREATE] = store_on_job_create,
             [MSG_JOB_GET] = s_on_job_get,
             [MSG_JOB_CANCEL_REQUEST] = s_on_job_cancel,
             [MSG_ATTACHMENT_GET] = s_on_attachment_get,

@@ -1,0 +1,143 @@
+/*
+ * create.c - a job's creation (JOB_CREATE -> JOB_CREATED), once per
+ * Idempotency-Key.
+ *
+ * With a key, the key's row goes in with the job, in the same statement: a
+ * key already taken (within its 24 hours) makes the statement fail with a
+ * unique violation, whichever instance took it first, and the create then
+ * answers from the key's job: the same job for the same request, -EEXIST
+ * (HTTP 409) for another. The job is made once, whatever the races.
+ */
+#include "config.h"
+
+#include "actors/store/check.h"
+#include "actors/store/internal.h"
+#include "actors/store/result.h"
+
+#include "runtime/log.h"
+#include "runtime/names.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *s_dup(const char *s)
+{
+    char *p = s ? strdup(s) : NULL;
+    if (s && !p)
+        abort();
+    return p;
+}
+
+void store_on_job_create(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_create_t *b = &msg->job_create;
+    actor_caller_t to = actor_caller(msg);
+    char id[UUID_STR_LEN], why[200];
+    size_t n = 0;
+    if (b->job_id && *b->job_id) {
+        if (store_bad_uuid(st, msg, b->job_id, "job_id"))
+            return;
+        snprintf(id, sizeof id, "%s", b->job_id);
+    } else if (uuid_v4(id) < 0) {
+        actor_reply_error(self, &to, -EAGAIN, "cannot make a job id: %s", strerror(errno));
+        return;
+    }
+    if (store_check_job(b, &n, why, sizeof why) < 0) {
+        actor_reply_error(self, &to, -EINVAL, "%s", why);
+        return;
+    }
+    bool keyed = b->idempotency_key && *b->idempotency_key;
+    op_t *op = store_op_new(st, OP_job_create, msg, id);
+    if (keyed) {
+        op->key = s_dup(b->idempotency_key);
+        op->body = s_dup(b->request_body ? b->request_body : "");
+    }
+    pgpipe_param_str(op->group, id);
+    pgpipe_param_str(op->group, b->prompt);
+    pgpipe_param_str(op->group, b->combinations);
+    pgpipe_param_u64(op->group, b->images_per_combination);
+    pgpipe_param_u64(op->group, b->width);
+    pgpipe_param_u64(op->group, b->height);
+    pgpipe_param_u64(op->group, b->steps);
+    pgpipe_param_i64(op->group, b->priority);
+    pgpipe_param_str(op->group, op->key);
+    pgpipe_param_str(op->group, op->body ? op->body : "");
+    store_op_submit(op);
+}
+
+/* The create failed because its key is taken. */
+static bool s_key_taken(const op_t *op, const pgpipe_reply_t *r)
+{
+    if (!op->key || !r->error)
+        return false;
+    const char *state = PQresultErrorField(r->error, PG_DIAG_SQLSTATE);
+    const char *constraint = PQresultErrorField(r->error, PG_DIAG_CONSTRAINT_NAME);
+    return state && strcmp(state, "23505") == 0 && constraint
+           && strcmp(constraint, "idempotency_keys_pkey") == 0;
+}
+
+void store_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    if (s_key_taken(op, r)) {
+        /* a new statement: its snapshot sees the row of whoever took the key */
+        op_t *look = store_op_new(st, OP_idempotency_lookup, NULL, NULL);
+        look->caller = op->caller;
+        pgpipe_param_str(look->group, op->key);
+        pgpipe_param_str(look->group, op->body);
+        store_op_submit(look);
+        return;
+    }
+    if (store_op_failed(st, op, r))
+        return;
+    const PGresult *res = r->results[1];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -EIO, "job create: no row returned");
+        return;
+    }
+    msg_t *m = msg_new(MSG_JOB_CREATED);
+    msg_set_str(&m->job_created.job_id, store_val(res, 0, 0));
+    if (store_status(res, 0, 1, &m->job_created.status) < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "job create: unknown status");
+        return;
+    }
+    m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
+    store_send_reply(st, op, &m);
+
+    /* local generators wake now; the redis actor tells other instances */
+    msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+    msg_set_str(&ev->work_available.job_id, op->job_id);
+    if (actor_publish(st->self, TOPIC_WORK, ev) < 0)
+        log_warn("cannot publish work for %s", op->job_id);
+    msg_destroy(&ev);
+}
+
+void store_reply_idempotency_lookup(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) != 1) {
+        /* taken, then expired or its job deleted in between: rare; a retry works */
+        actor_reply_error(st->self, &op->caller, -EAGAIN,
+                          "the Idempotency-Key changed hands meanwhile: retry");
+        return;
+    }
+    const char *same = store_val(res, 0, 3);
+    if (!same || strcmp(same, "t") != 0) {
+        actor_reply_error(st->self, &op->caller, -EEXIST,
+                          "Idempotency-Key already used with a different request");
+        return;
+    }
+    msg_t *m = msg_new(MSG_JOB_CREATED);
+    msg_set_str(&m->job_created.job_id, store_val(res, 0, 0));
+    if (store_status(res, 0, 1, &m->job_created.status) < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "job create: unknown status");
+        return;
+    }
+    m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
+    m->job_created.replayed = true;
+    store_send_reply(st, op, &m);
+}
