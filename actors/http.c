@@ -524,6 +524,7 @@ static const route_t s_routes[] = {
     {"/api/jobs/cancel", "POST, OPTIONS", NULL, api_jobs_cancel}, /* before /api/jobs/{id} */
     {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
     {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, api_job_cancel},
+    {"/api/jobs/*/resume", "POST, OPTIONS", NULL, api_job_resume},
     {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},
     {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL},
     {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL},

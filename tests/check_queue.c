@@ -14,6 +14,7 @@
 
 #include <check.h>
 #include <hiredis/hiredis.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -516,6 +517,111 @@ START_TEST(test_an_idempotency_key_makes_one_job)
 }
 END_TEST
 
+static int s_resume(inst_t *in, const char *id, api_response_t *out)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/resume", id);
+    *out = api_check_call(in->port, "POST", path, NULL, NULL);
+    return out->status;
+}
+
+/* The PNG of (combination, index) among the images of jobs a and b. */
+static char *s_png(PGconn *db, const char *a, const char *b, int comb, int index, size_t *len,
+                   int *copies)
+{
+    char ci[16], ii[16];
+    snprintf(ci, sizeof ci, "%d", comb);
+    snprintf(ii, sizeof ii, "%d", index);
+    const char *params[] = {a, b ? b : a, ci, ii};
+    PGresult *r = PQexecParams(db,
+                               "SELECT bytes FROM attachments WHERE job_id IN ($1, $2) AND "
+                               "combination = $3::int AND image_index = $4::int",
+                               4, NULL, params, NULL, NULL, 1);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    *copies = PQntuples(r);
+    char *out = NULL;
+    if (*copies) {
+        *len = (size_t)PQgetlength(r, 0, 0);
+        out = malloc(*len);
+        memcpy(out, PQgetvalue(r, 0, 0), *len);
+    }
+    PQclear(r);
+    return out;
+}
+
+START_TEST(test_resume_makes_what_the_cancel_left_byte_for_byte)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "2", NULL);
+    enum { COMBOS = 2, PER = 32 };
+    char *whole = inst_create(a, COMBOS, 128, 20, PER); /* never cancelled: the reference */
+    json_decref(api_check_wait_final(a->port, whole, 120, 20));
+    char *cut = inst_create(a, COMBOS, 128, 20, PER); /* the same request */
+    for (int i = 0; i < 6000; i++) {
+        json_t *j = api_check_job(a->port, cut);
+        bool go = api_check_int(j, "completed_images") >= 3;
+        json_decref(j);
+        if (go)
+            break;
+        usleep(5000);
+    }
+    s_cancel(a, cut);
+    json_t *job = api_check_wait_final(a->port, cut, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    json_int_t made = api_check_int(job, "completed_images");
+    ck_assert_int_lt(made, COMBOS * PER);
+    json_decref(job);
+
+    api_response_t r;
+    ck_assert_int_eq(s_resume(a, cut, &r), 201);
+    char *rest = strdup(api_check_str(r.json, "job_id"));
+    ck_assert_int_eq(api_check_int(r.json, "total_images"), COMBOS * PER - made);
+    ck_assert_str_eq(api_check_str(r.json, "resumed_from"), cut);
+    api_response_free(&r);
+    job = api_check_wait_final(a->port, rest, 120, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), COMBOS * PER - made);
+    ck_assert_str_eq(api_check_str(job, "resumed_from"), cut);
+    json_decref(job);
+    job = api_check_job(a->port, cut);
+    ck_assert_str_eq(api_check_str(job, "resumed_by"), rest);
+    json_decref(job);
+
+    /* the two together are the uncancelled job, image for image, byte for byte */
+    PGconn *db = api_check_db(inst_conninfo);
+    for (int c = 0; c < COMBOS; c++)
+        for (int i = 0; i < PER; i++) {
+            size_t n1 = 0, n2 = 0;
+            int k1, k2;
+            char *want = s_png(db, whole, NULL, c, i, &n1, &k1);
+            char *got = s_png(db, cut, rest, c, i, &n2, &k2);
+            ck_assert_msg(k1 == 1 && k2 == 1, "image %d/%d: %d in the reference, %d resumed", c, i,
+                          k1, k2);
+            ck_assert_msg(n1 == n2 && memcmp(want, got, n1) == 0,
+                          "image %d/%d differs from the uncancelled job's", c, i);
+            free(want);
+            free(got);
+        }
+    PQfinish(db);
+
+    /* once only; not a finished or running job; not an unknown one */
+    ck_assert_int_eq(s_resume(a, cut, &r), 409);
+    ck_assert_str_eq(api_check_str(r.json, "resumed_by"), rest);
+    api_response_free(&r);
+    ck_assert_int_eq(s_resume(a, whole, &r), 409);
+    ck_assert_ptr_nonnull(strstr(api_check_str(r.json, "error"), "completed"));
+    api_response_free(&r);
+    ck_assert_int_eq(s_resume(a, "2b0d6a76-3a0e-4d36-9a51-5f3c1e8a0c11", &r), 404);
+    api_response_free(&r);
+    ck_assert_int_eq(s_resume(a, "nope", &r), 400);
+    api_response_free(&r);
+    free(whole);
+    free(cut);
+    free(rest);
+    inst_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -528,6 +634,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_a_cancel_records_who_and_why);
     tcase_add_test(tc, test_cancel_many_by_ids_and_by_filter);
     tcase_add_test(tc, test_an_idempotency_key_makes_one_job);
+    tcase_add_test(tc, test_resume_makes_what_the_cancel_left_byte_for_byte);
     suite_add_tcase(s, tc);
     return s;
 }

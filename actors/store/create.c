@@ -1,6 +1,7 @@
 /*
  * create.c - a job's creation (JOB_CREATE -> JOB_CREATED), once per
- * Idempotency-Key.
+ * Idempotency-Key, and a job made from what a cancelled or failed one left
+ * (JOB_RESUME -> JOB_RESUMED).
  *
  * With a key, the key's row goes in with the job, in the same statement: a
  * key already taken (within its 24 hours) makes the statement fail with a
@@ -140,4 +141,50 @@ void store_reply_idempotency_lookup(store_t *st, const op_t *op, const pgpipe_re
     m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
     m->job_created.replayed = true;
     store_send_reply(st, op, &m);
+}
+
+/* JOB_RESUME -> JOB_RESUMED (docs/api.md) */
+
+void store_on_job_resume(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_job_resume_t *b = &msg->job_resume;
+    if (store_bad_uuid(st, msg, b->job_id, "job_id")
+        || store_bad_uuid(st, msg, b->new_id, "new_id"))
+        return;
+    op_t *op = store_op_new(st, OP_job_resume, msg, b->new_id);
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_str(op->group, b->new_id);
+    store_op_submit(op);
+}
+
+void store_reply_job_resumed(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "Job not found");
+        return;
+    }
+    msg_t *m = msg_new(MSG_JOB_RESUMED);
+    msg_job_resumed_t *b = &m->job_resumed;
+    if (store_status(res, 0, 0, &b->prior_status) < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "job resume: unknown status");
+        return;
+    }
+    msg_set_str(&b->resumed_by, store_val(res, 0, 1));
+    msg_set_str(&b->job_id, store_val(res, 0, 2));
+    if (b->job_id) {
+        store_status(res, 0, 3, &b->status);
+        b->total_images = (uint64_t)store_i64(res, 0, 4);
+    }
+    bool made = b->job_id != NULL;
+    store_send_reply(st, op, &m);
+    if (made) { /* its combinations can be claimed now, here and elsewhere */
+        msg_t *ev = msg_new(MSG_WORK_AVAILABLE);
+        msg_set_str(&ev->work_available.job_id, op->job_id);
+        if (actor_publish(st->self, TOPIC_WORK, ev) < 0)
+            log_warn("cannot publish work for %s", op->job_id);
+        msg_destroy(&ev);
+    }
 }

@@ -126,6 +126,7 @@ void store_on_events_read(actor_t *self, msg_t *msg);
 void store_on_job_list(actor_t *self, msg_t *msg);
 /* Create a job, once per Idempotency-Key (create.c). */
 void store_on_job_create(actor_t *self, msg_t *msg);
+void store_on_job_resume(actor_t *self, msg_t *msg);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 

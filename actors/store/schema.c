@@ -275,6 +275,13 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "  job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
     "  created_at timestamptz NOT NULL DEFAULT clock_timestamp());"
     "CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);",
+
+    /* 5: resume (docs/api.md): a resumed job's combinations start at the
+     * first image the original did not make */
+    "ALTER TABLE jobs ADD COLUMN resumed_from uuid REFERENCES jobs (id),"
+    "  ADD COLUMN resumed_by uuid REFERENCES jobs (id);"
+    "ALTER TABLE job_tasks ADD COLUMN start_index integer NOT NULL DEFAULT 0"
+    "  CHECK (start_index >= 0);",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -708,6 +708,7 @@ static const actor_spec_t s_spec = {
     .handlers =
         {
             [MSG_JOB_CREATE] = store_on_job_create,
+            [MSG_JOB_RESUME] = store_on_job_resume,
             [MSG_JOB_GET] = s_on_job_get,
             [MSG_JOB_CANCEL_REQUEST] = s_on_job_cancel,
             [MSG_ATTACHMENT_GET] = s_on_attachment_get,
