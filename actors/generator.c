@@ -236,6 +236,17 @@ static void s_on_cancel_many(actor_t *self, msg_t *msg)
         }
 }
 
+/* One combination cancelled on its own: ours if it is the one we run. The
+ * stop reports no cancel of the job (requested 0): the job goes on. */
+static void s_on_combination_cancel(actor_t *self, msg_t *msg)
+{
+    gen_actor_t *g = actor_state(self);
+    const msg_combination_cancel_t *c = &msg->combination_cancel;
+    if (!g->cfg.poll_mode && g->have_item && c->job_id && strcmp(c->job_id, g->item.job_id) == 0
+        && c->combination == g->item.combination)
+        s_cancel(g, c->mode, 0);
+}
+
 /* Redis reconnected: cancel events may have been lost; ask the store now. */
 static void s_on_recheck(actor_t *self, msg_t *msg)
 {
@@ -866,6 +877,7 @@ static const actor_spec_t s_spec = {
         {
             [MSG_JOB_CANCEL] = s_on_cancel_event,
             [MSG_JOB_CANCEL_MANY] = s_on_cancel_many,
+            [MSG_COMBINATION_CANCEL] = s_on_combination_cancel,
             [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_WORK_AVAILABLE] = s_on_work_event,
             [MSG_PREVIEW_WANTED] = s_on_preview_wanted,

@@ -525,6 +525,7 @@ static const route_t s_routes[] = {
     {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
     {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, api_job_cancel},
     {"/api/jobs/*/resume", "POST, OPTIONS", NULL, api_job_resume},
+    {"/api/jobs/*/combinations/*/cancel", "POST, OPTIONS", NULL, api_combination_cancel},
     {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},
     {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL},
     {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL},
@@ -532,17 +533,22 @@ static const route_t s_routes[] = {
     {"/readyz", "GET, HEAD, OPTIONS", s_readyz, NULL},
 };
 
-/* Matches path against pattern; the segment at '*' (possibly empty) goes to
- * id, cut to idlen - 1 bytes (too long for a UUID either way). */
+/* Matches path against pattern ('*': one segment, possibly empty); the
+ * segment at the first '*' goes to id, cut to idlen - 1 bytes (too long for
+ * a UUID either way). */
 static bool s_match(const char *pattern, const char *path, char *id, size_t idlen)
 {
     const char *p = pattern, *q = path;
+    bool captured = false;
     while (*p) {
         if (*p == '*') {
             size_t n = strcspn(q, "/");
             size_t keep = n < idlen ? n : idlen - 1;
-            memcpy(id, q, keep);
-            id[keep] = '\0';
+            if (!captured) { /* the first: the id; a route reads the others itself */
+                memcpy(id, q, keep);
+                id[keep] = '\0';
+                captured = true;
+            }
             p++;
             q += n;
         } else if (*p == *q) {

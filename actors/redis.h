@@ -55,6 +55,8 @@
 #define REDIS_EVENTS_CHANNEL "imagejobs:events"
 /* JOB_CANCEL_MANY: the cancel of many jobs in one message. */
 #define REDIS_CANCEL_MANY_CHANNEL "imagejobs:cancel_many"
+/* COMBINATION_CANCEL: one combination of a job stops, the others go on. */
+#define REDIS_COMBINATION_CANCEL_CHANNEL "imagejobs:combination_cancel"
 #define REDIS_PROGRESS_CHANNEL "imagejobs:progress"
 #define REDIS_PREVIEWS_CHANNEL "imagejobs:previews"
 #define REDIS_PREVIEW_WANTED_CHANNEL "imagejobs:preview_wanted"

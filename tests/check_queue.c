@@ -622,6 +622,79 @@ START_TEST(test_resume_makes_what_the_cancel_left_byte_for_byte)
 }
 END_TEST
 
+static int s_cancel_combination(inst_t *in, const char *id, const char *n, api_response_t *out)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/api/jobs/%s/combinations/%s/cancel", id, n);
+    *out = api_check_call(in->port, "POST", path, NULL, NULL);
+    return out->status;
+}
+
+START_TEST(test_one_combination_stops_the_others_go_on)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "2", NULL), *b = inst_start("B", "0", NULL);
+    /* two run (two generators), the third waits */
+    char *id = inst_create(a, 3, 64, 10, 24);
+    for (int i = 0; i < 6000; i++) {
+        json_t *j = api_check_job(a->port, id);
+        json_t *c1 = json_array_get(json_object_get(j, "combinations"), 1);
+        bool go = api_check_int(c1, "completed_images") >= 2;
+        json_decref(j);
+        if (go)
+            break;
+        usleep(5000);
+    }
+    api_response_t r;
+    /* the waiting one first (a generator freed by the other would take it) */
+    ck_assert_int_eq(s_cancel_combination(b, id, "2", &r), 200); /* through the other instance */
+    ck_assert_str_eq(api_check_str(r.json, "message"), "Combination cancelled before it started.");
+    api_response_free(&r);
+    ck_assert_int_eq(s_cancel_combination(b, id, "1", &r), 200);
+    ck_assert_msg(json_is_true(json_object_get(r.json, "success")), "%s", r.body);
+    ck_assert_int_eq(api_check_int(r.json, "combination"), 1);
+    ck_assert_str_eq(api_check_str(r.json, "current_status"), "processing");
+    api_response_free(&r);
+
+    json_t *job = api_check_wait_final(a->port, id, 120, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    json_t *combos = json_object_get(job, "combinations");
+    json_t *c0 = json_array_get(combos, 0), *c1 = json_array_get(combos, 1),
+           *c2 = json_array_get(combos, 2);
+    ck_assert_str_eq(api_check_str(c0, "status"), "completed");
+    ck_assert_int_eq(api_check_int(c0, "completed_images"), 24);
+    ck_assert_str_eq(api_check_str(c1, "status"), "cancelled");
+    json_int_t kept = api_check_int(c1, "completed_images");
+    ck_assert_int_ge(kept, 2);
+    ck_assert_int_lt(kept, 24);
+    ck_assert_ptr_nonnull(json_string_value(json_object_get(c1, "cancel_observed_at")));
+    ck_assert_ptr_nonnull(json_string_value(json_object_get(c1, "cancelled_by")));
+    ck_assert_str_eq(api_check_str(c2, "status"), "cancelled");
+    ck_assert_int_eq(api_check_int(c2, "completed_images"), 0);
+    /* the job was not cancelled; the images of the stopped combination are kept */
+    ck_assert(json_is_false(json_object_get(job, "cancel_requested")));
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 24 + kept);
+    ck_assert_int_eq(json_array_size(json_object_get(job, "generated_attach_ids")),
+                     (size_t)(24 + kept));
+    json_decref(job);
+
+    /* again: already ended; the job's other answers; errors */
+    ck_assert_int_eq(s_cancel_combination(a, id, "1", &r), 200);
+    ck_assert(json_is_false(json_object_get(r.json, "success")));
+    api_response_free(&r);
+    ck_assert_int_eq(s_cancel_combination(a, id, "7", &r), 404);
+    ck_assert_str_eq(api_check_str(r.json, "error"), "Combination not found");
+    api_response_free(&r);
+    ck_assert_int_eq(s_cancel_combination(a, id, "x", &r), 400);
+    api_response_free(&r);
+    ck_assert_int_eq(s_cancel_combination(a, "2b0d6a76-3a0e-4d36-9a51-5f3c1e8a0c11", "0", &r), 404);
+    ck_assert_str_eq(api_check_str(r.json, "error"), "Job not found");
+    api_response_free(&r);
+    free(id);
+    inst_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -635,6 +708,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_cancel_many_by_ids_and_by_filter);
     tcase_add_test(tc, test_an_idempotency_key_makes_one_job);
     tcase_add_test(tc, test_resume_makes_what_the_cancel_left_byte_for_byte);
+    tcase_add_test(tc, test_one_combination_stops_the_others_go_on);
     suite_add_tcase(s, tc);
     return s;
 }

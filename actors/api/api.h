@@ -52,6 +52,7 @@ bool api_check_id(http_exchange_t *x, char *id, const char *name);
 /* The cancel routes (actors/api/cancel.c). */
 void api_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
 void api_jobs_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+void api_combination_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
 
 /* POST /api/jobs/{id}/resume (actors/api/resume.c). */
 void api_job_resume(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);

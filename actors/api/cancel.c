@@ -1,18 +1,21 @@
 /*
  * cancel.c - the cancel routes: the seed's cancel of one job
- * (POST /api/jobs/{id}/cancel, docs/cancel.md) and the cancel of many, by
+ * (POST /api/jobs/{id}/cancel, docs/cancel.md), the cancel of many, by
  * ids or by a filter (POST /api/jobs/cancel, docs/api.md), whose answer
- * holds the seed's answer for each job.
+ * holds the seed's answer for each job, and the cancel of one combination
+ * (POST /api/jobs/{id}/combinations/{n}/cancel).
  */
 #include "config.h"
 
 #include "actors/api/api.h"
 #include "actors/http/input.h"
 
+#include "messages/limits.h"
 #include "runtime/log.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,5 +271,136 @@ void api_jobs_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq
     if (api_ask(self, x, api_config(self)->store, &m, s_many_cancelled, mx, "database") < 0) {
         json_decref(mx->ids);
         free(mx);
+    }
+}
+
+/* ------------------------------------------------------------ one combination */
+
+typedef struct {
+    char job_id[UUID_STR_LEN];
+    uint64_t combination;
+    cancel_mode_t mode;
+    int64_t received_at_us;
+} comb_t;
+
+/* The generator holding the combination stops now, here or elsewhere. Sent
+ * once the store has marked it (unlike a job's cancel, which goes out at
+ * once): the answer then tells this cancel from the stop it causes. A lost
+ * event is covered by the mark, which the generator reads at its next
+ * recording or lease renewal. */
+static void s_publish_combination(actor_t *self, const comb_t *cx, cancel_mode_t mode)
+{
+    msg_t *ev = msg_new(MSG_COMBINATION_CANCEL);
+    msg_set_str(&ev->combination_cancel.job_id, cx->job_id);
+    ev->combination_cancel.combination = cx->combination;
+    ev->combination_cancel.mode = mode;
+    ev->combination_cancel.requested_at_us = cx->received_at_us;
+    msg_set_str(&ev->combination_cancel.origin, api_config(self)->instance);
+    if (actor_publish(self, TOPIC_CANCEL, ev) < 0)
+        log_warn("cannot publish the cancel of %s/%llu", cx->job_id,
+                 (unsigned long long)cx->combination);
+    msg_destroy(&ev);
+}
+
+static void s_combination_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply,
+                                    void *arg)
+{
+    comb_t *cx = arg;
+    if (status == 0 && reply->type == MSG_COMBINATION_CANCEL_RESULT
+        && reply->combination_cancel_result.prior_running
+        && reply->combination_cancel_result.mode != CANCEL_MODE_NONE)
+        s_publish_combination(self, cx, reply->combination_cancel_result.mode);
+    if (!x) {
+        free(cx);
+        return;
+    }
+    if (status != 0 || reply->type != MSG_COMBINATION_CANCEL_RESULT) {
+        const char *why = status == 0 && reply->type == MSG_ERROR && reply->error.reason
+                              ? reply->error.reason
+                              : "";
+        api_backend_failed(x, status, reply,
+                           strstr(why, "Combination") ? "Combination not found" : "Job not found",
+                           "database");
+        free(cx);
+        return;
+    }
+    const msg_combination_cancel_result_t *r = &reply->combination_cancel_result;
+    bool job_open = r->job_status == JOB_STATUS_PENDING || r->job_status == JOB_STATUS_PROCESSING;
+    json_t *doc;
+    if (!job_open) {
+        /* the job is over: the seed's answer for the job */
+        doc = s_answer(cx->job_id, r->job_status, cx->mode, cx->mode, r->completed_images,
+                       r->total_images);
+    } else if (r->prior_pending || r->prior_running) {
+        cancel_mode_t stands = r->mode != CANCEL_MODE_NONE ? r->mode : cx->mode;
+        const char *message =
+            r->prior_pending ? "Combination cancelled before it started."
+            : stands == CANCEL_MODE_AFTER_CURRENT_IMAGE
+                ? "Cancel request sent. Combination will stop after current image."
+                : "Cancel request sent. Combination will stop at the next step.";
+        doc =
+            json_pack("{s:b,s:s,s:s,s:I,s:s,s:I,s:I}", "success", 1, "message", message, "job_id",
+                      cx->job_id, "combination", (json_int_t)cx->combination, "current_status",
+                      r->prior_pending ? "pending" : "processing", "completed_images",
+                      (json_int_t)r->completed_images, "total_images", (json_int_t)r->total_images);
+    } else {
+        char message[64];
+        snprintf(message, sizeof message, "Combination already %s",
+                 task_outcome_name(r->prior_outcome));
+        doc = json_pack("{s:b,s:s,s:s,s:I,s:s,s:I}", "success", 0, "message", message, "job_id",
+                        cx->job_id, "combination", (json_int_t)cx->combination, "status",
+                        task_outcome_name(r->prior_outcome), "completed_images",
+                        (json_int_t)r->completed_images);
+    }
+    if (doc)
+        api_json(x, 200, doc, NULL);
+    else
+        api_error(x, 500, NULL, "internal error");
+    free(cx);
+}
+
+/* POST /api/jobs/{id}/combinations/{n}/cancel: that combination stops, the
+ * others go on (docs/api.md) */
+void api_combination_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
+{
+    if (!api_check_id(x, id, "jobId"))
+        return;
+    /* the n of ".../combinations/{n}/cancel" */
+    const char *seg = strstr(rq->path, "/combinations/");
+    char *end = NULL;
+    unsigned long long n = seg ? strtoull(seg + 14, &end, 10) : 0;
+    if (!seg || !end || end == seg + 14 || *end != '/' || !isdigit((unsigned char)seg[14])
+        || n >= JOB_COMBINATIONS_MAX) {
+        api_error(x, 400, NULL, "combination must be a number from 0 to %d",
+                  JOB_COMBINATIONS_MAX - 1);
+        return;
+    }
+    char why[256];
+    cancel_mode_t mode;
+    if (http_input_cancel_mode(rq, &mode, why, sizeof why) < 0) {
+        api_error(x, 400, NULL, "%s", why);
+        return;
+    }
+    comb_t *cx = calloc(1, sizeof *cx);
+    if (!cx)
+        abort();
+    snprintf(cx->job_id, sizeof cx->job_id, "%s", id);
+    cx->combination = n;
+    cx->mode = mode;
+    cx->received_at_us = rq->received_at_us;
+    msg_t *m = msg_new(MSG_COMBINATION_CANCEL_REQUEST);
+    msg_combination_cancel_request_t *b = &m->combination_cancel_request;
+    msg_set_str(&b->job_id, id);
+    b->combination = n;
+    b->mode = mode;
+    b->received_at_us = rq->received_at_us;
+    char peer[80], by[160];
+    http_exchange_peer(x, peer, sizeof peer);
+    snprintf(by, sizeof by, "%s/%s", api_config(self)->instance, peer[0] ? peer : "?");
+    msg_set_str(&b->cancelled_by, by);
+    if (api_ask(self, x, api_config(self)->store, &m, s_combination_cancelled, cx, "database")
+        < 0) {
+        free(cx);
+        return;
     }
 }

@@ -81,6 +81,22 @@ static const char *s_check_cancel_many(msg_job_cancel_many_t *c)
     return NULL;
 }
 
+static const char *s_check_combination_cancel(msg_combination_cancel_t *c)
+{
+    if (!uuid_valid(c->job_id))
+        return "job id is not a UUID";
+    redis_lowercase(c->job_id);
+    if (c->combination >= JOB_COMBINATIONS_MAX)
+        return "combination out of range";
+    if (c->mode == CANCEL_MODE_NONE)
+        return "mode none";
+    if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
+        return "requested_at_us out of range";
+    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
+        return "bad origin";
+    return NULL;
+}
+
 /* A job event: a real seq, a job, a kind and status the table knows (the
  * decoder checked those), and data that is one line of JSON (an event
  * stream sends it as one "data:" line). */
@@ -184,6 +200,7 @@ static char **s_work_origin(msg_t *m)
         return &m->name.origin;                                                                    \
     }
 S_BRIDGED(job_cancel_many, s_check_cancel_many)
+S_BRIDGED(combination_cancel, s_check_combination_cancel)
 S_BRIDGED(job_event, s_check_event)
 S_BRIDGED(job_progress, s_check_progress)
 S_BRIDGED(job_preview, s_check_preview)
@@ -196,6 +213,8 @@ static const bridge_t s_bridges[] = {
      PAYLOAD_MAX},
     {REDIS_CANCEL_MANY_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL_MANY, s_check_job_cancel_many_msg,
      s_job_cancel_many_origin, EVENT_PAYLOAD_MAX},
+    {REDIS_COMBINATION_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_COMBINATION_CANCEL,
+     s_check_combination_cancel_msg, s_combination_cancel_origin, PAYLOAD_MAX},
     {REDIS_EVENTS_CHANNEL, TOPIC_JOB_EVENT, MSG_JOB_EVENT, s_check_job_event_msg,
      s_job_event_origin, EVENT_PAYLOAD_MAX},
     {REDIS_PROGRESS_CHANNEL, TOPIC_JOB_PROGRESS, MSG_JOB_PROGRESS, s_check_job_progress_msg,

@@ -143,10 +143,11 @@ static void s_on_connect(const redisAsyncContext *ac, int status)
         c->state = CONN_SUBSCRIBING;
         rc = redisAsyncCommand(w, NULL, NULL, "CLIENT SETNAME %s", name);
         if (rc == REDIS_OK)
-            rc = redisAsyncCommand(
-                w, s_on_subscription, c, "SUBSCRIBE %s %s %s %s %s %s %s", REDIS_CANCEL_CHANNEL,
-                REDIS_WORK_CHANNEL, REDIS_CANCEL_MANY_CHANNEL, REDIS_EVENTS_CHANNEL,
-                REDIS_PROGRESS_CHANNEL, REDIS_PREVIEWS_CHANNEL, REDIS_PREVIEW_WANTED_CHANNEL);
+            rc = redisAsyncCommand(w, s_on_subscription, c, "SUBSCRIBE %s %s %s %s %s %s %s %s",
+                                   REDIS_CANCEL_CHANNEL, REDIS_WORK_CHANNEL,
+                                   REDIS_CANCEL_MANY_CHANNEL, REDIS_COMBINATION_CANCEL_CHANNEL,
+                                   REDIS_EVENTS_CHANNEL, REDIS_PROGRESS_CHANNEL,
+                                   REDIS_PREVIEWS_CHANNEL, REDIS_PREVIEW_WANTED_CHANNEL);
     } else {
         rc = redisAsyncCommand(w, s_on_hello, c, "CLIENT SETNAME %s", name);
     }

@@ -229,6 +229,7 @@ static const actor_spec_t s_spec = {
             [MSG_JOB_CANCEL] = redis_on_bridged_event,
             [MSG_WORK_AVAILABLE] = redis_on_bridged_event,
             [MSG_JOB_CANCEL_MANY] = redis_on_bridged_event,
+            [MSG_COMBINATION_CANCEL] = redis_on_bridged_event,
             [MSG_JOB_EVENT] = redis_on_bridged_event,
             [MSG_JOB_PROGRESS] = redis_on_bridged_event,
             [MSG_JOB_PREVIEW] = redis_on_bridged_event,

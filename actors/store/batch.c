@@ -1,5 +1,6 @@
 /*
- * batch.c - the cancel of many jobs (JOB_CANCEL_MANY_REQUEST, docs/api.md).
+ * batch.c - the cancel of many jobs (JOB_CANCEL_MANY_REQUEST, docs/api.md),
+ * and of one combination of a job (COMBINATION_CANCEL_REQUEST).
  *
  * By ids: one transaction (cancel_many, then the combinations nobody runs,
  * then the jobs that end, then the events), whatever the number of jobs.
@@ -131,5 +132,58 @@ void store_reply_cancel_many(store_t *st, const op_t *op, const pgpipe_reply_t *
         p += k;
         p += *p == ',';
     }
+    store_send_reply(st, op, &m);
+}
+
+/* COMBINATION_CANCEL_REQUEST -> COMBINATION_CANCEL_RESULT (docs/api.md) */
+
+void store_on_combination_cancel(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    msg_combination_cancel_request_t *b = &msg->combination_cancel_request;
+    if (store_bad_uuid(st, msg, b->job_id, "job_id"))
+        return;
+    if (b->combination >= JOB_COMBINATIONS_MAX) {
+        actor_caller_t to = actor_caller(msg);
+        actor_reply_error(self, &to, -ENOENT, "Combination not found");
+        return;
+    }
+    op_t *op = store_op_new(st, OP_combination_cancel, msg, b->job_id);
+    op->mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_u64(op->group, b->combination);
+    pgpipe_param_str(op->group, cancel_mode_name(op->mode));
+    pgpipe_param_i64(op->group, b->received_at_us);
+    pgpipe_param_str(op->group, b->cancelled_by);
+    store_op_submit(op);
+}
+
+void store_reply_combination_cancel(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[1];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "Job not found");
+        return;
+    }
+    const char *prior = store_val(res, 0, 1);
+    if (!prior) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "Combination not found");
+        return;
+    }
+    msg_t *m = msg_new(MSG_COMBINATION_CANCEL_RESULT);
+    msg_combination_cancel_result_t *b = &m->combination_cancel_result;
+    if (store_status(res, 0, 0, &b->job_status) < 0) {
+        msg_destroy(&m);
+        actor_reply_error(st->self, &op->caller, -EIO, "combination cancel: unknown status");
+        return;
+    }
+    b->prior_pending = strcmp(prior, "pending") == 0;
+    b->prior_running = strcmp(prior, "processing") == 0;
+    if (!b->prior_pending && !b->prior_running
+        && task_outcome_parse(prior, strlen(prior), &b->prior_outcome) < 0)
+        b->prior_outcome = TASK_OUTCOME_FAILED;
+    b->completed_images = (uint64_t)store_i64(res, 0, 2);
+    b->total_images = (uint64_t)store_i64(res, 0, 3);
+    b->mode = store_mode(res, 0, 5);
     store_send_reply(st, op, &m);
 }

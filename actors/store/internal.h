@@ -129,5 +129,6 @@ void store_on_job_create(actor_t *self, msg_t *msg);
 void store_on_job_resume(actor_t *self, msg_t *msg);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
+void store_on_combination_cancel(actor_t *self, msg_t *msg);
 
 #endif

@@ -282,6 +282,11 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "  ADD COLUMN resumed_by uuid REFERENCES jobs (id);"
     "ALTER TABLE job_tasks ADD COLUMN start_index integer NOT NULL DEFAULT 0"
     "  CHECK (start_index >= 0);",
+
+    /* 6: a combination cancelled on its own (docs/api.md) */
+    "ALTER TABLE job_tasks ADD COLUMN cancel_requested_at timestamptz,"
+    "  ADD COLUMN cancel_mode text CHECK (cancel_mode IN ('immediate', 'after_current_image')),"
+    "  ADD COLUMN cancelled_by text;",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -720,6 +720,7 @@ static const actor_spec_t s_spec = {
             [MSG_JOB_EVENTS_READ] = store_on_events_read,
             [MSG_JOB_LIST] = store_on_job_list,
             [MSG_JOB_CANCEL_MANY_REQUEST] = store_on_cancel_many,
+            [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
         },
 };
 
