@@ -552,7 +552,7 @@ static char *s_png(PGconn *db, const char *a, const char *b, int comb, int index
 START_TEST(test_resume_makes_what_the_cancel_left_byte_for_byte)
 {
     inst_database("check_queue");
-    inst_t *a = inst_start("A", "2", NULL);
+    inst_t *a = inst_start("A", "2", NULL), *b = inst_start("B", "0", NULL);
     enum { COMBOS = 2, PER = 32 };
     char *whole = inst_create(a, COMBOS, 128, 20, PER); /* never cancelled: the reference */
     json_decref(api_check_wait_final(a->port, whole, 120, 20));
@@ -573,7 +573,7 @@ START_TEST(test_resume_makes_what_the_cancel_left_byte_for_byte)
     json_decref(job);
 
     api_response_t r;
-    ck_assert_int_eq(s_resume(a, cut, &r), 201);
+    ck_assert_int_eq(s_resume(b, cut, &r), 201); /* through the instance that runs nothing */
     char *rest = strdup(api_check_str(r.json, "job_id"));
     ck_assert_int_eq(api_check_int(r.json, "total_images"), COMBOS * PER - made);
     ck_assert_str_eq(api_check_str(r.json, "resumed_from"), cut);
@@ -695,6 +695,36 @@ START_TEST(test_one_combination_stops_the_others_go_on)
 }
 END_TEST
 
+START_TEST(test_a_cancelled_combination_whose_holder_died_is_ended)
+{
+    inst_database("check_queue");
+    inst_t *a = inst_start("A", "1", "--lease", "2", NULL);
+    inst_t *b = inst_start("B", "0", NULL);
+    char *id = inst_create(a, 2, 64, 10, 40);
+    s_wait_processing(a, id);
+    api_kill(a->pid); /* kill -9, its claim on combination 0 held */
+    a->pid = 0;
+    api_response_t r;
+    ck_assert_int_eq(s_cancel_combination(b, id, "0", &r), 200);
+    ck_assert_str_eq(api_check_str(r.json, "current_status"), "processing");
+    api_response_free(&r);
+    /* another instance: it never runs combination 0 again, ends it once the
+     * dead holder's lease is over, and runs combination 1 */
+    inst_t *c = inst_start("C", "1", "--lease", "2", NULL);
+    json_t *job = api_check_wait_final(c->port, id, 120, 50);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    json_t *c0 = json_array_get(json_object_get(job, "combinations"), 0);
+    json_t *c1 = json_array_get(json_object_get(job, "combinations"), 1);
+    ck_assert_str_eq(api_check_str(c0, "status"), "cancelled");
+    ck_assert_str_eq(api_check_str(c1, "status"), "completed");
+    ck_assert_int_eq(api_check_int(c1, "completed_images"), 40);
+    ck_assert_str_ne(api_check_str(c0, "claimed_by"), c->name);
+    json_decref(job);
+    free(id);
+    inst_cleanup();
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -709,6 +739,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_an_idempotency_key_makes_one_job);
     tcase_add_test(tc, test_resume_makes_what_the_cancel_left_byte_for_byte);
     tcase_add_test(tc, test_one_combination_stops_the_others_go_on);
+    tcase_add_test(tc, test_a_cancelled_combination_whose_holder_died_is_ended);
     suite_add_tcase(s, tc);
     return s;
 }
