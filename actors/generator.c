@@ -41,6 +41,7 @@
 #include "runtime/log.h"
 #include "runtime/names.h"
 #include "runtime/offload.h"
+#include "runtime/uuid.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -211,39 +212,24 @@ static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
     }
 }
 
+/* A cancel event (bus topic "cancel"): of a job, of many jobs at once, or
+ * of one combination (whose stop reports no cancel of the job: requested
+ * 0, the job goes on). Ours when it names what we run. In poll mode (the
+ * seed's design) only the Redis flag counts. */
 static void s_on_cancel_event(actor_t *self, msg_t *msg)
 {
     gen_actor_t *g = actor_state(self);
-    if (g->cfg.poll_mode) /* the seed's design: only the Redis flag counts */
+    if (g->cfg.poll_mode || !g->have_item)
         return;
-    if (g->have_item && msg->job_cancel.job_id
-        && strcmp(msg->job_cancel.job_id, g->item.job_id) == 0)
-        s_cancel(g, msg->job_cancel.mode, msg->job_cancel.requested_at_us);
-}
-
-/* The cancel of many jobs in one event: ours if our job is among them. */
-static void s_on_cancel_many(actor_t *self, msg_t *msg)
-{
-    gen_actor_t *g = actor_state(self);
-    const char *ids = msg->job_cancel_many.job_ids;
-    if (g->cfg.poll_mode || !g->have_item || !ids)
-        return;
-    size_t n = strlen(g->item.job_id);
-    for (const char *p = strstr(ids, g->item.job_id); p; p = strstr(p + 1, g->item.job_id))
-        if ((p == ids || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) {
-            s_cancel(g, msg->job_cancel_many.mode, msg->job_cancel_many.requested_at_us);
-            return;
-        }
-}
-
-/* One combination cancelled on its own: ours if it is the one we run. The
- * stop reports no cancel of the job (requested 0): the job goes on. */
-static void s_on_combination_cancel(actor_t *self, msg_t *msg)
-{
-    gen_actor_t *g = actor_state(self);
+    const msg_job_cancel_t *one = &msg->job_cancel;
+    const msg_job_cancel_many_t *many = &msg->job_cancel_many;
     const msg_combination_cancel_t *c = &msg->combination_cancel;
-    if (!g->cfg.poll_mode && g->have_item && c->job_id && strcmp(c->job_id, g->item.job_id) == 0
-        && c->combination == g->item.combination)
+    if (msg->type == MSG_JOB_CANCEL && one->job_id && !strcmp(one->job_id, g->item.job_id))
+        s_cancel(g, one->mode, one->requested_at_us);
+    else if (msg->type == MSG_JOB_CANCEL_MANY && uuid_list_has(many->job_ids, g->item.job_id))
+        s_cancel(g, many->mode, many->requested_at_us);
+    else if (msg->type == MSG_COMBINATION_CANCEL && c->job_id && !strcmp(c->job_id, g->item.job_id)
+             && c->combination == g->item.combination)
         s_cancel(g, c->mode, 0);
 }
 
@@ -876,8 +862,8 @@ static const actor_spec_t s_spec = {
     .handlers =
         {
             [MSG_JOB_CANCEL] = s_on_cancel_event,
-            [MSG_JOB_CANCEL_MANY] = s_on_cancel_many,
-            [MSG_COMBINATION_CANCEL] = s_on_combination_cancel,
+            [MSG_JOB_CANCEL_MANY] = s_on_cancel_event,
+            [MSG_COMBINATION_CANCEL] = s_on_cancel_event,
             [MSG_CANCEL_RECHECK] = s_on_recheck,
             [MSG_WORK_AVAILABLE] = s_on_work_event,
             [MSG_PREVIEW_WANTED] = s_on_preview_wanted,

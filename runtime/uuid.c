@@ -48,3 +48,12 @@ bool uuid_valid(const char *s)
     }
     return true;
 }
+
+bool uuid_list_has(const char *list, const char *id)
+{
+    size_t n = strlen(id);
+    for (const char *p = list ? strstr(list, id) : NULL; n && p; p = strstr(p + 1, id))
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}

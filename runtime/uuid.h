@@ -17,4 +17,7 @@ int uuid_v4(char out[UUID_STR_LEN]);
  * case, any version). */
 bool uuid_valid(const char *s);
 
+/* Whether id is one of the comma-separated ids of list (NULL: none). */
+bool uuid_list_has(const char *list, const char *id);
+
 #endif

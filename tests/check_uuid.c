@@ -9,6 +9,7 @@
 #include "tests/runner.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,11 +103,29 @@ START_TEST(test_valid_rejects_everything_else)
 }
 END_TEST
 
+START_TEST(test_list_membership_is_by_whole_id)
+{
+    const char *a = "0b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a10",
+               *b = "1b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a11";
+    char list[200];
+    snprintf(list, sizeof list, "%s,%s", a, b);
+    ck_assert(uuid_list_has(list, a));
+    ck_assert(uuid_list_has(list, b));
+    ck_assert(uuid_list_has(a, a));
+    ck_assert(!uuid_list_has(list, "0b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a1")); /* a prefix */
+    ck_assert(!uuid_list_has(list, "b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a10")); /* a suffix */
+    ck_assert(!uuid_list_has(list, "2b8a8c3e-6a43-4e53-9d6c-2f1d7e8e2a12"));
+    ck_assert(!uuid_list_has(NULL, a));
+    ck_assert(!uuid_list_has(list, ""));
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("uuid");
     TCase *tc = tcase_create("uuid");
     tcase_add_test(tc, test_format_version_and_variant);
+    tcase_add_test(tc, test_list_membership_is_by_whole_id);
     tcase_add_test(tc, test_unique_over_many);
     tcase_add_test(tc, test_valid_accepts_the_canonical_form);
     tcase_add_test(tc, test_valid_rejects_everything_else);
