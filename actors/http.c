@@ -35,7 +35,7 @@
 
 static const char s_preflight_headers[] = "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
                                           "Access-Control-Allow-Headers: Content-Type, "
-                                          "Last-Event-ID, Idempotency-Key\r\n"
+                                          "Last-Event-ID, Idempotency-Key, Cancel-After\r\n"
                                           "Access-Control-Max-Age: 86400\r\n";
 
 /* The actor's state. */
@@ -53,8 +53,9 @@ struct http_actor {
 #define STREAM_SNDBUF (64 * 1024)
 
 /* Request headers the routes read (http_request_t.kept, in this order). */
-enum { KEPT_LAST_EVENT_ID, KEPT_IDEMPOTENCY_KEY };
-static const char *const s_kept_headers[] = {"last-event-id", "idempotency-key", NULL};
+enum { KEPT_LAST_EVENT_ID, KEPT_IDEMPOTENCY_KEY, KEPT_CANCEL_AFTER };
+static const char *const s_kept_headers[] = {"last-event-id", "idempotency-key", "cancel-after",
+                                             NULL};
 
 const http_config_t *api_config(actor_t *self)
 {
@@ -238,6 +239,26 @@ static void s_job_create(actor_t *self, http_exchange_t *x, const http_request_t
         api_error(x, status, NULL, "%s", why);
         free(cx);
         return;
+    }
+    const char *after = rq->kept[KEPT_CANCEL_AFTER];
+    if (after) {
+        /* Replicate's header; the body's field, if any, must say the same */
+        uint64_t secs;
+        if (http_input_duration(after, &secs) < 0) {
+            msg_destroy(&m);
+            free(cx);
+            api_error(x, 400, NULL,
+                      "Cancel-After must be a duration such as 90s, 5m or 1h (at most %d s)",
+                      JOB_DEADLINE_MAX_S);
+            return;
+        }
+        if (m->job_create.cancel_after_s && m->job_create.cancel_after_s != secs) {
+            msg_destroy(&m);
+            free(cx);
+            api_error(x, 400, NULL, "Cancel-After and cancel_after_s differ");
+            return;
+        }
+        m->job_create.cancel_after_s = secs;
     }
     const char *key = rq->kept[KEPT_IDEMPOTENCY_KEY];
     if (key) {

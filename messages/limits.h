@@ -30,6 +30,7 @@
 #define JOB_PRIORITY_MAX 10
 #define JOB_LIST_LIMIT_MAX 200 /* jobs per page of GET /api/jobs */
 #define JOB_LIST_LIMIT_DEFAULT 50
-#define JOB_CANCEL_MANY_MAX 10000 /* jobs one POST /api/jobs/cancel may cancel */
+#define JOB_CANCEL_MANY_MAX 10000
+#define JOB_DEADLINE_MAX_S 2592000 /* a job's deadlines: at most 30 days */ /* jobs one POST /api/jobs/cancel may cancel */
 
 #endif

@@ -196,8 +196,9 @@ fail:
     return NULL;
 }
 
-static const char *const s_job_fields[] = {
-    "prompt", "combinations", "images_per_combination", "width", "height", "steps", "priority"};
+static const char *const s_job_fields[] = {"prompt",   "combinations",   "images_per_combination",
+                                           "width",    "height",         "steps",
+                                           "priority", "cancel_after_s", "start_within_s"};
 
 /* The fields of the job's document, checked; NULL with the reason in why. */
 static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *total_images,
@@ -229,7 +230,7 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
         snprintf(why, whylen, "prompt must be 1 to %d bytes", JOB_PROMPT_MAX);
         return NULL;
     }
-    json_int_t images, width, height, steps, priority;
+    json_int_t images, width, height, steps, priority, cancel_after, start_within;
     if (!s_int_field(doc, "images_per_combination", 1, 1, JOB_IMAGES_MAX, 1, &images, why, whylen)
         || !s_int_field(doc, "width", 512, JOB_SIZE_MIN, JOB_SIZE_MAX, JOB_SIZE_MULTIPLE, &width,
                         why, whylen)
@@ -237,6 +238,10 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
                         why, whylen)
         || !s_int_field(doc, "steps", 30, JOB_STEPS_MIN, JOB_STEPS_MAX, 1, &steps, why, whylen)
         || !s_int_field(doc, "priority", 0, JOB_PRIORITY_MIN, JOB_PRIORITY_MAX, 1, &priority, why,
+                        whylen)
+        || !s_int_field(doc, "cancel_after_s", 0, 1, JOB_DEADLINE_MAX_S, 1, &cancel_after, why,
+                        whylen)
+        || !s_int_field(doc, "start_within_s", 0, 1, JOB_DEADLINE_MAX_S, 1, &start_within, why,
                         whylen))
         return NULL;
     json_t *combos = s_combinations(json_object_get(doc, "combinations"), why, whylen);
@@ -263,6 +268,8 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
     m->job_create.height = (uint64_t)height;
     m->job_create.steps = (uint64_t)steps;
     m->job_create.priority = (int64_t)priority;
+    m->job_create.cancel_after_s = (uint64_t)cancel_after;
+    m->job_create.start_within_s = (uint64_t)start_within;
     return m;
 }
 
@@ -479,4 +486,42 @@ msg_t *http_input_cancel_many(const http_request_t *rq, json_t **ids, char *why,
         *ids = NULL;
     }
     return m;
+}
+
+/* ------------------------------------------------------------ Cancel-After */
+
+int http_input_duration(const char *v, uint64_t *seconds)
+{
+    uint64_t total = 0;
+    const char *p = v;
+    if (!p || !*p)
+        return -1;
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        uint64_t n = 0;
+        for (; isdigit((unsigned char)*p); p++) {
+            n = n * 10 + (uint64_t)(*p - '0');
+            if (n > JOB_DEADLINE_MAX_S)
+                return -1;
+        }
+        uint64_t unit = 1;
+        if (*p == 'h')
+            unit = 3600;
+        else if (*p == 'm')
+            unit = 60;
+        else if (*p == 's')
+            unit = 1;
+        else if (*p || p == v)
+            return -1;
+        if (*p)
+            p++;
+        total += n * unit;
+        if (total > JOB_DEADLINE_MAX_S)
+            return -1;
+    }
+    if (total < 1)
+        return -1;
+    *seconds = total;
+    return 0;
 }

@@ -35,6 +35,10 @@ int http_input_cancel_mode(const http_request_t *rq, cancel_mode_t *mode, char *
  * a filter). NULL with the reason in why (a 400). */
 msg_t *http_input_cancel_many(const http_request_t *rq, json_t **ids, char *why, size_t whylen);
 
+/* A duration as Replicate's Cancel-After header spells it: "90s", "5m",
+ * "1h", "1h30m", or plain seconds; 1 s to JOB_DEADLINE_MAX_S. 0, or -1. */
+int http_input_duration(const char *v, uint64_t *seconds);
+
 /* Drops a UTF-8 sequence cut short at the end of s (by truncation). */
 void http_utf8_trim(char *s);
 

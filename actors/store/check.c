@@ -71,6 +71,10 @@ int store_check_job(const msg_job_create_t *b, size_t *ncombinations, char *why,
         snprintf(why, len, "images_per_combination, width, height and steps must be positive");
         return -1;
     }
+    if (b->cancel_after_s > JOB_DEADLINE_MAX_S || b->start_within_s > JOB_DEADLINE_MAX_S) {
+        snprintf(why, len, "deadlines must be at most %d s", JOB_DEADLINE_MAX_S);
+        return -1;
+    }
     if (b->priority < JOB_PRIORITY_MIN || b->priority > JOB_PRIORITY_MAX) {
         snprintf(why, len, "priority must be %d to %d", JOB_PRIORITY_MIN, JOB_PRIORITY_MAX);
         return -1;

@@ -66,6 +66,8 @@ void store_on_job_create(actor_t *self, msg_t *msg)
     pgpipe_param_i64(op->group, b->priority);
     pgpipe_param_str(op->group, op->key);
     pgpipe_param_str(op->group, op->body ? op->body : "");
+    pgpipe_param_u64(op->group, b->cancel_after_s);
+    pgpipe_param_u64(op->group, b->start_within_s);
     store_op_submit(op);
 }
 

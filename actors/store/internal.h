@@ -1,9 +1,9 @@
 /*
  * internal.h - the insides of the store actor, shared by its files and by
  * nothing else: store.c (the actor, the write side: jobs, claims, images,
- * stops, cancels), create.c (a job's creation), batch.c (the cancel of many jobs) and reads.c (the read
- * side: event reads, the job list).
- * The operations are the rows of queries.def; see store.c's header.
+ * stops, cancels), create.c (a job's creation), batch.c (the cancel of many jobs) and reads.c (the
+ * read side: event reads, the job list). The operations are the rows of queries.def; see store.c's
+ * header.
  */
 #ifndef IMAGEJOBS_STORE_INTERNAL_H
 #define IMAGEJOBS_STORE_INTERNAL_H
@@ -27,7 +27,8 @@ struct store {
     char *instance;
     double lease_s;
     char app_name[64];
-    ev_timer reap; /* ends cancelled jobs' abandoned combinations */
+    ev_timer reap;      /* ends cancelled jobs' abandoned combinations */
+    ev_timer deadlines; /* cancels the jobs whose deadline passed */
     /* Cancels received while PostgreSQL was unreachable, written on its
      * return: one per job (the first time, the strongest mode). */
     struct kept_cancel {
@@ -91,8 +92,8 @@ struct op {
     int64_t requested_at_us;
     char reason[16]; /* a cancel's reason and who asked, for a kept one */
     char by[128];
-    bool dry_run; /* a cancel of many that only says what it would do */
-    char *key, *body; /* a create's Idempotency-Key and canonical body (owned) */
+    bool dry_run;          /* a cancel of many that only says what it would do */
+    char *key, *body;      /* a create's Idempotency-Key and canonical body (owned) */
     pgpipe_group_t *group; /* until submitted */
 };
 
@@ -127,6 +128,9 @@ void store_on_job_list(actor_t *self, msg_t *msg);
 /* Create a job, once per Idempotency-Key (create.c). */
 void store_on_job_create(actor_t *self, msg_t *msg);
 void store_on_job_resume(actor_t *self, msg_t *msg);
+/* Cancels the jobs whose deadline has passed (deadlines.c). */
+void store_deadlines_check(store_t *st);
+#define DEADLINE_PERIOD_S 0.25
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 void store_on_combination_cancel(actor_t *self, msg_t *msg);

@@ -287,6 +287,15 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "ALTER TABLE job_tasks ADD COLUMN cancel_requested_at timestamptz,"
     "  ADD COLUMN cancel_mode text CHECK (cancel_mode IN ('immediate', 'after_current_image')),"
     "  ADD COLUMN cancelled_by text;",
+
+    /* 7: deadlines (docs/api.md): the job is cancelled by whichever
+     * instance's timer takes it first once due_at (the earliest deadline
+     * that still applies) has passed */
+    "ALTER TABLE jobs ADD COLUMN cancel_after_s integer CHECK (cancel_after_s > 0),"
+    "  ADD COLUMN start_within_s integer CHECK (start_within_s > 0),"
+    "  ADD COLUMN due_at timestamptz;"
+    "CREATE INDEX jobs_due ON jobs (due_at)"
+    "  WHERE due_at IS NOT NULL AND status IN ('pending', 'processing');",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -625,6 +625,13 @@ static void s_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
     store_op_submit(store_op_new(st, OP_reap_cancelled, NULL, NULL));
 }
 
+static void s_deadlines_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    store_t *st = w->data;
+    if (!actor_is_stopping(st->self) && pgpipe_status(st->pipe) == PGPIPE_READY)
+        store_deadlines_check(st);
+}
+
 static char *s_xstrdup(const char *s)
 {
     char *d = strdup(s);
@@ -662,6 +669,8 @@ static int s_init(actor_t *self, void *arg)
                                      .arg = st};
     ev_timer_init(&st->reap, s_reap_cb, st->lease_s / 3, st->lease_s / 3);
     st->reap.data = st;
+    ev_timer_init(&st->deadlines, s_deadlines_cb, DEADLINE_PERIOD_S, DEADLINE_PERIOD_S);
+    st->deadlines.data = st;
     actor_set_state(self, st);
     char err[256];
     /* a database that is down is no failure: the pipe retries on its own */
@@ -675,6 +684,7 @@ static int s_init(actor_t *self, void *arg)
         return -1;
     }
     ev_timer_start(actor_loop(self), &st->reap);
+    ev_timer_start(actor_loop(self), &st->deadlines);
     return 0;
 }
 
@@ -684,6 +694,7 @@ static void s_fini(actor_t *self)
     if (!st)
         return;
     ev_timer_stop(actor_loop(self), &st->reap);
+    ev_timer_stop(actor_loop(self), &st->deadlines);
     pgpipe_destroy(&st->pipe); /* what is still queued: "the store is stopping" */
     if (st->nkept)
         log_warn("%zu kept cancels not written: PostgreSQL did not come back before the stop",
