@@ -1372,6 +1372,100 @@ START_TEST(test_job_events_cross_redis)
 }
 END_TEST
 
+static msg_t *s_many_msg(const char *ids, cancel_mode_t mode)
+{
+    msg_t *m = msg_new(MSG_JOB_CANCEL_MANY);
+    m->flags = MSG_FLAG_EVENT;
+    snprintf(m->sender, sizeof m->sender, "%s", REDIS_ACTOR_NAME);
+    msg_set_str(&m->job_cancel_many.job_ids, ids);
+    m->job_cancel_many.mode = mode;
+    m->job_cancel_many.requested_at_us = AT_US;
+    msg_set_str(&m->job_cancel_many.origin, s_remote);
+    return m;
+}
+
+static msg_t *s_comb_msg(const char *id, uint64_t comb, cancel_mode_t mode)
+{
+    msg_t *m = msg_new(MSG_COMBINATION_CANCEL);
+    m->flags = MSG_FLAG_EVENT;
+    snprintf(m->sender, sizeof m->sender, "%s", REDIS_ACTOR_NAME);
+    msg_set_str(&m->combination_cancel.job_id, id);
+    m->combination_cancel.combination = comb;
+    m->combination_cancel.mode = mode;
+    m->combination_cancel.requested_at_us = AT_US;
+    msg_set_str(&m->combination_cancel.origin, s_remote);
+    return m;
+}
+
+/* The cancel of many jobs and of one combination from another instance
+ * reach the bus topic "cancel" (ids lower-cased); malformed ones do not. */
+START_TEST(test_batch_and_combination_cancels_cross_redis)
+{
+    NEED_REDIS();
+    int port = s_shared_port();
+    redisContext *c = s_sync(port);
+    mailbox_t *cancels = mailbox_new(s_rt, "cancel-listener");
+    ck_assert_ptr_nonnull(cancels);
+    ck_assert_int_eq(mailbox_subscribe(cancels, TOPIC_CANCEL), 0);
+    actor_t *a = s_start(getenv("IMAGEJOBS_TEST_REDIS"), 0);
+    s_wait_health(true);
+    char bad[UUID_STR_LEN], r1[UUID_STR_LEN], r2[UUID_STR_LEN], upper[UUID_STR_LEN],
+        list[4 * UUID_STR_LEN];
+    s_new_id(bad);
+    s_new_id(r1);
+    s_new_id(r2);
+    s_upper(upper, r2);
+    payloads_t p = {.n = 0};
+    snprintf(list, sizeof list, "%s,not-a-uuid", bad);
+    s_add_msg(&p, s_many_msg(list, CANCEL_MODE_IMMEDIATE));
+    snprintf(list, sizeof list, "%s,", bad);
+    s_add_msg(&p, s_many_msg(list, CANCEL_MODE_IMMEDIATE));
+    s_add_msg(&p, s_many_msg(bad, CANCEL_MODE_NONE));
+    s_add_msg(&p, s_many_msg("", CANCEL_MODE_IMMEDIATE));
+    s_publish_all(c, REDIS_CANCEL_MANY_CHANNEL, &p);
+    s_add_msg(&p, s_comb_msg(bad, 64, CANCEL_MODE_IMMEDIATE));
+    s_add_msg(&p, s_comb_msg(bad, 0, CANCEL_MODE_NONE));
+    s_add_msg(&p, s_comb_msg("nope", 0, CANCEL_MODE_IMMEDIATE));
+    s_publish_all(c, REDIS_COMBINATION_CANCEL_CHANNEL, &p);
+    snprintf(list, sizeof list, "%s,%s", r1, upper);
+    s_publish_msg(c, REDIS_CANCEL_MANY_CHANNEL, s_many_msg(list, CANCEL_MODE_AFTER_CURRENT_IMAGE));
+    s_publish_msg(c, REDIS_COMBINATION_CANCEL_CHANNEL, s_comb_msg(r1, 3, CANCEL_MODE_IMMEDIATE));
+
+    bool got_many = false, got_comb = false;
+    double end = s_now() + WAIT_MS / 1000.0;
+    while (!got_many || !got_comb) {
+        int left = (int)((end - s_now()) * 1000);
+        ck_assert_msg(left > 0, "the remote cancels never reached the bus");
+        msg_t *ev = mailbox_recv(cancels, left);
+        ck_assert_ptr_nonnull(ev);
+        if (strcmp(ev->sender, REDIS_ACTOR_NAME) != 0) {
+            msg_destroy(&ev);
+            continue;
+        }
+        if (ev->type == MSG_JOB_CANCEL_MANY) {
+            ck_assert_msg(!uuid_list_has(ev->job_cancel_many.job_ids, bad),
+                          "a malformed cancel of many reached the bus");
+            if (uuid_list_has(ev->job_cancel_many.job_ids, r1)) {
+                ck_assert(uuid_list_has(ev->job_cancel_many.job_ids, r2)); /* lower-cased */
+                ck_assert_int_eq(ev->job_cancel_many.mode, CANCEL_MODE_AFTER_CURRENT_IMAGE);
+                got_many = true;
+            }
+        } else if (ev->type == MSG_COMBINATION_CANCEL) {
+            ck_assert_msg(strcmp(ev->combination_cancel.job_id, bad) != 0,
+                          "a malformed combination cancel reached the bus");
+            if (!strcmp(ev->combination_cancel.job_id, r1)) {
+                ck_assert_uint_eq(ev->combination_cancel.combination, 3);
+                got_comb = true;
+            }
+        }
+        msg_destroy(&ev);
+    }
+    redis_destroy(&a);
+    mailbox_destroy(&cancels);
+    redisFree(c);
+}
+END_TEST
+
 /* Remote cancels reach the bus with their fields (the id lower-cased);
  * this instance's own are skipped, whether the actor or some client put
  * them on the channel. */
@@ -2375,6 +2469,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_remote_cancel_reaches_the_bus_own_is_skipped);
     tcase_add_test(tc, test_malformed_messages_are_dropped_and_the_actor_keeps_working);
     tcase_add_test(tc, test_job_events_cross_redis);
+    tcase_add_test(tc, test_batch_and_combination_cancels_cross_redis);
     tcase_add_test(tc, test_flag_get);
     tcase_add_test(tc, test_subscriber_reconnects_and_asks_for_a_recheck);
     tcase_add_test(tc, test_outage_queues_cancels_and_writes_them_on_return);
