@@ -417,6 +417,7 @@ static const char *const SQL_SAMPLES =
 typedef struct {
     series_t latency, propagation, stop; /* ms */
     series_t all_observed;               /* bulk: a round's largest propagation */
+    series_t by_round;                   /* bulk: latency per round, in order */
 } cancel_rows_t;
 
 /* Adds the samples of SQL_SAMPLES to row; returns how many, and the
@@ -618,6 +619,7 @@ static void s_run_cancel(PGconn *admin, cancel_rows_t *bulk, cancel_rows_t *sing
             s_fail("bulk cancel: no answer");
         else
             s_push(&bulk->latency, ms);
+        s_push(&bulk->by_round, ms);
         s_check_bulk(&a, ids, s_opt.jobs, singles, s_opt.singles);
         api_response_free(&a);
         if (s_wait(db, SQL_OPEN_JOBS, NULL, 0, 60, "open jobs after the bulk cancel") < 0)
@@ -1009,6 +1011,9 @@ int main(int argc, char **argv)
     snprintf(what, sizeof what, "POST /api/jobs/cancel, %d ids", s_opt.jobs);
     s_cancel_line(what, &bulk, "");
     s_cancel_line("floor: POST /api/jobs/{id}/cancel", &single, "");
+    printf("\nbulk latency by round (ms):");
+    for (size_t i = 0; i < bulk.by_round.n; i++)
+        printf(" %.0f", bulk.by_round.v[i]);
     printf("\nall %d generators observed the bulk cancel, per round (ms): p50 %.2f, max %.2f "
            "(%zu rounds)\n\n",
            RUNNING, s_pct(&bulk.all_observed, 0.5), s_max(&bulk.all_observed), bulk.all_observed.n);
@@ -1032,6 +1037,7 @@ int main(int argc, char **argv)
     free(bulk.propagation.v);
     free(bulk.stop.v);
     free(bulk.all_observed.v);
+    free(bulk.by_round.v);
     free(single.latency.v);
     free(single.propagation.v);
     free(single.stop.v);
