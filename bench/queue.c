@@ -23,9 +23,9 @@
  * pending jobs of one combination inserted in one SQL statement as the
  * server's job create inserts them (jobs and job_tasks; the insert
  * trigger stages the `created` events), then ANALYZE. One keep-alive
- * connection, closed loop, one request in flight: GET /healthz (the floor
- * of the HTTP path), then GET /api/jobs?limit=50 and
- * ?status=pending&limit=200 following next_cursor to the end; each
+ * connection, closed loop, one request in flight: GET /api/jobs?limit=50
+ * and ?status=pending&limit=200 following next_cursor to the end, with
+ * GET /healthz before and after them (the floor of the HTTP path); each
  * request's latency is write -> the Content-Length bytes of its body read.
  *
  * It checks its own results, and any wrong answer fails the run (exit 1):
