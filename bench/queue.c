@@ -353,7 +353,7 @@ static void s_start(int i, const char *database, int generators)
     char gens[16];
     snprintf(gens, sizeof gens, "%d", generators);
     snprintf(s->name, sizeof s->name, "queue-%d", i + 1);
-    if (snprintf(s->log, sizeof s->log, "%s/%s.log", s_opt.logs, s->name) >= (int)sizeof s->log)
+    if (snprintf(s->log, sizeof s->log, "%s/queue-%d.log", s_opt.logs, i + 1) >= (int)sizeof s->log)
         s_die("--logs path too long");
     s->port = api_free_port();
     const char *args[] = {"--redis",      s_opt.redis, "--database", database,

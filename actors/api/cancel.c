@@ -166,20 +166,6 @@ typedef struct {
     json_t *ids; /* the ids asked for, in order (NULL for a filter) */
 } many_t;
 
-/* The batch event: every generator here and, through the redis actor, on
- * every other instance, looks for its job among ids (comma-separated). */
-static void s_publish_many(actor_t *self, const char *ids, const many_t *mx)
-{
-    msg_t *ev = msg_new(MSG_JOB_CANCEL_MANY);
-    msg_set_str(&ev->job_cancel_many.job_ids, ids);
-    ev->job_cancel_many.mode = mx->mode;
-    ev->job_cancel_many.requested_at_us = mx->received_at_us;
-    msg_set_str(&ev->job_cancel_many.origin, api_config(self)->instance);
-    if (actor_publish(self, TOPIC_CANCEL, ev) < 0)
-        log_warn("cannot publish a cancel of many jobs");
-    msg_destroy(&ev);
-}
-
 static void s_many_cancelled(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
 {
     many_t *mx = arg;
@@ -191,9 +177,6 @@ static void s_many_cancelled(actor_t *self, http_exchange_t *x, int status, msg_
         return;
     }
     const msg_job_cancel_many_result_t *r = &reply->job_cancel_many_result;
-    /* the jobs that got the cancel hear of it now, in one event */
-    if (!mx->dry_run && r->cancelled && *r->cancelled)
-        s_publish_many(self, r->cancelled, mx);
     if (!x) {
         json_decref(mx->ids);
         free(mx);

@@ -8,8 +8,9 @@
  * JOB_CANCEL_MANY_MAX, else -EINVAL), then the same transaction with them.
  * Every job that was pending or processing gets what a single cancel gives
  * it: the seed's Redis flag (JOB_CANCEL_RECORDED, one per job, for the
- * redis actor), its events, and the generators' stop (the HTTP actor
- * publishes one JOB_CANCEL_MANY once this reply is in).
+ * redis actor), its events, and the generators' stop: one JOB_CANCEL_MANY,
+ * published here just before the transaction is sent (as a single cancel's
+ * event goes out beside its write).
  */
 #include "config.h"
 
@@ -37,6 +38,22 @@ static void s_submit_cancel(store_t *st, const op_t *from, const char *ids)
         op->dry_run = from->dry_run;
         memcpy(op->reason, from->reason, sizeof op->reason);
         memcpy(op->by, from->by, sizeof op->by);
+    }
+    if (!op->dry_run && ids[0] == '{' && ids[1] && ids[1] != '}') {
+        /* every generator hears of it now, before the write (as a single
+         * cancel): their stops carry the cancel and record it if they come
+         * first; the batch then reads those jobs as running */
+        size_t n = strlen(ids);
+        msg_t *ev = msg_new(MSG_JOB_CANCEL_MANY);
+        ev->job_cancel_many.job_ids = strndup(ids + 1, n - 2);
+        if (!ev->job_cancel_many.job_ids)
+            abort();
+        ev->job_cancel_many.mode = op->mode;
+        ev->job_cancel_many.requested_at_us = op->requested_at_us;
+        msg_set_str(&ev->job_cancel_many.origin, st->instance);
+        if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
+            log_warn("cannot publish a cancel of many jobs");
+        msg_destroy(&ev);
     }
     pgpipe_param_str(op->group, ids);
     pgpipe_param_str(op->group, cancel_mode_name(op->mode));
