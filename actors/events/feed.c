@@ -173,6 +173,7 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
     feed_learn_log(hub, reply->job_events.log);
     if (hub->nstreams == 0 || !f->anchored)
         return;
+    uint64_t was = f->pos;
     json_t *a = json_loads(reply->job_events.events ? reply->job_events.events : "[]", 0, NULL);
     size_t n = json_array_size(a);
     for (size_t i = 0; i < n; i++) {
@@ -189,8 +190,10 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
     if (n)
         log_debug("event feed read %zu events from PostgreSQL, now at %llu", n,
                   (unsigned long long)f->pos);
-    if (n == READ_LIMIT || f->npending)
-        feed_fill(hub); /* more to read */
+    /* more to read; a gap this read did not close waits for the poll
+     * rather than spinning on the store */
+    if (n == READ_LIMIT || (f->npending && f->pos > was))
+        feed_fill(hub);
 }
 
 void feed_fill(hub_t *hub)
