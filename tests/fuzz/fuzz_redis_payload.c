@@ -2,9 +2,11 @@
  * fuzz_redis_payload.c - libFuzzer harness of the Redis pub/sub payload
  * check (redis_bridge_check, actors/redis/bridge.c: what the bridge runs on
  * every message of another instance). The input's first byte picks the
- * channel (even: imagejobs:cancel, odd: imagejobs:work), the rest is the
- * payload. Never a crash; an accepted message is of the channel's type,
- * not a reply, with a UUID job id and an origin.
+ * channel (its value modulo the number of channels: cancel, work, cancel
+ * of many, combination cancel, events, progress, previews, preview
+ * wishes), the rest is the payload. Never a crash; an accepted message is
+ * of the channel's type, not a reply, with a UUID job id (a list of them
+ * for a cancel of many).
  *
  * With IMAGEJOBS_FUZZ_DUMP=DIR it writes its seed corpus instead: valid
  * cancels (both modes) and work announcements, and every other type of the
@@ -58,11 +60,50 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Every bridged channel and the one type it carries. */
+static const struct {
+    const char *channel;
+    msg_type_t type;
+} s_channels[] = {
+    {REDIS_CANCEL_CHANNEL, MSG_JOB_CANCEL},
+    {REDIS_WORK_CHANNEL, MSG_WORK_AVAILABLE},
+    {REDIS_CANCEL_MANY_CHANNEL, MSG_JOB_CANCEL_MANY},
+    {REDIS_COMBINATION_CANCEL_CHANNEL, MSG_COMBINATION_CANCEL},
+    {REDIS_EVENTS_CHANNEL, MSG_JOB_EVENT},
+    {REDIS_PROGRESS_CHANNEL, MSG_JOB_PROGRESS},
+    {REDIS_PREVIEWS_CHANNEL, MSG_JOB_PREVIEW},
+    {REDIS_PREVIEW_WANTED_CHANNEL, MSG_PREVIEW_WANTED},
+};
+
+/* The job id an accepted message names (a list for a cancel of many). */
+static const char *s_job_of(const msg_t *m)
+{
+    switch (m->type) {
+    case MSG_JOB_CANCEL:
+        return m->job_cancel.job_id;
+    case MSG_WORK_AVAILABLE:
+        return m->work_available.job_id;
+    case MSG_COMBINATION_CANCEL:
+        return m->combination_cancel.job_id;
+    case MSG_JOB_EVENT:
+        return m->job_event.job_id;
+    case MSG_JOB_PROGRESS:
+        return m->job_progress.job_id;
+    case MSG_JOB_PREVIEW:
+        return m->job_preview.job_id;
+    case MSG_PREVIEW_WANTED:
+        return m->preview_wanted.job_id;
+    default:
+        return NULL;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    const char *channel = data[0] & 1 ? REDIS_WORK_CHANNEL : REDIS_CANCEL_CHANNEL;
+    size_t k = data[0] % (sizeof s_channels / sizeof *s_channels);
+    const char *channel = s_channels[k].channel;
     char why[160] = "";
     msg_t *m = redis_bridge_check(s_decoder, channel, strlen(channel), (const char *)data + 1,
                                   size - 1, why, sizeof why);
@@ -73,13 +114,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         return 0;
     }
-    bool cancel = !(data[0] & 1);
-    const char *job_id = cancel ? m->job_cancel.job_id : m->work_available.job_id;
-    const char *origin = cancel ? m->job_cancel.origin : m->work_available.origin;
-    if (m->type != (cancel ? MSG_JOB_CANCEL : MSG_WORK_AVAILABLE) || (m->flags & MSG_FLAG_REPLY)
-        || !uuid_valid(job_id) || !origin) {
-        fprintf(stderr, "redis_bridge_check: accepted a %s it should refuse\n",
-                msg_type_name(m->type));
+    const char *job_id = s_job_of(m);
+    bool listed =
+        m->type == MSG_JOB_CANCEL_MANY && m->job_cancel_many.job_ids && *m->job_cancel_many.job_ids;
+    if (m->type != s_channels[k].type || (m->flags & MSG_FLAG_REPLY)
+        || (!listed && !uuid_valid(job_id))) {
+        fprintf(stderr, "redis_bridge_check: accepted a %s it should refuse on %s\n",
+                msg_type_name(m->type), channel);
         abort();
     }
     msg_destroy(&m);
