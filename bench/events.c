@@ -169,24 +169,7 @@ static void s_parse_args(int argc, char **argv)
         s_usage(stderr);
         exit(2);
     }
-    if (!s_opt.redis)
-        s_opt.redis = getenv("IMAGEJOBS_BENCH_REDIS");
-    if (!s_opt.database)
-        s_opt.database = getenv("IMAGEJOBS_BENCH_DATABASE");
-    const char *bin = getenv("IMAGEJOBS_BIN");
-    if (!s_opt.redis || !s_opt.database || !bin) {
-        fprintf(stderr, "events: needs IMAGEJOBS_BIN, a Redis (--redis or IMAGEJOBS_BENCH_REDIS) "
-                        "and a PostgreSQL (--database or IMAGEJOBS_BENCH_DATABASE); "
-                        "cmd/imagejobs-local bench events sets them all up\n");
-        exit(2);
-    }
-    static char logs[PATH_MAX];
-    if (!s_opt.logs) {
-        const char *slash = strrchr(bin, '/');
-        snprintf(logs, sizeof logs, "%.*s/bench/events-logs", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-        s_opt.logs = logs;
-    }
+    bench_services("events", &s_opt.redis, &s_opt.database, &s_opt.logs);
 }
 
 /* ================================================================ helpers */

@@ -179,24 +179,7 @@ static void s_parse_args(int argc, char **argv)
         fprintf(stderr, "queue: --singles must leave pending jobs to claim\n");
         exit(2);
     }
-    if (!s_opt.redis)
-        s_opt.redis = getenv("IMAGEJOBS_BENCH_REDIS");
-    if (!s_opt.database)
-        s_opt.database = getenv("IMAGEJOBS_BENCH_DATABASE");
-    const char *bin = getenv("IMAGEJOBS_BIN");
-    if (!s_opt.redis || !s_opt.database || !bin) {
-        fprintf(stderr, "queue: needs IMAGEJOBS_BIN, a Redis (--redis or IMAGEJOBS_BENCH_REDIS) "
-                        "and a PostgreSQL (--database or IMAGEJOBS_BENCH_DATABASE); "
-                        "cmd/imagejobs-local bench queue sets them all up\n");
-        exit(2);
-    }
-    static char logs[PATH_MAX];
-    if (!s_opt.logs) {
-        const char *slash = strrchr(bin, '/');
-        snprintf(logs, sizeof logs, "%.*s/bench/queue-logs", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-        s_opt.logs = logs;
-    }
+    bench_services("queue", &s_opt.redis, &s_opt.database, &s_opt.logs);
 }
 
 /* ================================================================ helpers */
@@ -405,14 +388,19 @@ static const char *const SQL_OPEN_JOBS =
 static const char *const SQL_JOB_ENDED = "SELECT count(*) FROM jobs WHERE id = $1 "
                                          "AND status IN ('completed', 'user_cancelled', 'failed')";
 
-/* propagation and stop (ms) of the running combinations of the jobs $1
- * (uuid[] literal) less those of $2 */
+/* propagation and stop (ms) of the combinations of the jobs $1 (uuid[]
+ * literal), less those of $2, that were running when the cancel arrived.
+ * (The cancel of many reaches the generators before its transaction runs:
+ * one whose job it stopped may claim another job of the batch meanwhile,
+ * and hears of that one's cancel later, from the redis actor's repeat of
+ * each recorded cancel. That late start is not a generator that was
+ * running, and not a sample.) */
 static const char *const SQL_SAMPLES =
     "SELECT extract(epoch FROM t.cancel_observed_at - j.cancel_requested_at) * 1000,"
     "       extract(epoch FROM t.stopped_at - j.cancel_requested_at) * 1000 "
     "FROM job_tasks t JOIN jobs j ON j.id = t.job_id "
     "WHERE j.id = ANY ($1::uuid[]) AND NOT (j.id = ANY ($2::uuid[]))"
-    "  AND t.cancel_observed_at IS NOT NULL";
+    "  AND t.cancel_observed_at IS NOT NULL AND t.started_at < j.cancel_requested_at";
 
 typedef struct {
     series_t latency, propagation, stop; /* ms */

@@ -156,24 +156,7 @@ static void s_parse_args(int argc, char **argv)
         s_usage(stderr);
         exit(2);
     }
-    if (!s_opt.redis)
-        s_opt.redis = getenv("IMAGEJOBS_BENCH_REDIS");
-    if (!s_opt.database)
-        s_opt.database = getenv("IMAGEJOBS_BENCH_DATABASE");
-    const char *bin = getenv("IMAGEJOBS_BIN");
-    if (!s_opt.redis || !s_opt.database || !bin) {
-        fprintf(stderr, "scale: needs IMAGEJOBS_BIN, a Redis (--redis or IMAGEJOBS_BENCH_REDIS) "
-                        "and a PostgreSQL (--database or IMAGEJOBS_BENCH_DATABASE); "
-                        "cmd/imagejobs-local bench scale sets them all up\n");
-        exit(2);
-    }
-    static char logs[PATH_MAX];
-    if (!s_opt.logs) {
-        const char *slash = strrchr(bin, '/');
-        snprintf(logs, sizeof logs, "%.*s/bench/scale-logs", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-        s_opt.logs = logs;
-    }
+    bench_services("scale", &s_opt.redis, &s_opt.database, &s_opt.logs);
 }
 
 /* ================================================================ helpers */

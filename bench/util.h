@@ -67,4 +67,34 @@ static inline redisContext *bench_redis_connect(const char *url, char *err, size
     return c;
 }
 
+/* The services a bench runs against: *redis and *database from the
+ * environment cmd/imagejobs-local bench sets up (IMAGEJOBS_BENCH_REDIS,
+ * IMAGEJOBS_BENCH_DATABASE) unless an option gave them, IMAGEJOBS_BIN
+ * required too (exit 2 naming prog otherwise), and *logs by default
+ * <the binary's directory>/bench/<prog>-logs. */
+static inline void bench_services(const char *prog, const char **redis, const char **database,
+                                  const char **logs)
+{
+    static char dir[4096];
+    if (!*redis)
+        *redis = getenv("IMAGEJOBS_BENCH_REDIS");
+    if (!*database)
+        *database = getenv("IMAGEJOBS_BENCH_DATABASE");
+    const char *bin = getenv("IMAGEJOBS_BIN");
+    if (!*redis || !*database || !bin) {
+        fprintf(stderr,
+                "%s: needs IMAGEJOBS_BIN, a Redis (--redis or IMAGEJOBS_BENCH_REDIS) and a "
+                "PostgreSQL (--database or IMAGEJOBS_BENCH_DATABASE); cmd/imagejobs-local bench "
+                "%s sets them all up\n",
+                prog, prog);
+        exit(2);
+    }
+    if (!*logs) {
+        const char *slash = strrchr(bin, '/');
+        snprintf(dir, sizeof dir, "%.*s/bench/%s-logs", slash ? (int)(slash - bin) : 1,
+                 slash ? bin : ".", prog);
+        *logs = dir;
+    }
+}
+
 #endif
