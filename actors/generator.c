@@ -35,6 +35,7 @@
 #include "actors/generator.h"
 
 #include "actors/generator/png.h"
+#include "actors/generator/recent.h"
 #include "actors/generator/wishes.h"
 #include "runtime/backoff.h"
 #include "runtime/clock.h"
@@ -108,6 +109,7 @@ typedef struct {
     bool preview_unsupported; /* the backend said no: not asked again */
     bool preview_encoding;    /* one preview at a time on the encoder */
     wishes_t wishes;          /* jobs whose previews someone wants */
+    recent_t recent;          /* cancels heard lately, for a claim in flight */
 } gen_actor_t;
 
 /* One PNG encode, off the loop: a finished image, or a preview. */
@@ -212,13 +214,14 @@ static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
     }
 }
 
-/* A cancel event (bus topic "cancel"): of a job, of many jobs at once, or
- * of one combination (whose stop reports no cancel of the job: requested
- * 0, the job goes on). Ours when it names what we run. In poll mode (the
- * seed's design) only the Redis flag counts. */
+/* A cancel event: of a job, of many, or of one combination (its stop reports
+ * no cancel of the job). Ours when it names what we run; kept a while for a
+ * claim in flight. In poll mode (the seed's) only the Redis flag counts. */
 static void s_on_cancel_event(actor_t *self, msg_t *msg)
 {
     gen_actor_t *g = actor_state(self);
+    if (!g->cfg.poll_mode)
+        recent_note(&g->recent, msg, clock_mono_ns());
     if (g->cfg.poll_mode || !g->have_item)
         return;
     const msg_job_cancel_t *one = &msg->job_cancel;
@@ -696,8 +699,12 @@ static void s_on_work(actor_t *self, int status, msg_t *reply, void *arg)
              (unsigned long long)g->index, (unsigned long long)g->item.width,
              (unsigned long long)g->item.height, (unsigned long long)g->item.steps);
     ev_timer_again(g->loop, &g->lease);
-    if (!g->cfg.poll_mode)
-        s_cancel(g, g->item.cancel_mode, 0);
+    cancel_mode_t mode = g->item.cancel_mode;
+    int64_t at_us = 0; /* a cancel heard while we asked for it stands too */
+    if (!g->cfg.poll_mode) {
+        recent_find(&g->recent, g->item.job_id, clock_mono_ns(), &mode, &at_us);
+        s_cancel(g, mode, at_us);
+    }
     s_next_image(g);
 }
 
@@ -852,6 +859,7 @@ static void s_fini(actor_t *self)
     gen_backend_close(&g->backend); /* waits for the device: no more wakeups */
     msg_destroy(&g->pending);
     s_item_clear(g);
+    recent_free(&g->recent);
     free(g);
 }
 

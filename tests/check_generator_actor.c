@@ -281,6 +281,36 @@ START_TEST(test_recheck_after_reconnect_reads_the_store)
 }
 END_TEST
 
+/* A cancel that arrives while the claim is in flight (the generator runs
+ * nothing yet: the event names nothing of its) still stops the job the
+ * claim brings, at once, and the stop carries the cancel; one of another
+ * job does not. */
+START_TEST(test_cancel_heard_while_claiming_stops_the_claimed_job)
+{
+    generator_config_t cfg = s_config();
+    actor_t *g = s_start(&cfg);
+    msg_t *req = fixture_expect(s_store, MSG_WORK_REQUEST);
+    msg_t *ev = msg_new(MSG_JOB_CANCEL);
+    msg_set_str(&ev->job_cancel.job_id, "5d7e2a55-0c1b-4f1e-8a0b-6a1b2c3d4e5f"); /* another */
+    ev->job_cancel.mode = CANCEL_MODE_IMMEDIATE;
+    ev->job_cancel.requested_at_us = 1700000000000001;
+    ck_assert_int_eq(mailbox_publish(s_store, TOPIC_CANCEL, ev), 1);
+    msg_set_str(&ev->job_cancel.job_id, JOB);
+    ev->job_cancel.requested_at_us = 1700000000000002;
+    ck_assert_int_eq(mailbox_publish(s_store, TOPIC_CANCEL, ev), 1);
+    msg_destroy(&ev);
+    s_give_work(req, 64, 4, 3, 0); /* after the events: the same sender, in order */
+    msg_destroy(&req);
+    msg_t *stop = fixture_expect(s_store, MSG_TASK_STOPPED); /* no image first */
+    ck_assert_str_eq(task_outcome_name(stop->task_stopped.outcome), "cancelled");
+    ck_assert_int_eq(stop->task_stopped.cancel_requested_at_us, 1700000000000002);
+    ck_assert_int_eq(stop->task_stopped.cancel_mode, CANCEL_MODE_IMMEDIATE);
+    s_ok(stop);
+    msg_destroy(&stop);
+    generator_destroy(&g);
+}
+END_TEST
+
 START_TEST(test_work_event_wakes_an_idle_generator)
 {
     generator_config_t cfg = s_config();
@@ -714,6 +744,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_durable_cancel_from_the_store_stops_before_next_image);
     tcase_add_test(tc, test_recheck_after_reconnect_reads_the_store);
     tcase_add_test(tc, test_work_event_wakes_an_idle_generator);
+    tcase_add_test(tc, test_cancel_heard_while_claiming_stops_the_claimed_job);
     tcase_add_test(tc, test_poll_mode_reads_the_redis_flag_before_each_image);
     tcase_add_test(tc, test_unrecorded_image_is_held_and_sent_again);
     tcase_add_test(tc, test_shutdown_gives_the_claim_back);
