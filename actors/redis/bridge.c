@@ -24,29 +24,34 @@
 
 /* ------------------------------------------------------------ from Redis */
 
+/* A job id as it may travel: a UUID, lower-cased here so that it compares
+ * equal to the one the generators hold. */
+static bool s_job_id(char *id)
+{
+    if (!uuid_valid(id))
+        return false;
+    redis_lowercase(id);
+    return true;
+}
+
 /* A cancel as it may travel: a UUID job id (lowercased here), a mode that
- * stops something, a plausible time, a valid origin. NULL, or why not. */
+ * stops something, a plausible time (every message's origin: s_check).
+ * NULL, or why not. */
 static const char *s_check_cancel(msg_job_cancel_t *c)
 {
-    if (!uuid_valid(c->job_id))
+    if (!s_job_id(c->job_id))
         return "job id is not a UUID";
-    redis_lowercase(c->job_id);
     if (c->mode == CANCEL_MODE_NONE)
         return "mode none";
     if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
         return "requested_at_us out of range";
-    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
-        return "bad origin";
     return NULL;
 }
 
 static const char *s_check_work(msg_work_available_t *w)
 {
-    if (!uuid_valid(w->job_id))
+    if (!s_job_id(w->job_id))
         return "job id is not a UUID";
-    redis_lowercase(w->job_id);
-    if (!w->origin || !redis_instance_valid(w->origin, strlen(w->origin)))
-        return "bad origin";
     return NULL;
 }
 
@@ -76,24 +81,19 @@ static const char *s_check_cancel_many(msg_job_cancel_many_t *c)
         return "mode none";
     if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
         return "requested_at_us out of range";
-    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
-        return "bad origin";
     return NULL;
 }
 
 static const char *s_check_combination_cancel(msg_combination_cancel_t *c)
 {
-    if (!uuid_valid(c->job_id))
+    if (!s_job_id(c->job_id))
         return "job id is not a UUID";
-    redis_lowercase(c->job_id);
     if (c->combination >= JOB_COMBINATIONS_MAX)
         return "combination out of range";
     if (c->mode == CANCEL_MODE_NONE)
         return "mode none";
     if (c->requested_at_us < 1 || c->requested_at_us > MAX_REQUESTED_AT_US)
         return "requested_at_us out of range";
-    if (!c->origin || !redis_instance_valid(c->origin, strlen(c->origin)))
-        return "bad origin";
     return NULL;
 }
 
@@ -102,9 +102,8 @@ static const char *s_check_combination_cancel(msg_combination_cancel_t *c)
  * stream sends it as one "data:" line). */
 static const char *s_check_event(msg_job_event_t *e)
 {
-    if (!uuid_valid(e->job_id))
+    if (!s_job_id(e->job_id))
         return "job id is not a UUID";
-    redis_lowercase(e->job_id);
     if (e->seq == 0)
         return "seq 0";
     if (!e->data || e->data[0] != '{' || strpbrk(e->data, "\r\n"))
@@ -112,30 +111,24 @@ static const char *s_check_event(msg_job_event_t *e)
     if (!uuid_valid(e->log))
         return "log id is not a UUID";
     redis_lowercase(e->log);
-    if (!e->origin || !redis_instance_valid(e->origin, strlen(e->origin)))
-        return "bad origin";
     return NULL;
 }
 
 static const char *s_check_progress(msg_job_progress_t *p)
 {
-    if (!uuid_valid(p->job_id))
+    if (!s_job_id(p->job_id))
         return "job id is not a UUID";
-    redis_lowercase(p->job_id);
     if (p->combination >= JOB_COMBINATIONS_MAX || p->image_index >= JOB_IMAGES_MAX
         || p->steps < JOB_STEPS_MIN || p->steps > JOB_STEPS_MAX || p->step > p->steps)
         return "combination, image, step or steps out of range";
-    if (!p->origin || !redis_instance_valid(p->origin, strlen(p->origin)))
-        return "bad origin";
     return NULL;
 }
 
 static const char *s_check_preview(msg_job_preview_t *p)
 {
     static const unsigned char png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (!uuid_valid(p->job_id))
+    if (!s_job_id(p->job_id))
         return "job id is not a UUID";
-    redis_lowercase(p->job_id);
     if (p->combination >= JOB_COMBINATIONS_MAX || p->image_index >= JOB_IMAGES_MAX
         || p->step > JOB_STEPS_MAX)
         return "combination, image or step out of range";
@@ -144,20 +137,15 @@ static const char *s_check_preview(msg_job_preview_t *p)
         return "preview size out of range";
     if (p->png.size < sizeof png_magic || memcmp(p->png.data, png_magic, sizeof png_magic) != 0)
         return "not a PNG";
-    if (!p->origin || !redis_instance_valid(p->origin, strlen(p->origin)))
-        return "bad origin";
     return NULL;
 }
 
 static const char *s_check_wanted(msg_preview_wanted_t *w)
 {
-    if (!uuid_valid(w->job_id))
+    if (!s_job_id(w->job_id))
         return "job id is not a UUID";
-    redis_lowercase(w->job_id);
     if (w->ttl_ms < 1 || w->ttl_ms > 60000)
         return "ttl out of range";
-    if (!w->origin || !redis_instance_valid(w->origin, strlen(w->origin)))
-        return "bad origin";
     return NULL;
 }
 
@@ -172,24 +160,7 @@ typedef struct {
     size_t payload_max;
 } bridge_t;
 
-static const char *s_check_cancel_msg(msg_t *m)
-{
-    return s_check_cancel(&m->job_cancel);
-}
-static const char *s_check_work_msg(msg_t *m)
-{
-    return s_check_work(&m->work_available);
-}
-static char **s_cancel_origin(msg_t *m)
-{
-    return &m->job_cancel.origin;
-}
-static char **s_work_origin(msg_t *m)
-{
-    return &m->work_available.origin;
-}
-
-/* The checks and origins of the event messages, by name. */
+/* The check and the origin of each bridged message, by name. */
 #define S_BRIDGED(name, check)                                                                     \
     static const char *s_check_##name##_msg(msg_t *m)                                              \
     {                                                                                              \
@@ -199,6 +170,8 @@ static char **s_work_origin(msg_t *m)
     {                                                                                              \
         return &m->name.origin;                                                                    \
     }
+S_BRIDGED(job_cancel, s_check_cancel)
+S_BRIDGED(work_available, s_check_work)
 S_BRIDGED(job_cancel_many, s_check_cancel_many)
 S_BRIDGED(combination_cancel, s_check_combination_cancel)
 S_BRIDGED(job_event, s_check_event)
@@ -207,10 +180,10 @@ S_BRIDGED(job_preview, s_check_preview)
 S_BRIDGED(preview_wanted, s_check_wanted)
 
 static const bridge_t s_bridges[] = {
-    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_cancel_msg, s_cancel_origin,
-     PAYLOAD_MAX},
-    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_msg, s_work_origin,
-     PAYLOAD_MAX},
+    {REDIS_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL, s_check_job_cancel_msg,
+     s_job_cancel_origin, PAYLOAD_MAX},
+    {REDIS_WORK_CHANNEL, TOPIC_WORK, MSG_WORK_AVAILABLE, s_check_work_available_msg,
+     s_work_available_origin, PAYLOAD_MAX},
     {REDIS_CANCEL_MANY_CHANNEL, TOPIC_CANCEL, MSG_JOB_CANCEL_MANY, s_check_job_cancel_many_msg,
      s_job_cancel_many_origin, EVENT_PAYLOAD_MAX},
     {REDIS_COMBINATION_CANCEL_CHANNEL, TOPIC_CANCEL, MSG_COMBINATION_CANCEL,
@@ -225,6 +198,17 @@ static const bridge_t s_bridges[] = {
      s_check_preview_wanted_msg, s_preview_wanted_origin, PAYLOAD_MAX},
 };
 #define BRIDGES (sizeof s_bridges / sizeof s_bridges[0])
+
+/* b's check of m, and what every bridged message must have: a valid origin.
+ * NULL, or why not. */
+static const char *s_check(const bridge_t *b, msg_t *m)
+{
+    const char *bad = b->check(m);
+    const char *origin = *b->origin(m);
+    if (!bad && (!origin || !redis_instance_valid(origin, strlen(origin))))
+        bad = "bad origin";
+    return bad;
+}
 
 static const bridge_t *s_bridge_of_type(msg_type_t type)
 {
@@ -261,7 +245,7 @@ static msg_t *s_check_payload(msg_decoder_t *d, const bridge_t *b, const char *p
         snprintf(why, whylen, "a %s, not a %s event", msg_type_name(m->type),
                  msg_type_name(b->type));
     else {
-        const char *bad = b->check(m);
+        const char *bad = s_check(b, m);
         if (bad)
             snprintf(why, whylen, "%s", bad);
     }
@@ -350,7 +334,7 @@ void redis_on_bridged_event(actor_t *self, msg_t *msg)
     if (strcmp(msg->sender, actor_name(self)) == 0 || !redis_cmd_ready(st))
         return;
     msg_set_str(b->origin(msg), st->instance);
-    const char *bad = b->check(msg);
+    const char *bad = s_check(b, msg);
     if (bad) {
         log_warn("malformed %s from %s not published (%s)", msg_type_name(msg->type), msg->sender,
                  bad);
