@@ -343,7 +343,16 @@ START_TEST(test_cancel_many_by_ids_and_by_filter)
     char *r1 = inst_create(a, 1, 64, 20, 100), *r2 = inst_create(a, 1, 64, 20, 100);
     s_wait_processing(a, r1);
     s_wait_processing(a, r2);
-    char *p1 = inst_create(a, 1, 64, 2, 1), *p2 = inst_create(a, 1, 64, 20, 100); /* queued */
+    /* queued; p2 ahead of p1 in the claims: the generator the cancel below frees
+     * (its event goes out before the write) takes p2, and p1 stays pending */
+    char *p1 = inst_create(a, 1, 64, 2, 1);
+    api_response_t made =
+        api_check_call(a->port, "POST", "/api/jobs", "Content-Type: application/json\r\n",
+                       "{\"prompt\":\"a quiet street\",\"images_per_combination\":100,\"width\":64,"
+                       "\"height\":64,\"steps\":20,\"priority\":1}");
+    ck_assert_int_eq(made.status, 201);
+    char *p2 = strdup(api_check_str(made.json, "job_id"));
+    api_response_free(&made);
     const char *unknown = "2b0d6a76-3a0e-4d36-9a51-5f3c1e8a0c11";
 
     /* by ids, through the instance that runs nothing */
