@@ -762,8 +762,8 @@ static int s_init(actor_t *self, void *arg)
         log_debug("cannot lower the generator's priority: %s", strerror(errno));
 
     char err[256];
-    g->backend =
-        gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err, sizeof err);
+    g->backend = gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->cpu_threads, err,
+                                      sizeof err);
     if (!g->backend) {
         actor_fail(self, "%s", err);
         free(g);
