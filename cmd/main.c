@@ -304,9 +304,10 @@ static int s_serve(int argc, char **argv)
                 fprintf(stderr, "imagejobs serve: %s\n", err);
             else
                 log_error("%s", err);
+            int status = plugin ? 2 : 1;
             s_service_stop(&svc);
             gen_plugin_unload(&plugin);
-            return plugin ? 2 : 1;
+            return status;
         }
         svc.ngenerators++;
     }
