@@ -344,9 +344,9 @@ static void s_render_preview(gen_actor_t *g, uint32_t step)
     if (!e || !rgb)
         abort();
     if (gen_preview(g->backend, PREVIEW_SIZE_MAX, rgb, &e->width, &e->height) < 0) {
-        log_info("no previews of %s/%llu: %s", g->item.job_id,
-                 (unsigned long long)g->item.combination, gen_error(g->backend));
-        g->preview_unsupported = true;
+        if ((g->preview_unsupported = !gen_preview_pending(g->backend))) /* else: ask again */
+            log_info("no previews of %s/%llu: %s", g->item.job_id,
+                     (unsigned long long)g->item.combination, gen_error(g->backend));
         free(rgb);
         free(e);
         return;

@@ -20,6 +20,7 @@
 #include "tests/fixture.h"
 #include "tests/instances.h"
 #include "tests/runner.h"
+#include "tests/sse_client.h"
 
 #include <check.h>
 #include <limits.h>
@@ -237,6 +238,32 @@ START_TEST(test_procedural_plugin_gives_the_cpu_images_and_cancels)
     free(a);
     free(b);
 
+    /* previews, rendered on the plugin's worker after its steps */
+    char *watched = inst_create(pl, 1, 256, 40, 2);
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/events?previews=1", watched);
+    sse_t *sse = sse_open(pl->port, path, NULL, NULL, 10000);
+    ck_assert_ptr_nonnull(sse);
+    ck_assert_int_eq(sse_status(sse), 200);
+    int previews = 0;
+    for (;;) {
+        sse_event_t ev;
+        ck_assert_int_eq(sse_next(sse, &ev, 120000), 1);
+        if (!strcmp(ev.event, "end"))
+            break;
+        if (strcmp(ev.event, "preview"))
+            continue;
+        json_t *d = json_loads(ev.data, 0, NULL);
+        ck_assert_ptr_nonnull(d);
+        json_int_t w = api_check_int(d, "width"), h = api_check_int(d, "height");
+        ck_assert(w == 128 && h == 128); /* 256x256 box-averaged to at most 128 */
+        json_decref(d);
+        previews++;
+    }
+    sse_close(sse);
+    ck_assert_int_gt(previews, 0);
+    free(watched);
+
     /* a real cancel through the plugin: images made are kept, it stops */
     char *id = inst_create(pl, 1, 128, 20, 100);
     for (double end = fixture_now() + 120;;) {
@@ -248,7 +275,6 @@ START_TEST(test_procedural_plugin_gives_the_cpu_images_and_cancels)
         ck_assert_msg(fixture_now() < end, "no image through the plugin");
         fixture_pause_ms(20);
     }
-    char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
     api_response_t r = api_check_call(pl->port, "POST", path, NULL, NULL);
     ck_assert_int_eq(r.status, 200);

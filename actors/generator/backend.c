@@ -294,10 +294,12 @@ int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t 
         snprintf(b->err, sizeof b->err, "previews not supported on cuda");
         return -1;
     }
-    if (b->plug) {
-        /* the plugin's state is its worker's while a step runs */
-        snprintf(b->err, sizeof b->err, "previews not supported through a plugin yet");
-        return -1;
+    if (b->plug) { /* rendered on the plugin's worker after each step */
+        if (gen_plug_preview(b->plug, max_side, rgb_out, w_out, h_out) < 0) {
+            snprintf(b->err, sizeof b->err, "%s", gen_plug_error(b->plug));
+            return -1;
+        }
+        return 0;
     }
     if (!b->active || gen_cpu_steps_done(b->cpu) == 0) {
         snprintf(b->err, sizeof b->err, "no step of an image done yet");
@@ -324,6 +326,11 @@ int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t 
     *w_out = w;
     *h_out = h;
     return 0;
+}
+
+bool gen_preview_pending(const gen_backend_t *b)
+{
+    return b->plug && gen_plug_preview_pending(b->plug);
 }
 
 void gen_abort(gen_backend_t *b)

@@ -18,6 +18,7 @@
 #ifndef IMAGEJOBS_GEN_BACKEND_H
 #define IMAGEJOBS_GEN_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -161,6 +162,11 @@ int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out);
  * loop wait for the stream. */
 int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
                 uint32_t *h_out);
+/* After gen_preview failed: true when asking again later may succeed. A
+ * plugin's previews are rendered on its worker after each step, starting
+ * with the first ask of an image, which finds none yet (the plugin's state
+ * is the worker's while a step runs: the loop never reads it). */
+bool gen_preview_pending(const gen_backend_t *b);
 
 /* Drops the in-flight image at once (a queued GPU step finishes on its own,
  * unobserved); the backend is ready for gen_begin. */

@@ -14,6 +14,7 @@
 #include "actors/generator/backend.h"
 #include "actors/generator/sampler.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -90,6 +91,13 @@ gen_status_t gen_plug_advance(gen_plug_t *p);
 int gen_plug_wait(gen_plug_t *p);
 uint32_t gen_plug_steps_done(const gen_plug_t *p);
 const uint8_t *gen_plug_pixels(const gen_plug_t *p);
+/* The latest preview the worker rendered of the current image (after a
+ * step), copied out: 0, or -1 with gen_plug_error set; then
+ * gen_plug_preview_pending says whether one is on its way (the first ask
+ * of an image starts the worker rendering them). Never blocks. */
+int gen_plug_preview(gen_plug_t *p, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
+                     uint32_t *h_out);
+bool gen_plug_preview_pending(const gen_plug_t *p);
 /* Raises the cancel flag and queues the plugin's abort; returns at once. */
 void gen_plug_abort(gen_plug_t *p);
 const char *gen_plug_error(const gen_plug_t *p);

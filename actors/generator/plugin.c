@@ -16,12 +16,19 @@
  *
  * The loop and the worker share one mutex, held only for a few stores
  * (never across a plugin call), so the loop never waits on a plugin.
+ *
+ * Previews: the plugin's state is its worker's while a step runs, so the
+ * loop never calls the plugin's preview. Once the loop asks for a preview
+ * of an image (gen_plug_preview), the worker renders one after each step
+ * of that image into a cache, and the loop copies the latest from there;
+ * the first ask of an image finds none yet and says "pending".
  */
 #include "config.h"
 
 #include "actors/generator/engines.h"
 
 #include "imagejobs/backend.h"
+#include "runtime/clock.h"
 #include "runtime/log.h"
 
 #include <dlfcn.h>
@@ -197,6 +204,16 @@ struct gen_plug {
     cmd_t cmd;
     uint64_t cmd_seq;
     imagejobs_backend_image_t image; /* CMD_BEGIN's, strings owned */
+    uint64_t image_id;               /* CMD_BEGIN's image (the loop's count) */
+    int64_t cancel_ns;               /* when the loop raised the flag (monotonic) */
+    /* previews: asked by the loop for image pv_want_image, at most
+     * pv_want_side; the worker's latest in pv (for image pv_image) */
+    uint64_t pv_want_image;
+    uint32_t pv_want_side;
+    uint64_t pv_image;
+    uint32_t pv_w, pv_h, pv_step;
+    uint8_t *pv;
+    size_t pv_cap;
     /* the worker's result of command done_seq */
     uint64_t done_seq;
     imagejobs_backend_status_t status;
@@ -206,10 +223,12 @@ struct gen_plug {
     int open_rc;
 
     /* the loop's side (no lock: only the loop's thread touches these) */
-    uint64_t seq;  /* the last command submitted */
-    cmd_t last;    /* and what it was */
-    bool active;   /* an image is begun and not aborted */
-    bool finished; /* its pixels are in rgb */
+    uint64_t images; /* images begun: the current one's id */
+    bool pv_pending; /* the last gen_plug_preview: one will come */
+    uint64_t seq;    /* the last command submitted */
+    cmd_t last;      /* and what it was */
+    bool active;     /* an image is begun and not aborted */
+    bool finished;   /* its pixels are in rgb */
     uint32_t steps, steps_done;
     uint32_t width, height;
     uint8_t *rgb; /* the finished image (RGB8), written by the worker's CMD_PIXELS */
@@ -273,10 +292,49 @@ static imagejobs_backend_status_t s_fetch_pixels(gen_plug_t *p, char *err, size_
     return IMAGEJOBS_BACKEND_OK;
 }
 
+/* Worker, after a step of image_id while the loop wants its previews: the
+ * plugin renders into *buf (the worker's), the result is copied into the
+ * cache under the lock, so the loop never sees a half-written one. */
+static void s_preview_after_step(gen_plug_t *p, uint64_t image_id, uint32_t side, uint32_t step,
+                                 uint8_t **buf, size_t *cap)
+{
+    size_t need = (size_t)side * side * 3;
+    if (need > *cap) {
+        uint8_t *nb = realloc(*buf, need);
+        if (!nb)
+            return;
+        *buf = nb;
+        *cap = need;
+    }
+    imagejobs_backend_preview_t pv = {.size = sizeof pv, .max_side = side, .rgb = *buf};
+    if (p->api->preview(p->inst, &pv) != IMAGEJOBS_BACKEND_OK || pv.width < 1 || pv.height < 1
+        || pv.width > side || pv.height > side)
+        return; /* no preview this time; the loop keeps the last one */
+    pthread_mutex_lock(&p->mu);
+    if (p->pv_want_image == image_id && need > p->pv_cap) {
+        uint8_t *nb = realloc(p->pv, need);
+        if (nb) {
+            p->pv = nb;
+            p->pv_cap = need;
+        }
+    }
+    if (p->pv_want_image == image_id && need <= p->pv_cap) {
+        memcpy(p->pv, *buf, (size_t)pv.width * pv.height * 3);
+        p->pv_image = image_id;
+        p->pv_w = pv.width;
+        p->pv_h = pv.height;
+        p->pv_step = step;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void *s_worker(void *arg)
 {
     gen_plug_t *p = arg;
     char err[256] = "";
+    char name[32];
+    snprintf(name, sizeof name, "plugin-%u", p->index);
+    log_set_thread_name(name);
 
     /* open and describe here: every call of the instance on this thread */
     imagejobs_backend_open_args_t oa = {.size = sizeof oa,
@@ -310,6 +368,9 @@ static void *s_worker(void *arg)
     }
 
     bool image = false; /* the plugin holds an image (begun, not aborted) */
+    uint64_t image_id = 0;
+    uint8_t *pv = NULL; /* the plugin renders into this, then it goes to p->pv */
+    size_t pv_cap = 0;
     for (;;) {
         while (!p->stop && p->cmd == CMD_NONE)
             pthread_cond_wait(&p->cmd_cv, &p->mu);
@@ -317,6 +378,9 @@ static void *s_worker(void *arg)
             break;
         cmd_t cmd = p->cmd;
         uint64_t seq = p->cmd_seq;
+        if (cmd == CMD_BEGIN)
+            image_id = p->image_id;
+        uint32_t pv_side = p->pv_want_image == image_id ? p->pv_want_side : 0;
         imagejobs_backend_image_t im = p->image;
         memset(&p->image, 0, sizeof p->image); /* the strings are ours now */
         p->cmd = CMD_NONE;
@@ -341,6 +405,8 @@ static void *s_worker(void *arg)
             st = p->api->step(p->inst, &steps);
             if (st < 0)
                 s_copy_error(p, err, sizeof err, "step");
+            if ((st == IMAGEJOBS_BACKEND_MORE || st == IMAGEJOBS_BACKEND_DONE) && pv_side > 0)
+                s_preview_after_step(p, image_id, pv_side, steps, &pv, &pv_cap);
             break;
         case CMD_PIXELS:
             st = s_fetch_pixels(p, err, sizeof err);
@@ -356,6 +422,9 @@ static void *s_worker(void *arg)
         s_image_free(&im);
 
         pthread_mutex_lock(&p->mu);
+        if (st == IMAGEJOBS_BACKEND_CANCELLED && p->cancel_ns > 0) /* bench/README.md */
+            log_info("the plugin's call returned %lld us after the cancel flag was raised",
+                     (long long)((clock_mono_ns() - p->cancel_ns) / 1000));
         p->done_seq = seq;
         p->status = st;
         p->done_steps = steps;
@@ -373,6 +442,7 @@ static void *s_worker(void *arg)
         p->api->abort(p->inst);
     p->api->close(p->inst);
     p->inst = NULL;
+    free(pv);
     return NULL;
 }
 
@@ -426,11 +496,13 @@ void gen_plug_close(gen_plug_t **pp)
         pthread_mutex_lock(&p->mu);
         p->stop = true;
         atomic_store(&p->cancel, 1); /* a step in flight ends soon */
+        p->cancel_ns = clock_mono_ns();
         pthread_cond_signal(&p->cmd_cv);
         pthread_mutex_unlock(&p->mu);
         pthread_join(p->worker, NULL);
     }
     s_image_free(&p->image);
+    free(p->pv);
     pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->cmd_cv);
     pthread_mutex_destroy(&p->mu);
@@ -463,6 +535,7 @@ static void s_submit(gen_plug_t *p, cmd_t cmd, imagejobs_backend_image_t *im)
     }
     p->cmd = cmd;
     p->cmd_seq = ++p->seq;
+    p->image_id = p->images;
     pthread_cond_signal(&p->cmd_cv);
     pthread_mutex_unlock(&p->mu);
     p->last = cmd;
@@ -516,6 +589,7 @@ int gen_plug_begin(gen_plug_t *p, const char *prompt, uint64_t seed, uint32_t im
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    p->images++;
     p->width = width;
     p->height = height;
     p->steps = steps;
@@ -607,6 +681,7 @@ void gen_plug_abort(gen_plug_t *p)
     p->finished = false;
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->cancel, 1); /* read by the plugin inside its step */
+    p->cancel_ns = clock_mono_ns();
     pthread_mutex_unlock(&p->mu);
     s_submit(p, CMD_ABORT, NULL);
 }
@@ -614,4 +689,40 @@ void gen_plug_abort(gen_plug_t *p)
 const char *gen_plug_error(const gen_plug_t *p)
 {
     return p->err;
+}
+
+int gen_plug_preview(gen_plug_t *p, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
+                     uint32_t *h_out)
+{
+    p->pv_pending = false;
+    if (!p->api->preview || !(p->info.flags & IMAGEJOBS_BACKEND_CAN_PREVIEW)) {
+        snprintf(p->err, sizeof p->err, "%s offers no previews", p->name);
+        return -1;
+    }
+    if (!p->active || max_side == 0) {
+        snprintf(p->err, sizeof p->err, "%s",
+                 max_side ? "no image in progress" : "a preview needs a size of at least 1");
+        return -1;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->pv_want_image = p->images; /* from now on, one after each step */
+    p->pv_want_side = max_side;
+    bool have = p->pv_image == p->images && p->pv_w && p->pv_w <= max_side && p->pv_h <= max_side;
+    if (have) {
+        memcpy(rgb_out, p->pv, (size_t)p->pv_w * p->pv_h * 3);
+        *w_out = p->pv_w;
+        *h_out = p->pv_h;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!have) {
+        p->pv_pending = true;
+        snprintf(p->err, sizeof p->err, "the first preview of this image comes after a step");
+        return -1;
+    }
+    return 0;
+}
+
+bool gen_plug_preview_pending(const gen_plug_t *p)
+{
+    return p->pv_pending;
 }
