@@ -386,8 +386,10 @@ static void *s_worker(void *arg)
         p->cmd = CMD_NONE;
         /* a new image starts with the flag down; an abort that comes after
          * this point (under the same lock) raises it again for this begin */
-        if (cmd == CMD_BEGIN)
+        if (cmd == CMD_BEGIN) {
             atomic_store(&p->cancel, 0);
+            p->cancel_ns = 0;
+        }
         pthread_mutex_unlock(&p->mu);
 
         uint32_t steps = 0;
