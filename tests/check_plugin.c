@@ -1,6 +1,7 @@
 /*
  * check_plugin.c - backend plugins (include/imagejobs/backend.h) end to
- * end, through real `imagejobs serve` processes:
+ * end, through real `imagejobs serve` processes (and the plugin engine on
+ * its own, through actors/generator/backend.h):
  *   - every load error (file missing, symbol missing, ABI major mismatch,
  *     open refused, name not in --plugin-dir) is one "imagejobs serve:"
  *     line and exit status 2, and the same for render;
@@ -16,6 +17,7 @@
  */
 #include "config.h"
 
+#include "actors/generator/backend.h"
 #include "tests/api_check.h"
 #include "tests/fixture.h"
 #include "tests/instances.h"
@@ -24,6 +26,7 @@
 
 #include <check.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,10 +101,16 @@ static void s_abs(const char *rel, char *out, size_t len)
 
 /* ------------------------------------------------------------ load errors */
 
+/* Whether the suite's Redis and PostgreSQL are there (else "SKIP: ..."). */
+static bool s_services(void)
+{
+    return fixture_service("IMAGEJOBS_TEST_REDIS") && fixture_service("IMAGEJOBS_TEST_DATABASE");
+}
+
 START_TEST(test_every_load_error_is_one_line_and_status_2)
 {
-    const char *redis = getenv("IMAGEJOBS_TEST_REDIS");
-    const char *db = getenv("IMAGEJOBS_TEST_DATABASE");
+    const char *redis = fixture_env("IMAGEJOBS_TEST_REDIS");
+    const char *db = fixture_env("IMAGEJOBS_TEST_DATABASE");
     static const struct {
         const char *backend, *dir, *options;
         const char *says;
@@ -215,6 +224,8 @@ START_TEST(test_procedural_plugin_gives_the_cpu_images_and_cancels)
         "{\"prompt\":\"a lighthouse on a stormy coast\","
         "\"combinations\":[{\"seed\":7,\"style\":\"oil painting\"}],"
         "\"images_per_combination\":2,\"width\":128,\"height\":96,\"steps\":6}";
+    if (!s_services())
+        return;
     inst_database("check_plugin");
     inst_t *cpu = inst_start("cpu", "1", "--backend", "cpu", NULL);
     size_t n_cpu, n_plug;
@@ -317,6 +328,8 @@ START_TEST(test_a_cancel_interrupts_a_slow_plugins_step)
     unlink(log);
     /* a step of 10 minutes: only the cancel flag can end it within the test */
     snprintf(options, sizeof options, "step_ms=600000,log=%s", log);
+    if (!s_services())
+        return;
     inst_database("check_plugin");
     inst_t *in = inst_start("slow", "1", "--backend", "plugin:slow", "--plugin-dir",
                             TEST_PLUGIN_DIR, "--backend-options", options, NULL);
@@ -360,6 +373,166 @@ START_TEST(test_a_cancel_interrupts_a_slow_plugins_step)
 }
 END_TEST
 
+/* ------------------------------------------------- the engine alone */
+
+static atomic_int s_wakeups;
+
+static void s_count_wakeup(void *arg)
+{
+    atomic_fetch_add(&s_wakeups, 1);
+}
+
+static gen_plugin_t *s_load(const char *spec, const char *options)
+{
+    char err[512];
+    gen_plugin_t *pl = gen_plugin_load(spec, NULL, options, err, sizeof err);
+    ck_assert_msg(pl != NULL, "%s: %s", spec, err);
+    return pl;
+}
+
+/* Runs b's image from gen_begin on, as an actor does (gen_advance until
+ * GEN_DONE) but waiting here where an actor would wait for the wakeup. */
+static void s_until_done(gen_backend_t *b)
+{
+    for (;;) {
+        gen_status_t st = gen_advance(b);
+        ck_assert_msg(st != GEN_ERROR, "%s", gen_error(b));
+        if (st == GEN_DONE)
+            return;
+        if (st == GEN_WAIT)
+            fixture_pause_ms(1);
+    }
+}
+
+START_TEST(test_engine_matches_cpu_after_an_abort_in_flight)
+{
+    char err[512];
+    gen_params_t big = {
+        .prompt = "a valley of pines", .seed = 5, .width = 512, .height = 512, .steps = 50};
+    gen_params_t p = {.prompt = "a lighthouse at dusk, oil painting",
+                      .seed = 11,
+                      .image_index = 3,
+                      .width = 192,
+                      .height = 128,
+                      .steps = 7};
+    gen_backend_t *cpu = gen_backend_open(GEN_BACKEND_CPU, err, sizeof err);
+    ck_assert_msg(cpu != NULL, "%s", err);
+    uint8_t *want = NULL;
+    ck_assert_int_eq(gen_render_sync(cpu, &p, &want, NULL, err, sizeof err), 0);
+    gen_backend_close(&cpu);
+
+    gen_plugin_t *pl = s_load(PROCEDURAL_PLUGIN, "preview=1");
+    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, 0, err, sizeof err);
+    ck_assert_msg(b != NULL, "%s", err);
+    ck_assert_str_eq(gen_backend_name(b), "plugin:procedural");
+    atomic_store(&s_wakeups, 0);
+    gen_backend_set_wakeup(b, s_count_wakeup, NULL);
+
+    /* a big image, dropped while its steps run on the worker */
+    ck_assert_int_eq(gen_begin(b, &big, err, sizeof err), 0);
+    while (gen_steps_done(b) < 2) {
+        gen_status_t st = gen_advance(b);
+        ck_assert_msg(st == GEN_WAIT || st == GEN_MORE, "%d %s", st, gen_error(b));
+        fixture_pause_ms(1);
+    }
+    gen_abort(b); /* returns at once: the step in flight sees the flag */
+    ck_assert_ptr_null(gen_pixels(b));
+    ck_assert_int_eq(gen_advance(b), GEN_ERROR); /* no image now */
+
+    /* the next image is the CPU's, byte for byte, and then its previews */
+    ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+    uint8_t prev[128 * 128 * 3];
+    uint32_t pw, ph;
+    ck_assert_int_eq(gen_preview(b, 128, prev, &pw, &ph), -1); /* the first ask: pending */
+    ck_assert(gen_preview_pending(b));
+    s_until_done(b);
+    ck_assert_int_gt(atomic_load(&s_wakeups), 0);
+    ck_assert_int_eq(gen_steps_done(b), 7);
+    ck_assert_int_eq(memcmp(gen_pixels(b), want, (size_t)p.width * p.height * 3), 0);
+    ck_assert_int_eq(gen_preview(b, 128, prev, &pw, &ph), 0);
+    ck_assert_int_eq(pw, 128);
+    ck_assert_int_eq(ph, 85); /* 192x128 at a longest side of 128 */
+
+    /* the plugin's own limits are checked before anything is queued */
+    gen_params_t odd = p;
+    odd.steps = 201;
+    ck_assert_int_eq(gen_begin(b, &odd, err, sizeof err), -1);
+    gen_backend_close(&b);
+    gen_plugin_unload(&pl);
+    free(want);
+}
+END_TEST
+
+/* Calls gen_advance (as the actor's wakeups would) until the plugin's log
+ * holds needle `times` times. */
+static void s_advance_until(gen_backend_t *b, const char *log, const char *needle, int times)
+{
+    double end = fixture_now() + 60;
+    for (;;) {
+        gen_status_t st = gen_advance(b);
+        ck_assert_msg(st == GEN_WAIT || st == GEN_MORE, "%d %s", st, gen_error(b));
+        char *text = s_slurp(log);
+        int n = s_count(text, needle);
+        free(text);
+        if (n >= times)
+            return;
+        ck_assert_msg(fixture_now() < end, "'%s' not %d times in %s", needle, times, log);
+        fixture_pause_ms(1);
+    }
+}
+
+START_TEST(test_engine_abort_and_close_do_not_wait_for_a_slow_step)
+{
+    char err[512], log[PATH_MAX + 64], options[PATH_MAX + 128];
+    s_abs("tests/check_plugin.engine.txt", log, sizeof log);
+    unlink(log);
+    snprintf(options, sizeof options, "step_ms=600000,log=%s", log);
+    gen_plugin_t *pl = s_load(TEST_PLUGIN_DIR "/slow.so", options);
+    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, 0, err, sizeof err);
+    ck_assert_msg(b != NULL, "%s", err);
+    gen_params_t p = {.prompt = "slow", .width = 64, .height = 64, .steps = 2};
+    for (int round = 1; round <= 2; round++) {
+        ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+        s_advance_until(b, log, "step 1 started", round);
+        /* a 10-minute step in flight: the tcase's 60 s would run out if
+         * gen_advance, gen_abort or gen_begin waited for it */
+        ck_assert_int_eq(gen_advance(b), GEN_WAIT);
+        gen_abort(b);
+        s_wait_log(log, "step 1 interrupted by the cancel flag", round, 60);
+    }
+    ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+    s_advance_until(b, log, "step 1 started", 3);
+    gen_backend_close(&b); /* raises the flag, joins the worker */
+    s_wait_log(log, "close", 1, 1);
+    gen_plugin_unload(&pl);
+}
+END_TEST
+
+START_TEST(test_loader_checks_the_table)
+{
+    char err[512];
+    gen_plugin_t *pl = s_load(TEST_PLUGIN_DIR "/minor-99.so", NULL); /* newer minor: fine */
+    gen_plugin_unload(&pl);
+    ck_assert_ptr_null(
+        gen_plugin_load(TEST_PLUGIN_DIR "/short-table.so", NULL, NULL, err, sizeof err));
+    ck_assert_msg(strstr(err, "ABI 1.0 needs"), "%s", err);
+    ck_assert_ptr_null(gen_plugin_load(TEST_PLUGIN_DIR "/abi-2.so", NULL, NULL, err, sizeof err));
+    ck_assert_msg(strstr(err, "built for backend ABI 2.0, this imagejobs speaks 1.x"), "%s", err);
+    /* a name: NAME.so, then imagejobs-backend-NAME.so in the directory */
+    pl = gen_plugin_load("slow", TEST_PLUGIN_DIR, NULL, err, sizeof err);
+    ck_assert_msg(pl != NULL, "%s", err);
+    ck_assert_str_eq(gen_plugin_path(pl), TEST_PLUGIN_DIR "/slow.so");
+    gen_plugin_unload(&pl);
+    ck_assert_ptr_null(gen_plugin_load("slow", NULL, NULL, err, sizeof err));
+    gen_backend_kind_t k;
+    ck_assert_int_eq(gen_backend_kind_parse("plugin:x", &k), 0);
+    ck_assert_int_eq(k, GEN_BACKEND_PLUGIN);
+    ck_assert_str_eq(gen_backend_plugin_spec("plugin:/a/b.so"), "/a/b.so");
+    ck_assert_ptr_null(gen_backend_plugin_spec("cpu"));
+    ck_assert_ptr_null(gen_backend_open_for(GEN_BACKEND_PLUGIN, NULL, 0, 0, err, sizeof err));
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("plugin");
@@ -369,13 +542,18 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_procedural_plugin_gives_the_cpu_images_and_cancels);
     tcase_add_test(tc, test_a_cancel_interrupts_a_slow_plugins_step);
     suite_add_tcase(s, tc);
+    TCase *engine = tcase_create("engine");
+    tcase_set_timeout(engine, 60);
+    tcase_add_test(engine, test_engine_matches_cpu_after_an_abort_in_flight);
+    tcase_add_test(engine, test_engine_abort_and_close_do_not_wait_for_a_slow_step);
+    tcase_add_test(engine, test_loader_checks_the_table);
+    suite_add_tcase(s, engine);
     return s;
 }
 
 static int s_before(void)
 {
-    static const char *const need[] = {"IMAGEJOBS_TEST_REDIS", "IMAGEJOBS_TEST_DATABASE",
-                                       "IMAGEJOBS_BIN", NULL};
+    static const char *const need[] = {"IMAGEJOBS_BIN", NULL};
     return fixture_need_env("the plugin tests", need);
 }
 

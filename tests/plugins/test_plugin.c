@@ -10,6 +10,9 @@
  *   TP_NO_ENTRY     no-entry.so: exports no imagejobs_backend_entry
  *   TP_ABI_MAJOR=N  abi-N.so: a table of another ABI major
  *   TP_OPEN_FAILS   open-fails.so: open always refuses, with a message
+ *   TP_NEWER_MINOR  minor-99.so: ABI 1.99 with a longer table (a newer plugin
+ *                   of the same major: must load)
+ *   TP_SHORT_TABLE  short-table.so: a table that ends before ABI 1.0's does
  *
  * Options (--backend-options): comma-separated step_ms=N, log=PATH.
  */
@@ -25,6 +28,11 @@
 
 #ifndef TP_ABI_MAJOR
 #define TP_ABI_MAJOR IMAGEJOBS_BACKEND_ABI_MAJOR
+#endif
+#ifdef TP_NEWER_MINOR
+#define TP_ABI_MINOR 99
+#else
+#define TP_ABI_MINOR IMAGEJOBS_BACKEND_ABI_MINOR
 #endif
 
 struct imagejobs_backend {
@@ -163,18 +171,31 @@ static void s_close(imagejobs_backend_t *b)
     free(b);
 }
 
+/* The table's functions, in ABI 1.0's order. */
+#define TP_FUNCTIONS                                                                               \
+    .open = s_open, .describe = s_describe, .begin = s_begin, .step = s_step, .pixels = s_pixels,  \
+    .abort = s_abort, .error = s_error, .close = s_close
+
+#if defined(TP_NEWER_MINOR)
+/* what a plugin of a later minor looks like: the 1.0 table, then more */
+static const struct {
+    imagejobs_backend_api_t v1_0;
+    void (*later)(void);
+} s_newer = {{.abi_version = (uint32_t)TP_ABI_MAJOR << 16 | TP_ABI_MINOR,
+              .size = sizeof(imagejobs_backend_api_t) + sizeof(void (*)(void)),
+              TP_FUNCTIONS},
+             NULL};
+#define s_api s_newer.v1_0
+#else
 static const imagejobs_backend_api_t s_api = {
-    .abi_version = (uint32_t)TP_ABI_MAJOR << 16 | IMAGEJOBS_BACKEND_ABI_MINOR,
+    .abi_version = (uint32_t)TP_ABI_MAJOR << 16 | TP_ABI_MINOR,
+#ifdef TP_SHORT_TABLE
+    .size = offsetof(imagejobs_backend_api_t, close), /* built against an older, shorter one */
+#else
     .size = sizeof(imagejobs_backend_api_t),
-    .open = s_open,
-    .describe = s_describe,
-    .begin = s_begin,
-    .step = s_step,
-    .pixels = s_pixels,
-    .abort = s_abort,
-    .error = s_error,
-    .close = s_close,
-};
+#endif
+    TP_FUNCTIONS};
+#endif
 
 #ifdef TP_NO_ENTRY
 /* the table under another name: loadable, but not a backend plugin */
