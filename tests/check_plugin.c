@@ -77,19 +77,31 @@ static int s_run(const char *const *args, const char *log)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* Waits until path holds needle `times` times; fails after timeout_s. */
-static void s_wait_log(const char *path, const char *needle, int times, double timeout_s)
+/* Waits until path holds needle `times` times; fails after timeout_s.
+ * With b, calls gen_advance(b) before each look, as an actor's wakeups
+ * would. */
+static void s_wait_log_advancing(const char *path, const char *needle, int times, double timeout_s,
+                                 gen_backend_t *b)
 {
     double end = fixture_now() + timeout_s;
     for (;;) {
+        if (b) {
+            gen_status_t st = gen_advance(b);
+            ck_assert_msg(st == GEN_WAIT || st == GEN_MORE, "%d %s", st, gen_error(b));
+        }
         char *text = s_slurp(path);
         int n = s_count(text, needle);
         free(text);
         if (n >= times)
             return;
         ck_assert_msg(fixture_now() < end, "'%s' not %d times in %s", needle, times, path);
-        fixture_pause_ms(20);
+        fixture_pause_ms(b ? 1 : 20);
     }
+}
+
+static void s_wait_log(const char *path, const char *needle, int times, double timeout_s)
+{
+    s_wait_log_advancing(path, needle, times, timeout_s, NULL);
 }
 
 static void s_abs(const char *rel, char *out, size_t len)
@@ -467,18 +479,7 @@ END_TEST
  * holds needle `times` times. */
 static void s_advance_until(gen_backend_t *b, const char *log, const char *needle, int times)
 {
-    double end = fixture_now() + 60;
-    for (;;) {
-        gen_status_t st = gen_advance(b);
-        ck_assert_msg(st == GEN_WAIT || st == GEN_MORE, "%d %s", st, gen_error(b));
-        char *text = s_slurp(log);
-        int n = s_count(text, needle);
-        free(text);
-        if (n >= times)
-            return;
-        ck_assert_msg(fixture_now() < end, "'%s' not %d times in %s", needle, times, log);
-        fixture_pause_ms(1);
-    }
+    s_wait_log_advancing(log, needle, times, 60, b);
 }
 
 START_TEST(test_engine_abort_and_close_do_not_wait_for_a_slow_step)

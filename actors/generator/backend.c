@@ -200,26 +200,19 @@ int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen)
         snprintf(err, errlen, "%s", b->err);
         return -1;
     }
+    int rc;
     if (b->plug) { /* the plugin makes its own scene, on its worker */
-        if (gen_plug_begin(b->plug, p->prompt, p->seed, p->image_index, p->width, p->height,
-                           p->steps, b->err, sizeof b->err)
-            < 0) {
-            snprintf(err, errlen, "%s", b->err);
-            return -1;
-        }
-        b->width = p->width;
-        b->height = p->height;
-        b->steps = p->steps;
-        b->active = 1;
-        return 0;
-    }
-    sampler_scene_t sc;
-    sampler_scene_init(&sc, p->prompt, p->seed, p->image_index, p->width, p->height);
-    int rc = b->cuda ? gen_cuda_begin(b->cuda, &sc, p->steps)
+        rc = gen_plug_begin(b->plug, p->prompt, p->seed, p->image_index, p->width, p->height,
+                            p->steps, b->err, sizeof b->err);
+    } else {
+        sampler_scene_t sc;
+        sampler_scene_init(&sc, p->prompt, p->seed, p->image_index, p->width, p->height);
+        rc = b->cuda ? gen_cuda_begin(b->cuda, &sc, p->steps)
                      : gen_cpu_begin(b->cpu, &sc, p->steps, b->err, sizeof b->err);
-    if (rc < 0) {
-        if (b->cuda)
+        if (rc < 0 && b->cuda)
             snprintf(b->err, sizeof b->err, "%s", gen_cuda_error(b->cuda));
+    }
+    if (rc < 0) {
         snprintf(err, errlen, "%s", b->err);
         return -1;
     }
