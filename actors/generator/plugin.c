@@ -369,6 +369,7 @@ static void *s_worker(void *arg)
 
     bool image = false; /* the plugin holds an image (begun, not aborted) */
     uint64_t image_id = 0;
+    uint32_t steps = 0; /* the image's full steps done, as step() last said */
     uint8_t *pv = NULL; /* the plugin renders into this, then it goes to p->pv */
     size_t pv_cap = 0;
     for (;;) {
@@ -392,18 +393,18 @@ static void *s_worker(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
 
-        uint32_t steps = 0;
         err[0] = 0;
         switch (cmd) {
         case CMD_BEGIN:
             if (image)
                 p->api->abort(p->inst);
+            steps = 0;
             st = p->api->begin(p->inst, &im);
             image = true;
             if (st != IMAGEJOBS_BACKEND_OK && st != IMAGEJOBS_BACKEND_CANCELLED)
                 s_copy_error(p, err, sizeof err, "begin");
             break;
-        case CMD_STEP:
+        case CMD_STEP: /* a call that does part of a step leaves steps as it was */
             st = p->api->step(p->inst, &steps);
             if (st < 0)
                 s_copy_error(p, err, sizeof err, "step");
