@@ -413,7 +413,7 @@ static void s_server_start(void)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execl(bin, bin, "serve", "--listen", listen_at, "--redis", redis, "--database", db,
-              "--generators", "0", "--instance", "bench", (char *)NULL);
+              "--generators", "0", "--instance", "bench", "--auth", "off", (char *)NULL);
         _exit(127);
     }
     s_cfg.pid = pid;
