@@ -9,6 +9,7 @@
 #include "actors/http.h"
 #include "actors/redis.h"
 #include "actors/store.h"
+#include "cmd/client.h"
 #include "cmd/keys.h"
 #include "cmd/render.h"
 #include "runtime/actor.h"
@@ -353,6 +354,12 @@ static const command_t s_commands[] = {
     {"migrate", s_migrate, "create or upgrade the PostgreSQL schema"},
     {"render", render_main, "render one image to a PNG (no service)"},
     {"keys", keys_main, "create, list and revoke API keys (docs/security.md)"},
+    {"submit", client_submit, "client: create a job (--wait: follow it, --out: its images)"},
+    {"status", client_status, "client: a job's status"},
+    {"watch", client_watch, "client: follow a job's progress until it ends"},
+    {"cancel", client_cancel, "client: cancel a job (images already made are kept)"},
+    {"list", client_list, "client: the jobs, newest first"},
+    {"images", client_images, "client: download a job's images"},
 };
 
 static void s_usage(FILE *out)
