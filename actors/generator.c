@@ -325,9 +325,9 @@ static void s_publish_progress(gen_actor_t *g, uint32_t step)
     m->job_progress.image_index = g->index;
     m->job_progress.step = step;
     m->job_progress.steps = g->item.steps;
+    m->job_progress.owner = g->item.owner; /* a key's event stream shows only its jobs */
     if (actor_publish(g->self, TOPIC_JOB_PROGRESS, m) < 0)
-        log_debug("progress of %s/%llu not published", g->item.job_id,
-                  (unsigned long long)g->item.combination);
+        log_debug("progress of %s not published", g->item.job_id);
     msg_destroy(&m);
 }
 

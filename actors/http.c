@@ -34,8 +34,9 @@
 #include <string.h>
 
 static const char s_preflight_headers[] = "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
-                                          "Access-Control-Allow-Headers: Content-Type, "
-                                          "Last-Event-ID, Idempotency-Key, Cancel-After\r\n"
+                                          "Access-Control-Allow-Headers: Authorization, "
+                                          "Content-Type, Last-Event-ID, Idempotency-Key, "
+                                          "Cancel-After\r\n"
                                           "Access-Control-Max-Age: 86400\r\n";
 
 /* The actor's state. */
@@ -45,6 +46,12 @@ struct http_actor {
     http_server_t *server;
     hub_t *hub; /* the event streams */
     int port;
+    auth_t *auth;
+    api_caller_t caller; /* the key of the request being routed */
+    /* --cors-origin as a list (more than one): an Origin among them is
+     * echoed back, with Vary: Origin */
+    char **origins;
+    size_t norigins;
 };
 
 /* The kernel's send buffer of an event stream: enough for a preview in
@@ -53,13 +60,42 @@ struct http_actor {
 #define STREAM_SNDBUF (64 * 1024)
 
 /* Request headers the routes read (http_request_t.kept, in this order). */
-enum { KEPT_LAST_EVENT_ID, KEPT_IDEMPOTENCY_KEY, KEPT_CANCEL_AFTER };
+enum {
+    KEPT_LAST_EVENT_ID,
+    KEPT_IDEMPOTENCY_KEY,
+    KEPT_CANCEL_AFTER,
+    KEPT_AUTHORIZATION,
+    KEPT_ORIGIN
+};
 static const char *const s_kept_headers[] = {"last-event-id", "idempotency-key", "cancel-after",
-                                             NULL};
+                                             "authorization", "origin",          NULL};
 
 const http_config_t *api_config(actor_t *self)
 {
     return &((http_actor_t *)actor_state(self))->cfg;
+}
+
+const api_caller_t *api_caller(actor_t *self)
+{
+    return &((http_actor_t *)actor_state(self))->caller;
+}
+
+uint64_t api_scope(actor_t *self)
+{
+    const api_caller_t *c = api_caller(self);
+    return c->admin ? 0 : c->id;
+}
+
+void api_who(actor_t *self, http_exchange_t *x, char *buf, size_t len)
+{
+    const api_caller_t *c = api_caller(self);
+    if (c->id) {
+        snprintf(buf, len, "%s", c->name);
+        return;
+    }
+    char peer[80];
+    http_exchange_peer(x, peer, sizeof peer);
+    snprintf(buf, len, "%s/%s", api_config(self)->instance, peer[0] ? peer : "?");
 }
 
 /* ------------------------------------------------------------ responses */
@@ -120,6 +156,19 @@ void api_backend_failed(http_exchange_t *x, int status, const msg_t *reply, cons
             break;
         case -EEXIST:
             api_error(x, 409, NULL, "%s", *why ? why : "conflict");
+            break;
+        case -EDQUOT: { /* a key's quota or rate limit */
+            char retry[48];
+            snprintf(
+                retry, sizeof retry, "Retry-After: %llu\r\n",
+                (unsigned long long)(reply->error.retry_after_s ? reply->error.retry_after_s : 1));
+            api_error(x, 429, retry, "%s", *why ? why : "too many requests");
+            break;
+        }
+        case -EACCES:
+            api_error(x, 401,
+                      "WWW-Authenticate: Bearer realm=\"imagejobs\", error=\"invalid_token\"\r\n",
+                      "%s", *why ? why : "invalid API token");
             break;
         default:
             log_warn("%s failed a request: %s (%lld)", service, why, (long long)reply->error.code);
@@ -281,6 +330,7 @@ static void s_job_create(actor_t *self, http_exchange_t *x, const http_request_t
         msg_set_str(&m->job_create.request_body, canon ? canon : "");
         free(canon);
     }
+    m->job_create.owner = api_caller(self)->id;
     if (api_ask(self, x, api_config(self)->store, &m, s_job_created, cx, "database") < 0)
         free(cx);
 }
@@ -307,6 +357,7 @@ static void s_job_get(actor_t *self, http_exchange_t *x, const http_request_t *r
         return;
     msg_t *m = msg_new(MSG_JOB_GET);
     msg_set_str(&m->job_get.job_id, id);
+    m->job_get.owner = api_scope(self);
     api_ask(self, x, api_config(self)->store, &m, s_job_got, NULL, "database");
 }
 
@@ -340,6 +391,7 @@ static void s_job_list(actor_t *self, http_exchange_t *x, const http_request_t *
     const char *limit = http_request_query(rq, "limit");
     const char *cursor = http_request_query(rq, "cursor");
     msg_t *m = msg_new(MSG_JOB_LIST);
+    m->job_list.owner = api_scope(self);
     if (status && *status) {
         for (const char *p = status; *p;) {
             size_t n = strcspn(p, ",");
@@ -410,6 +462,7 @@ static void s_attachment_get(actor_t *self, http_exchange_t *x, const http_reque
         return;
     msg_t *m = msg_new(MSG_ATTACHMENT_GET);
     msg_set_str(&m->attachment_get.attach_id, id);
+    m->attachment_get.owner = api_scope(self);
     api_ask(self, x, api_config(self)->store, &m, s_attachment_got, NULL, "database");
 }
 
@@ -500,13 +553,13 @@ static void s_job_events(actor_t *self, http_exchange_t *x, const http_request_t
 {
     if (!api_check_id(x, id, "jobId"))
         return;
-    hub_open(s_hub(self), x, rq, id, rq->kept[KEPT_LAST_EVENT_ID]);
+    hub_open(s_hub(self), x, rq, id, rq->kept[KEPT_LAST_EVENT_ID], api_scope(self));
 }
 
 /* GET /api/events: every job's */
 static void s_all_events(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
 {
-    hub_open(s_hub(self), x, rq, NULL, rq->kept[KEPT_LAST_EVENT_ID]);
+    hub_open(s_hub(self), x, rq, NULL, rq->kept[KEPT_LAST_EVENT_ID], api_scope(self));
 }
 
 static void s_hub_error(http_exchange_t *x, int status, const char *message)
@@ -538,21 +591,54 @@ typedef struct {
     const char *allow;
     route_fn get; /* GET and HEAD */
     route_fn post;
+    bool stream; /* an event stream: the token may come as ?access_token= */
 } route_t;
 
+/* Every /api/ route needs a key when auth is on (docs/security.md). */
 static const route_t s_routes[] = {
-    {"/api/jobs", "GET, HEAD, POST, OPTIONS", s_job_list, s_job_create},
-    {"/api/jobs/cancel", "POST, OPTIONS", NULL, api_jobs_cancel}, /* before /api/jobs/{id} */
-    {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL},
-    {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, api_job_cancel},
-    {"/api/jobs/*/resume", "POST, OPTIONS", NULL, api_job_resume},
-    {"/api/jobs/*/combinations/*/cancel", "POST, OPTIONS", NULL, api_combination_cancel},
-    {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL},
-    {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL},
-    {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL},
-    {"/healthz", "GET, HEAD, OPTIONS", s_healthz, NULL},
-    {"/readyz", "GET, HEAD, OPTIONS", s_readyz, NULL},
+    {"/api/jobs", "GET, HEAD, POST, OPTIONS", s_job_list, s_job_create, false},
+    {"/api/jobs/cancel", "POST, OPTIONS", NULL, api_jobs_cancel, false}, /* before /api/jobs/{id} */
+    {"/api/jobs/*", "GET, HEAD, OPTIONS", s_job_get, NULL, false},
+    {"/api/jobs/*/cancel", "POST, OPTIONS", NULL, api_job_cancel, false},
+    {"/api/jobs/*/resume", "POST, OPTIONS", NULL, api_job_resume, false},
+    {"/api/jobs/*/combinations/*/cancel", "POST, OPTIONS", NULL, api_combination_cancel, false},
+    {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL, true},
+    {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL, true},
+    {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL, false},
+    {"/healthz", "GET, HEAD, OPTIONS", s_healthz, NULL, false},
+    {"/readyz", "GET, HEAD, OPTIONS", s_readyz, NULL, false},
 };
+
+/* The key rq came with, into the actor's caller; false after answering
+ * 401 (or 503: the keys cannot be read) when it has none that works. */
+static bool s_authenticate(actor_t *self, http_exchange_t *x, const http_request_t *rq,
+                           const route_t *r)
+{
+    http_actor_t *st = actor_state(self);
+    const char *why = NULL, *challenge = NULL;
+    int status = auth_check(st->auth, rq, rq->kept[KEPT_AUTHORIZATION], r->stream, &st->caller,
+                            &why, &challenge);
+    if (status == 0)
+        return true;
+    api_error(x, status, challenge, "%s", why);
+    return false;
+}
+
+/* CORS for a list of origins: the request's Origin, when it is one. */
+static void s_cors(http_actor_t *st, http_exchange_t *x, const http_request_t *rq)
+{
+    const char *origin = rq->kept[KEPT_ORIGIN];
+    for (size_t i = 0; origin && i < st->norigins; i++) {
+        if (strcmp(origin, st->origins[i]) == 0) {
+            char h[300];
+            snprintf(h, sizeof h, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n",
+                     st->origins[i]);
+            http_exchange_set_headers(x, h);
+            return;
+        }
+    }
+    http_exchange_set_headers(x, "Vary: Origin\r\n");
+}
 
 /* Matches path against pattern ('*': one segment, possibly empty); the
  * segment at the first '*' goes to id, cut to idlen - 1 bytes (too long for
@@ -586,7 +672,10 @@ static bool s_match(const char *pattern, const char *path, char *id, size_t idle
 static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
 {
     actor_t *self = arg;
+    http_actor_t *st = actor_state(self);
     char id[64] = "";
+    if (st->norigins)
+        s_cors(st, x, rq);
     for (size_t i = 0; i < sizeof s_routes / sizeof *s_routes; i++) {
         const route_t *r = &s_routes[i];
         if (!s_match(r->pattern, rq->path, id, sizeof id))
@@ -601,7 +690,10 @@ static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
             return;
         }
         if (fn) {
+            if (strncmp(rq->path, "/api/", 5) == 0 && !s_authenticate(self, x, rq, r))
+                return;
             fn(self, x, rq, id);
+            memset(&st->caller, 0, sizeof st->caller);
             return;
         }
         char allow[64];
@@ -630,6 +722,10 @@ static char *s_dup(const char *s, const char *def)
 
 static void s_state_free(http_actor_t *st)
 {
+    for (size_t i = 0; i < st->norigins; i++)
+        free(st->origins[i]);
+    free(st->origins);
+    auth_destroy(&st->auth);
     free((char *)st->cfg.listen);
     free((char *)st->cfg.cors_origin);
     free((char *)st->cfg.instance);
@@ -652,7 +748,9 @@ static int s_init(actor_t *self, void *arg)
         abort();
     st->self = self;
     st->cfg.listen = s_dup(in->listen, "127.0.0.1:8080");
-    st->cfg.cors_origin = s_dup(in->cors_origin, "*");
+    /* "*" only when auth is off, or when asked for (docs/security.md) */
+    st->cfg.cors_origin = s_dup(in->cors_origin, in->auth_required ? "" : "*");
+    st->cfg.auth_required = in->auth_required;
     st->cfg.instance = s_dup(in->instance, "local");
     st->cfg.store = s_dup(in->store, ACTOR_STORE);
     st->cfg.redis = s_dup(in->redis, ACTOR_REDIS);
@@ -664,9 +762,36 @@ static int s_init(actor_t *self, void *arg)
         s_state_free(st);
         return -1;
     }
-    /* CORS on every response, the server's own refusals included */
+    /* CORS on every response, the server's own refusals included: one
+     * origin (or "*") in every response's headers; a list, per request */
     char *cors;
-    if (asprintf(&cors, "Access-Control-Allow-Origin: %s\r\n", st->cfg.cors_origin) < 0)
+    const char *co = st->cfg.cors_origin;
+    if (strchr(co, ',')) {
+        for (const char *p = co; *p;) {
+            size_t n = strcspn(p, ",");
+            while (n && (*p == ' '))
+                p++, n--;
+            size_t k = n;
+            while (k && p[k - 1] == ' ')
+                k--;
+            if (k) {
+                if (!(st->origins = realloc(st->origins, (st->norigins + 1) * sizeof *st->origins))
+                    || !(st->origins[st->norigins++] = strndup(p, k)))
+                    abort();
+            }
+            p += n;
+            p += *p == ',';
+        }
+        cors = strdup("");
+    } else if (*co) {
+        if (asprintf(&cors, "Access-Control-Allow-Origin: %s\r\n%s", co,
+                     strcmp(co, "*") ? "Vary: Origin\r\n" : "")
+            < 0)
+            abort();
+    } else {
+        cors = strdup("");
+    }
+    if (!cors)
         abort();
     http_server_config_t scfg = {
         .loop = actor_loop(self),
@@ -703,6 +828,7 @@ static int s_init(actor_t *self, void *arg)
         .error = s_hub_error,
     };
     st->hub = hub_new(self, &hcfg);
+    st->auth = auth_new(self, st->cfg.auth_required, st->cfg.store, st->cfg.request_timeout_s);
     /* every instance's job events, for the streams */
     if (actor_subscribe(self, TOPIC_JOB_EVENT) < 0 || actor_subscribe(self, TOPIC_JOB_PROGRESS) < 0
         || actor_subscribe(self, TOPIC_JOB_PREVIEW) < 0) {

@@ -24,8 +24,12 @@ typedef struct {
     /* HOST:PORT to listen on ("[::1]:8080" for IPv6; an empty host means
      * every address); port 0 picks a free port. Default 127.0.0.1:8080. */
     const char *listen;
-    /* Access-Control-Allow-Origin of every response. Default "*". */
+    /* Access-Control-Allow-Origin: "*", one origin, or a comma-separated
+     * list (an Origin among them is echoed back). Default "*" with auth
+     * off, none with auth required. */
     const char *cors_origin;
+    /* Every /api/ route needs an API key (docs/security.md). */
+    bool auth_required;
     /* This instance's id: the origin of the cancels it publishes.
      * Default "local". */
     const char *instance;

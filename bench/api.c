@@ -19,8 +19,15 @@
  * The load generator is one thread sharing the machine's cores with the
  * server, Redis and PostgreSQL: the table says how the CPU time was split.
  *
+ * With --auth both (the default when it starts the server) the GET and
+ * cancel loads run twice in the same run: against `serve --auth off`, then
+ * against `serve --auth required` with every request carrying a key's
+ * token (a key made with `imagejobs keys create`, its own jobs): the cost
+ * of authentication, as the ratio of the two (docs/security.md).
+ *
  *   bench/api [--connections N] [--depth N] [--duration S] [--warmup S]
- *             [--jobs N] [--idle N] [--url http://127.0.0.1:PORT --pid PID]
+ *             [--jobs N] [--idle N] [--auth off|required|both]
+ *             [--url http://127.0.0.1:PORT --pid PID]
  */
 #include "config.h"
 
@@ -72,8 +79,16 @@ static struct {
     bool started;            /* we started it (and stop it) */
     struct sockaddr_in addr;
     char log_path[512];
-} s_cfg = {
-    .connections = 64, .depth = 1, .jobs = 1000, .idle = 10000, .duration = 5.0, .warmup = 1.0};
+    const char *auth;   /* off, required or both */
+    bool auth_on;       /* this round's server requires a key */
+    char auth_hdr[128]; /* "Authorization: Bearer ...\r\n" in a required round */
+} s_cfg = {.connections = 64,
+           .depth = 1,
+           .jobs = 1000,
+           .idle = 10000,
+           .duration = 5.0,
+           .warmup = 1.0,
+           .auth = "both"};
 
 /* ------------------------------------------------------------ helpers */
 
@@ -413,7 +428,8 @@ static void s_server_start(void)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execl(bin, bin, "serve", "--listen", listen_at, "--redis", redis, "--database", db,
-              "--generators", "0", "--instance", "bench", (char *)NULL);
+              "--generators", "0", "--instance", "bench", "--auth",
+              s_cfg.auth_on ? "required" : "off", (char *)NULL);
         _exit(127);
     }
     s_cfg.pid = pid;
@@ -473,8 +489,8 @@ static void s_jobs_create(bconn_t *b, int n)
     char req[512];
     snprintf(req, sizeof req,
              "POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\n\r\n%s",
-             strlen(body), body);
+             "%sContent-Length: %zu\r\n\r\n%s",
+             s_cfg.auth_hdr, strlen(body), body);
     s_ids = calloc((size_t)n, sizeof *s_ids);
     if (!s_ids)
         abort();
@@ -501,7 +517,7 @@ typedef struct {
     unsigned head;
     char *in;
     size_t in_len, in_cap;
-    char out[MAX_DEPTH * 160];
+    char out[MAX_DEPTH * 256];
     size_t out_len, out_off;
     bool want_write;
 } lconn_t;
@@ -585,9 +601,11 @@ static int s_lconn_fill(phase_t *ph, lconn_t *c)
         size_t room = sizeof c->out - c->out_len;
         int n = ph->cancel
                     ? snprintf(c->out + c->out_len, room,
-                               "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id)
+                               "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", id,
+                               s_cfg.auth_hdr)
                     : snprintf(c->out + c->out_len, room,
-                               "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id);
+                               "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", id,
+                               s_cfg.auth_hdr);
         if (n < 0 || (size_t)n >= room)
             abort(); /* sized for MAX_DEPTH requests */
         c->out_len += (size_t)n;
@@ -991,6 +1009,8 @@ static void s_usage(FILE *f)
             "  --warmup S       unmeasured seconds before each route's window (1)\n"
             "  --jobs N         jobs created for the requests to rotate over (1000)\n"
             "  --idle N         idle keep-alive connections for the memory figure (10000)\n"
+            "  --auth MODE      off, required (every request with a key's token) or both:\n"
+            "                   the loads against each, in one run (both; off with --url)\n"
             "  --url URL        attach to a running server instead of starting one\n"
             "  --pid PID        its process, for RSS and CPU (without it: not measured)\n"
             "Without --url it starts $IMAGEJOBS_BIN serve --generators 0 against\n"
@@ -1025,6 +1045,88 @@ static void s_parse_url(const char *url)
     }
 }
 
+/* A key for a required round: `imagejobs keys create`, its token into the
+ * header every request carries. */
+static void s_make_token(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "'%s' keys create --name bench-api-%d-%lld --database '%s' 2>/dev/null",
+             getenv("IMAGEJOBS_BIN"), (int)getpid(), (long long)s_now_ns(),
+             getenv("IMAGEJOBS_BENCH_DATABASE"));
+    FILE *p = popen(cmd, "r");
+    char token[128] = "";
+    if (!p || !fgets(token, sizeof token, p) || pclose(p) != 0)
+        s_die("imagejobs keys create failed");
+    token[strcspn(token, "\n")] = '\0';
+    snprintf(s_cfg.auth_hdr, sizeof s_cfg.auth_hdr, "Authorization: Bearer %s\r\n", token);
+}
+
+/* One round: the server (auth as s_cfg.auth_on says), its jobs, the
+ * warm-up, the idle connections (when idle is given), the two loads, the
+ * stop. */
+static void s_round(idle_t *idle, long long *rss_idle, phase_t *get, phase_t *cancel,
+                    int *exit_status, double *stop_s)
+{
+    s_cfg.auth_hdr[0] = '\0';
+    if (s_cfg.auth_on)
+        s_make_token();
+    if (s_cfg.url)
+        s_parse_url(s_cfg.url);
+    else
+        s_server_start();
+    free(s_ids);
+    s_ids = NULL;
+    s_nids = 0;
+    bconn_t b = {.fd = -1};
+    s_jobs_create(&b, s_cfg.jobs);
+
+    /* warm-up: every job read once, over one connection */
+    for (size_t i = 0; i < s_nids; i++) {
+        char req[256];
+        resp_t r;
+        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n",
+                 s_ids[i], s_cfg.auth_hdr);
+        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
+            s_die("warm-up GET /api/jobs/%s failed (status %d)", s_ids[i], r.status);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    bench_sleep(0.5);
+    if (idle) {
+        /* idle connections before the load, so that their cost is measured
+         * against the idle reading and not hidden in (or added to) what the
+         * load phases leave resident in the server's heap */
+        *rss_idle = s_rss();
+        idle->rss_before = *rss_idle;
+        if (s_cfg.idle > 0)
+            s_idle(idle);
+    }
+    s_load(get);
+    /* every job cancelled once first, so that both rounds measure the same
+     * mix: repeated cancels of ended jobs (whatever the warm-up reached) */
+    b = (bconn_t){.fd = -1};
+    for (size_t i = 0; i < s_nids; i++) {
+        char req[256];
+        resp_t r;
+        snprintf(req, sizeof req, "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n",
+                 s_ids[i], s_cfg.auth_hdr);
+        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
+            s_die("POST /api/jobs/%s/cancel failed (status %d)", s_ids[i], r.status);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    s_load(cancel);
+    if (s_cfg.started) {
+        double took = 0;
+        int st = s_server_stop(&took);
+        if (*exit_status == 0)
+            *exit_status = st;
+        if (took > *stop_s)
+            *stop_s = took;
+    }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -1044,6 +1146,9 @@ int main(int argc, char **argv)
             s_cfg.jobs = (int)s_num(a, v, 1, 1000000), i++;
         else if (!strcmp(a, "--idle"))
             s_cfg.idle = (int)s_num(a, v, 0, 1000000), i++;
+        else if (!strcmp(a, "--auth") && v
+                 && (!strcmp(v, "off") || !strcmp(v, "required") || !strcmp(v, "both")))
+            s_cfg.auth = v, i++;
         else if (!strcmp(a, "--url") && v)
             s_cfg.url = v, i++;
         else if (!strcmp(a, "--pid"))
@@ -1085,43 +1190,27 @@ int main(int argc, char **argv)
         }
     }
 
+    if (s_cfg.url && !strcmp(s_cfg.auth, "required"))
+        s_die("--auth required needs a server the bench starts (no --url)");
     if (s_cfg.url)
-        s_parse_url(s_cfg.url);
-    else
-        s_server_start();
+        s_cfg.auth = "off";
     if ((s_epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
         s_die("epoll_create1: %s", strerror(errno));
-
-    bconn_t b = {.fd = -1};
-    s_jobs_create(&b, s_cfg.jobs);
-
-    /* warm-up: every job read once, over one connection */
-    for (size_t i = 0; i < s_nids; i++) {
-        char req[160];
-        resp_t r;
-        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", s_ids[i]);
-        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
-            s_die("warm-up GET /api/jobs/%s failed (status %d)", s_ids[i], r.status);
-    }
-    s_bconn_close(&b);
-    free(b.buf);
-    bench_sleep(0.5);
-    long long rss_idle = s_rss();
-
-    /* idle connections before the load, so that their cost is measured
-     * against the idle reading and not hidden in (or added to) what the
-     * load phases leave resident in the server's heap */
-    idle_t idle = {.rss_before = rss_idle};
-    if (s_cfg.idle > 0)
-        s_idle(&idle);
+    bool both = !strcmp(s_cfg.auth, "both");
+    s_cfg.auth_on = !strcmp(s_cfg.auth, "required");
+    idle_t idle = {0};
+    long long rss_idle = -1;
     phase_t get = {.name = "GET"}, cancel = {.name = "cancel", .cancel = true};
-    s_load(&get);
-    s_load(&cancel);
-
+    phase_t aget = {.name = "GET"}, acancel = {.name = "cancel", .cancel = true};
     int exit_status = 0;
     double stop_s = 0;
-    if (s_cfg.started)
-        exit_status = s_server_stop(&stop_s);
+    for (int round = 0; round < (both ? 2 : 1); round++) {
+        if (round == 1)
+            s_cfg.auth_on = true;
+        bool second = round == 1;
+        s_round(round == 0 ? &idle : NULL, &rss_idle, second ? &aget : &get,
+                second ? &acancel : &cancel, &exit_status, &stop_s);
+    }
 
     /* ------------------------------------------------------------ table */
     printf("\nbench/api: server pid %d, %s, http://127.0.0.1:%d\n", (int)s_cfg.pid,
@@ -1138,6 +1227,18 @@ int main(int argc, char **argv)
     s_cpu_line("GET:", &get);
     s_phase_rows("POST /api/jobs/{id}/cancel", &cancel, AIM_CANCEL_RPS);
     s_cpu_line("cancel:", &cancel);
+    if (both) {
+        printf("\nthe same loads, serve --auth required, each request with a key's token:\n");
+        s_phase_rows("GET /api/jobs/{id} (auth)", &aget, AIM_GET_RPS);
+        s_cpu_line("GET:", &aget);
+        s_phase_rows("POST .../cancel (auth)", &acancel, AIM_CANCEL_RPS);
+        s_cpu_line("cancel:", &acancel);
+        double g = get.rps > 0 ? aget.rps / get.rps : 0;
+        double c = cancel.rps > 0 ? acancel.rps / cancel.rps : 0;
+        printf("auth cost: GET %.1f %% fewer req/s (%.3f x), cancel %.1f %% fewer (%.3f x); "
+               "aim <= 10 %%: %s, %s\n",
+               (1 - g) * 100, g, (1 - c) * 100, c, s_verdict(g >= 0.9), s_verdict(c >= 0.9));
+    }
     printf("\n");
     if (rss_idle >= 0)
         printf("%-34s %12.1f MB      <= %6.1f MB      %s\n", "server RSS idle (after warm-up)",
@@ -1170,6 +1271,8 @@ int main(int argc, char **argv)
         printf("server log: %s\n", s_cfg.log_path);
     free(get.lat);
     free(cancel.lat);
+    free(aget.lat);
+    free(acancel.lat);
     free(s_ids);
     close(s_epfd);
     return 0;

@@ -9,6 +9,8 @@
 #include "actors/http.h"
 #include "actors/redis.h"
 #include "actors/store.h"
+#include "cmd/client.h"
+#include "cmd/keys.h"
 #include "cmd/render.h"
 #include "runtime/actor.h"
 #include "runtime/backoff.h"
@@ -46,6 +48,7 @@ enum {
     SERVE_MAX_STREAMS,
     SERVE_STREAM_BUFFER,
     SERVE_STREAM_KEEPALIVE,
+    SERVE_AUTH,
     SERVE_NOPTS
 };
 
@@ -70,8 +73,9 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
     [SERVE_CANCEL_CHECK] = {"cancel-check", "IMAGEJOBS_CANCEL_CHECK", NULL, "event|poll", "event",
                             "event: cancels published to every generator; poll: the "
                             "seed's Redis flag before each image"},
-    [SERVE_CORS_ORIGIN] = {"cors-origin", "IMAGEJOBS_CORS_ORIGIN", NULL, "ORIGIN", "*",
-                           "Access-Control-Allow-Origin of API responses"},
+    [SERVE_CORS_ORIGIN] = {"cors-origin", "IMAGEJOBS_CORS_ORIGIN", NULL, "ORIGIN[,ORIGIN...]", NULL,
+                           "origins allowed to call the API from a browser (default: * with "
+                           "--auth off, none with auth required; * there only when given)"},
     [SERVE_LEASE] = {"lease", "IMAGEJOBS_LEASE", NULL, "SECONDS", "15",
                      "claim lease on a combination, renewed by its holder"},
     [SERVE_LOG_LEVEL] = {"log-level", "IMAGEJOBS_LOG_LEVEL", NULL, "LEVEL", "info",
@@ -85,6 +89,9 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                                 "15",
                                 "a \": keep-alive\" comment on an event stream silent this long "
                                 "(below your proxies' idle timeout)"},
+    [SERVE_AUTH] = {"auth", "IMAGEJOBS_AUTH", NULL, "required|off", "required",
+                    "required: every /api/ route needs an API key (imagejobs keys create); "
+                    "off: anyone who reaches the port may do anything"},
 };
 
 typedef struct {
@@ -179,6 +186,11 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: --cancel-check must be event or poll\n");
         return 2;
     }
+    bool auth = strcmp(v[SERVE_AUTH], "off") != 0;
+    if (auth && strcmp(v[SERVE_AUTH], "required") != 0) {
+        fprintf(stderr, "imagejobs serve: --auth must be required or off\n");
+        return 2;
+    }
     gen_backend_kind_t backend;
     if (gen_backend_kind_parse(v[SERVE_BACKEND], &backend) < 0) {
         fprintf(stderr, "imagejobs serve: --backend must be auto, cpu, cuda, plugin:PATH or "
@@ -271,6 +283,7 @@ static int s_serve(int argc, char **argv)
     redis_config_t redis_cfg = {.url = v[SERVE_REDIS], .instance = instance};
     http_config_t http_cfg = {.listen = v[SERVE_LISTEN],
                               .cors_origin = v[SERVE_CORS_ORIGIN],
+                              .auth_required = auth,
                               .instance = instance,
                               .max_streams = (size_t)max_streams,
                               .stream_buffer = (size_t)stream_buffer,
@@ -317,8 +330,11 @@ static int s_serve(int argc, char **argv)
         gen_plugin_unload(&plugin);
         return 1;
     }
-    log_info("serving http://%s (%d generators, cancel-check %s)", v[SERVE_LISTEN], svc.ngenerators,
-             v[SERVE_CANCEL_CHECK]);
+    log_info("serving http://%s (%d generators, cancel-check %s, auth %s)", v[SERVE_LISTEN],
+             svc.ngenerators, v[SERVE_CANCEL_CHECK], auth ? "required" : "off");
+    if (!auth)
+        log_warn("auth is off: anyone who can reach %s can create, read and cancel any job",
+                 v[SERVE_LISTEN]);
 
     int sig = migrated ? 0 : s_migrate_until_done(v[SERVE_DATABASE]);
     if (sig == 0)
@@ -368,6 +384,13 @@ static const command_t s_commands[] = {
     {"serve", s_serve, "run the job API and the generators"},
     {"migrate", s_migrate, "create or upgrade the PostgreSQL schema"},
     {"render", render_main, "render one image to a PNG (no service)"},
+    {"keys", keys_main, "create, list and revoke API keys (docs/security.md)"},
+    {"submit", client_submit, "client: create a job (--wait: follow it, --out: its images)"},
+    {"status", client_status, "client: a job's status"},
+    {"watch", client_watch, "client: follow a job's progress until it ends"},
+    {"cancel", client_cancel, "client: cancel a job (images already made are kept)"},
+    {"list", client_list, "client: the jobs, newest first"},
+    {"images", client_images, "client: download a job's images"},
 };
 
 static void s_usage(FILE *out)

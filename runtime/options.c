@@ -15,11 +15,11 @@ void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
     fprintf(out, "%s\n\nOptions (each also from the environment variable shown):\n", usage);
     for (size_t i = 0; i < n; i++) {
         char flag[64];
+        const char *arg = opts[i].arg ? opts[i].arg : "";
         if (opts[i].short_name)
-            snprintf(flag, sizeof flag, "-%c, --%s %s", opts[i].short_name, opts[i].name,
-                     opts[i].arg);
+            snprintf(flag, sizeof flag, "-%c, --%s %s", opts[i].short_name, opts[i].name, arg);
         else
-            snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].arg);
+            snprintf(flag, sizeof flag, "--%s %s", opts[i].name, arg);
         fprintf(out, "  %-28s %s\n", flag, opts[i].help);
         if (opts[i].env || opts[i].def) {
             fprintf(out, "  %-28s", "");
@@ -42,7 +42,7 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
         abort();
     for (size_t i = 0; i < n; i++) {
         longopts[i].name = opts[i].name;
-        longopts[i].has_arg = required_argument;
+        longopts[i].has_arg = opts[i].arg ? required_argument : no_argument;
         longopts[i].val = 1000 + (int)i;
         const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
         if ((!v || !*v) && opts[i].env_alt)
@@ -55,7 +55,8 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
     for (size_t i = 0, k = 1; i < n && k + 2 < sizeof shorts; i++) {
         if (opts[i].short_name) {
             shorts[k++] = (char)opts[i].short_name;
-            shorts[k++] = ':';
+            if (opts[i].arg)
+                shorts[k++] = ':';
             shorts[k] = 0;
         }
     }
@@ -73,14 +74,14 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
             break;
         }
         if (c >= 1000 && c < 1000 + (int)n) {
-            values[c - 1000] = optarg;
+            values[c - 1000] = optarg ? optarg : "1";
             continue;
         }
         size_t s;
         for (s = 0; s < n && (c == '?' || c == ':' || opts[s].short_name != c); s++)
             ;
         if (s < n) {
-            values[s] = optarg;
+            values[s] = optarg ? optarg : "1";
             continue;
         }
         if (optopt >= 1000 && optopt < 1000 + (int)n)

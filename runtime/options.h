@@ -15,7 +15,8 @@ typedef struct {
     const char *name;    /* long flag, without "--" */
     const char *env;     /* IMAGEJOBS_* variable, or NULL */
     const char *env_alt; /* a second variable (DATABASE_URL), or NULL */
-    const char *arg;     /* placeholder shown in --help ("HOST:PORT") */
+    const char *arg;     /* placeholder shown in --help ("HOST:PORT"); NULL: a flag
+                          * without a value, which reads "1" when given */
     const char *def;     /* default, or NULL for none */
     const char *help;
     int short_name; /* one-letter alias ('o' for -o), or 0 */

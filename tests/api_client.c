@@ -213,8 +213,9 @@ pid_t api_spawn(int port, const char *const *args, const char *log_path)
         return -1;
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[64] = {bin, "serve", "--listen", listen};
-    int argc = 4;
+    /* auth off unless the test says otherwise (a later --auth wins) */
+    const char *argv[64] = {bin, "serve", "--listen", listen, "--auth", "off"};
+    int argc = 6;
     for (int i = 0; args && args[i] && argc < 62; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;

@@ -1180,8 +1180,9 @@ START_TEST(test_cors_preflight)
         ck_assert_int_eq(r.status, 204);
         s_expect_cors(&r);
         ck_assert_str_eq(s_header(&r, "Access-Control-Allow-Methods"), "GET, POST, OPTIONS");
-        ck_assert_str_eq(s_header(&r, "Access-Control-Allow-Headers"),
-                         "Content-Type, Last-Event-ID, Idempotency-Key, Cancel-After");
+        ck_assert_str_eq(
+            s_header(&r, "Access-Control-Allow-Headers"),
+            "Authorization, Content-Type, Last-Event-ID, Idempotency-Key, Cancel-After");
         ck_assert_ptr_nonnull(s_header(&r, "Access-Control-Max-Age"));
         ck_assert_uint_eq(r.body_len, 0);
         s_resp_free(&r);

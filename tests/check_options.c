@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { O_LISTEN, O_DATABASE, O_COUNT, O_OUTPUT, O_N };
+enum { O_LISTEN, O_DATABASE, O_COUNT, O_OUTPUT, O_FORCE, O_N };
 
 #define ENV_LISTEN "IMAGEJOBS_OPTTEST_LISTEN"
 #define ENV_DATABASE "IMAGEJOBS_OPTTEST_DATABASE"
@@ -29,6 +29,7 @@ static const option_t s_opts[O_N] = {
                     "PostgreSQL"},
     [O_COUNT] = {"count", ENV_COUNT, NULL, "N", NULL, "how many (no default)"},
     [O_OUTPUT] = {"output", NULL, NULL, "FILE", NULL, "where to write", 'o'},
+    [O_FORCE] = {"force", NULL, NULL, NULL, NULL, "a flag without a value", 'f'},
 };
 
 static const char *s_v[O_N];
@@ -119,6 +120,25 @@ START_TEST(test_one_letter_alias)
     ck_assert_int_eq(s_parse("--output", "c.png", "--count", "3", NULL), 0);
     ck_assert_str_eq(s_v[O_OUTPUT], "c.png");
     ck_assert_str_eq(s_v[O_COUNT], "3");
+}
+END_TEST
+
+START_TEST(test_a_flag_without_a_value_reads_1_when_given)
+{
+    s_setup();
+    ck_assert_int_eq(s_parse("--listen", "x:1", NULL), 0);
+    ck_assert_ptr_null(s_v[O_FORCE]);
+    s_setup();
+    ck_assert_int_eq(s_parse("--force", "--listen", "x:1", NULL), 0);
+    ck_assert_str_eq(s_v[O_FORCE], "1");
+    ck_assert_str_eq(s_v[O_LISTEN], "x:1"); /* it took no value from the next argument */
+    s_setup();
+    ck_assert_int_eq(s_parse("-f", "-o", "out.png", NULL), 0);
+    ck_assert_str_eq(s_v[O_FORCE], "1");
+    ck_assert_str_eq(s_v[O_OUTPUT], "out.png");
+    s_setup();
+    ck_assert_int_eq(s_parse("--force=yes", NULL), -1);
+    ck_assert_ptr_nonnull(strstr(s_err, "--force"));
 }
 END_TEST
 
@@ -226,6 +246,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_empty_variable_means_unset);
     tcase_add_test(tc, test_second_variable_is_an_alias);
     tcase_add_test(tc, test_one_letter_alias);
+    tcase_add_test(tc, test_a_flag_without_a_value_reads_1_when_given);
     tcase_add_test(tc, test_unknown_flag_is_refused_by_name);
     tcase_add_test(tc, test_missing_value_is_refused);
     tcase_add_test(tc, test_stray_argument_is_refused);

@@ -50,7 +50,8 @@ void inst_database(const char *prefix)
         atexit(inst_cleanup);
         s_cleanup_registered = true;
     }
-    api_check_database_create("ij_events", s_dbname, sizeof s_dbname, inst_conninfo,
+    snprintf(s_prefix, sizeof s_prefix, "%s", prefix); /* names the instances' logs too */
+    api_check_database_create(prefix, s_dbname, sizeof s_dbname, inst_conninfo,
                               sizeof inst_conninfo);
 }
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "actors/api/auth.h"
 #include "actors/http.h"
 #include "actors/http/server.h"
 #include "messages/message.h"
@@ -44,6 +45,19 @@ typedef void (*http_reply_fn)(actor_t *self, http_exchange_t *x, int status, msg
  * actor is not there) answers 503 and returns -1: cb will not run. */
 int api_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
             void *arg, const char *service);
+
+/* The key of the request being routed (id 0: auth off); valid during the
+ * route's call only. */
+const api_caller_t *api_caller(actor_t *self);
+
+/* The key whose jobs alone the request may see or change: the caller's,
+ * or 0 (every job) for an admin key or with auth off. Goes in the owner
+ * field of every request to the store (messages.def). */
+uint64_t api_scope(actor_t *self);
+
+/* Who asked, for a cancel's audit (cancelled_by): the key's name, or with
+ * auth off this instance and the client's address. */
+void api_who(actor_t *self, http_exchange_t *x, char *buf, size_t len);
 
 /* Checks and lower-cases an id from the path. Answers 400 and returns false
  * when it is missing or not a UUID. */

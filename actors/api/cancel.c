@@ -142,19 +142,21 @@ void api_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq,
     msg_set_str(&m->job_cancel_request.job_id, cx->job_id);
     m->job_cancel_request.mode = mode;
     m->job_cancel_request.received_at_us = cx->received_at_us;
-    /* who asked, for the audit: this instance and the client's address */
-    char peer[80], by[160];
-    http_exchange_peer(x, peer, sizeof peer);
-    snprintf(by, sizeof by, "%s/%s", api_config(self)->instance, peer[0] ? peer : "?");
+    char by[160];
+    api_who(self, x, by, sizeof by);
     msg_set_str(&m->job_cancel_request.reason, "user");
     msg_set_str(&m->job_cancel_request.cancelled_by, by);
+    /* a key that sees only its own jobs: the store tells the generators
+     * once it knows the job is the key's (docs/security.md) */
+    uint64_t scope = m->job_cancel_request.owner = api_scope(self);
     /* the store first, then the event: the store reads the request before
      * any stop the event causes, whenever it can */
     if (api_ask(self, x, api_config(self)->store, &m, s_job_cancelled, cx, "database") < 0) {
         free(cx);
         return;
     }
-    s_publish_cancel(self, cx);
+    if (!scope)
+        s_publish_cancel(self, cx);
 }
 
 /* ------------------------------------------------------------ many */
@@ -246,11 +248,11 @@ void api_jobs_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq
     mx->mode = b->mode;
     mx->dry_run = b->dry_run;
     mx->received_at_us = b->received_at_us = rq->received_at_us;
-    char peer[80], by[160];
-    http_exchange_peer(x, peer, sizeof peer);
-    snprintf(by, sizeof by, "%s/%s", api_config(self)->instance, peer[0] ? peer : "?");
+    char by[160];
+    api_who(self, x, by, sizeof by);
     msg_set_str(&b->reason, "user");
     msg_set_str(&b->cancelled_by, by);
+    b->owner = api_scope(self);
     if (api_ask(self, x, api_config(self)->store, &m, s_many_cancelled, mx, "database") < 0) {
         json_decref(mx->ids);
         free(mx);
@@ -377,10 +379,10 @@ void api_combination_cancel(actor_t *self, http_exchange_t *x, const http_reques
     b->combination = n;
     b->mode = mode;
     b->received_at_us = rq->received_at_us;
-    char peer[80], by[160];
-    http_exchange_peer(x, peer, sizeof peer);
-    snprintf(by, sizeof by, "%s/%s", api_config(self)->instance, peer[0] ? peer : "?");
+    char by[160];
+    api_who(self, x, by, sizeof by);
     msg_set_str(&b->cancelled_by, by);
+    b->owner = api_scope(self);
     if (api_ask(self, x, api_config(self)->store, &m, s_combination_cancelled, cx, "database")
         < 0) {
         free(cx);

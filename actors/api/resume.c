@@ -68,6 +68,7 @@ void api_job_resume(actor_t *self, http_exchange_t *x, const http_request_t *rq,
     msg_t *m = msg_new(MSG_JOB_RESUME);
     msg_set_str(&m->job_resume.job_id, id);
     msg_set_str(&m->job_resume.new_id, new_id);
+    m->job_resume.owner = api_scope(self);
     if (api_ask(self, x, api_config(self)->store, &m, s_resumed, rx, "database") < 0)
         free(rx);
 }

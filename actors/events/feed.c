@@ -151,7 +151,7 @@ void feed_on_event(hub_t *hub, const msg_job_event_t *e)
     }
     if (!e->log || (hub->log[0] && strcmp(e->log, hub->log) != 0))
         return; /* another deployment's, on the same Redis */
-    frame_t fr = {.seq = e->seq, .kind = e->kind, .status = e->job_status};
+    frame_t fr = {.seq = e->seq, .kind = e->kind, .status = e->job_status, .owner = e->owner};
     snprintf(fr.job_id, sizeof fr.job_id, "%s", e->job_id);
     snprintf(fr.log, sizeof fr.log, "%s", e->log);
     fr.frame = sse_frame(e->seq, job_event_kind_name(e->kind), e->data, &fr.len);

@@ -89,6 +89,8 @@ static void s_write(stream_t *s, const char *data, size_t len)
 
 bool hub_stream_wants(const stream_t *s, const frame_t *f)
 {
+    if (s->owner && f->owner != s->owner)
+        return false; /* another key's job (docs/security.md) */
     if (s->job_id[0])
         return strcmp(s->job_id, f->job_id) == 0;
     return (s->status_mask & (1u << f->status)) != 0;
@@ -139,6 +141,7 @@ static void s_read(stream_t *s, uint64_t after, bool snapshot)
     m->job_events_read.after_seq = after;
     m->job_events_read.limit = READ_LIMIT;
     m->job_events_read.snapshot = snapshot;
+    m->job_events_read.owner = s->owner;
     int rc = actor_request(hub->self, hub->store, m, hub->cfg.request_timeout_s, s_on_read, s);
     msg_destroy(&m);
     if (rc == 0) {
@@ -329,15 +332,17 @@ void hub_stream_drained(http_exchange_t *x, void *arg)
 /* ------------------------------------------------------------ ephemeral */
 
 /* Sends an ephemeral event (data: JSON text) to each live stream that
- * wants it, or holds it for a slow one. */
-static void s_ephemeral(hub_t *hub, int which, const char *job_id, const char *data,
-                        bool (*wants)(const stream_t *s, const char *job_id))
+ * wants it, or holds it for a slow one; owner (NULL: already checked): the
+ * job's key, which a key's stream must be. */
+static void s_ephemeral(hub_t *hub, int which, const char *job_id, const uint64_t *owner,
+                        const char *data, bool (*wants)(const stream_t *s, const char *job_id))
 {
     char *frame = NULL;
     size_t len = 0;
     for (stream_t *s = hub->streams, *next; s; s = next) {
         next = s->next;
-        if (s->over || s->state != S_LIVE || !wants(s, job_id))
+        if (s->over || s->state != S_LIVE || (owner && s->owner && s->owner != *owner)
+            || !wants(s, job_id))
             continue;
         if (http_stream_queued(s->x) > hub->cfg.coalesce_queued) {
             free(s->held[which]);
@@ -379,7 +384,7 @@ void hub_on_progress(hub_t *hub, msg_t *msg)
              "{\"job_id\":\"%s\",\"combination\":%" PRIu64 ",\"image_index\":%" PRIu64
              ",\"step\":%" PRIu64 ",\"steps\":%" PRIu64 "}",
              p->job_id, p->combination, p->image_index, p->step, p->steps);
-    s_ephemeral(hub, HELD_PROGRESS, p->job_id, data, s_wants_progress);
+    s_ephemeral(hub, HELD_PROGRESS, p->job_id, &p->owner, data, s_wants_progress);
 }
 
 void hub_on_preview(hub_t *hub, msg_t *msg)
@@ -403,7 +408,8 @@ void hub_on_preview(hub_t *hub, msg_t *msg)
         < 0)
         abort();
     free(b64);
-    s_ephemeral(hub, HELD_PREVIEW, p->job_id, data, s_wants_preview);
+    /* a job's own stream only, whose owner was checked when it opened */
+    s_ephemeral(hub, HELD_PREVIEW, p->job_id, NULL, data, s_wants_preview);
     free(data);
 }
 
@@ -482,7 +488,7 @@ static int s_parse_statuses(const char *v, unsigned *mask, char *bad, size_t bad
 }
 
 void hub_open(hub_t *hub, http_exchange_t *x, const http_request_t *rq, const char *job_id,
-              const char *last_event_id)
+              const char *last_event_id, uint64_t owner)
 {
     const char *q_last = http_request_query(rq, "last_event_id");
     const char *q_previews = http_request_query(rq, "previews");
@@ -541,6 +547,7 @@ void hub_open(hub_t *hub, http_exchange_t *x, const http_request_t *rq, const ch
     if (job_id)
         snprintf(s->job_id, sizeof s->job_id, "%s", job_id);
     s->status_mask = mask;
+    s->owner = owner;
     s->previews = previews;
     s->resume = resume;
     s->resuming = resuming;

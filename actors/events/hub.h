@@ -45,9 +45,10 @@ hub_t *hub_new(actor_t *self, const hub_config_t *cfg);
  * NULL). Reads Last-Event-ID from last_event_id (the header, or NULL),
  * ?previews=1 and ?status= from rq. Answers errors itself (400 for bad
  * input, 404 no such job, 503 too many streams or no database, 204 a
- * resume after the job's end). */
+ * resume after the job's end). owner: the stream shows only that API
+ * key's jobs (0: every job's); another key's job is 404. */
 void hub_open(hub_t *hub, http_exchange_t *x, const http_request_t *rq, const char *job_id,
-              const char *last_event_id);
+              const char *last_event_id, uint64_t owner);
 
 /* Events from the bus (borrowed). */
 void hub_on_event(hub_t *hub, msg_t *msg);

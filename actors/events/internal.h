@@ -32,6 +32,7 @@ typedef struct {
     char *frame; /* "id: ...\nevent: ...\ndata: ...\n\n" */
     size_t len;
     char log[UUID_STR_LEN]; /* the event log it belongs to (a live one's) */
+    uint64_t owner;         /* the job's API key (0: none) */
 } frame_t;
 
 typedef enum {
@@ -48,6 +49,7 @@ struct stream {
     http_exchange_t *x;        /* held until the stream is freed */
     char job_id[UUID_STR_LEN]; /* "" for every job */
     unsigned status_mask;      /* every job's stream: the statuses it wants */
+    uint64_t owner;            /* only this key's jobs (0: every job's) */
     bool previews;
     bool begun;       /* the response started */
     bool over;        /* ended or closed: freed when no read is in flight */

@@ -36,6 +36,8 @@ bool sse_frame_from_json(json_t *e, frame_t *out)
         || job_status_parse(st, strlen(st), &out->status) < 0)
         return false;
     out->seq = (uint64_t)json_integer_value(seq);
+    json_int_t owner = json_integer_value(json_object_get(e, "owner"));
+    out->owner = owner > 0 ? (uint64_t)owner : 0;
     snprintf(out->job_id, sizeof out->job_id, "%s", j);
     char *text = json_dumps(data, JSON_COMPACT);
     if (!text)

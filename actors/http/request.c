@@ -52,7 +52,15 @@ void http_x_maybe_free(http_exchange_t *x)
     if (x->conn || x->holds || x->in_call)
         return;
     http_x_drop_request(x);
+    free(x->extra);
     free(x);
+}
+
+void http_exchange_set_headers(http_exchange_t *x, const char *headers)
+{
+    free(x->extra);
+    if (!(x->extra = strdup(headers)))
+        abort();
 }
 
 /* The response has started: x leaves its connection. */

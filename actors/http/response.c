@@ -35,6 +35,8 @@ static const char *s_reason(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 404:
         return "Not Found";
     case 405:
@@ -43,8 +45,12 @@ static const char *s_reason(int status)
         return "Request Timeout";
     case 413:
         return "Content Too Large";
+    case 409:
+        return "Conflict";
     case 415:
         return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -96,6 +102,8 @@ static void s_head(conn_t *c, const http_exchange_t *x, int status, const char *
     http_buf_add(b, "\r\n", 2);
     if (srv->headers_len)
         http_buf_add(b, srv->cfg.headers, srv->headers_len);
+    if (x->extra)
+        http_buf_adds(b, x->extra);
     if (content_type) {
         http_buf_add(b, "Content-Type: ", 14);
         http_buf_adds(b, content_type);

@@ -39,7 +39,7 @@ typedef struct http_server http_server_t;
 
 /* Headers a server can be told to keep for its user, and the longest
  * value kept (a longer one is refused 431, as a head too large is). */
-#define HTTP_KEEP_HEADERS_MAX 4
+#define HTTP_KEEP_HEADERS_MAX 6
 #define HTTP_KEEP_VALUE_MAX 512
 
 /* One request and its response, from the request's first byte until the
@@ -150,6 +150,11 @@ void http_exchange_release(http_exchange_t *x);
 /* The client's address as "HOST:PORT" ("[v6]:PORT"), into buf; "" when
  * the client has gone or the address cannot be read. */
 void http_exchange_peer(const http_exchange_t *x, char *buf, size_t len);
+
+/* Header lines ("Name: value\r\n"..., copied) for x's response, beside
+ * the server's own (http_server_config_t.headers): what depends on the
+ * request, as a CORS origin echoed from a list. A later call replaces them. */
+void http_exchange_set_headers(http_exchange_t *x, const char *headers);
 
 /* True when x can take no response any more: its client has gone, or it
  * has been answered. */

@@ -78,31 +78,40 @@ void store_on_cancel_many(actor_t *self, msg_t *msg)
 {
     store_t *st = actor_state(self);
     msg_job_cancel_many_request_t *b = &msg->job_cancel_many_request;
+    char *ids = NULL;
     if (b->job_ids && *b->job_ids) {
         /* "a,b,c" (checked by the HTTP actor; PostgreSQL checks again) */
         size_t n = strlen(b->job_ids);
-        char *ids = malloc(n + 3);
-        if (!ids)
+        if (!(ids = malloc(n + 3)))
             abort();
         snprintf(ids, n + 3, "{%s}", b->job_ids);
-        op_t tmp = {0};
-        s_take(&tmp, b);
-        tmp.caller = actor_caller(msg);
-        s_submit_cancel(st, &tmp, ids);
-        free(ids);
-        return;
+        if (!b->owner) { /* every job is the caller's: straight to the cancel */
+            op_t tmp = {0};
+            s_take(&tmp, b);
+            tmp.caller = actor_caller(msg);
+            s_submit_cancel(st, &tmp, ids);
+            free(ids);
+            return;
+        }
     }
+    /* the ids a filter matches, or those of the ids that are the caller's:
+     * the event that stops generators names only jobs the caller owns */
     op_t *op = store_op_new(st, OP_jobs_match, msg, NULL);
     s_take(op, b);
-    if (b->statuses && *b->statuses) {
+    if (ids) {
+        pgpipe_param_str(op->group, NULL);
+    } else if (b->statuses && *b->statuses) {
         char list[200];
         snprintf(list, sizeof list, "{%s}", b->statuses);
         pgpipe_param_str(op->group, list);
     } else {
         pgpipe_param_str(op->group, NULL);
     }
-    pgpipe_param_str(op->group, b->created_before);
-    pgpipe_param_str(op->group, b->created_after);
+    pgpipe_param_str(op->group, ids ? NULL : b->created_before);
+    pgpipe_param_str(op->group, ids ? NULL : b->created_after);
+    pgpipe_param_str(op->group, ids);
+    pgpipe_param_u64(op->group, b->owner);
+    free(ids);
     store_op_submit(op);
 }
 
@@ -172,6 +181,7 @@ void store_on_combination_cancel(actor_t *self, msg_t *msg)
     pgpipe_param_str(op->group, cancel_mode_name(op->mode));
     pgpipe_param_i64(op->group, b->received_at_us);
     pgpipe_param_str(op->group, b->cancelled_by);
+    pgpipe_param_u64(op->group, b->owner);
     store_op_submit(op);
 }
 

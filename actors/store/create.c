@@ -68,7 +68,29 @@ void store_on_job_create(actor_t *self, msg_t *msg)
     pgpipe_param_str(op->group, op->body ? op->body : "");
     pgpipe_param_u64(op->group, b->cancel_after_s);
     pgpipe_param_u64(op->group, b->start_within_s);
+    pgpipe_param_u64(op->group, b->owner);
+    op->owner = b->owner;
     store_op_submit(op);
+}
+
+/* The create was refused by the key's quota or rate limit (ij_key_admit):
+ * -EDQUOT with the seconds to wait (HTTP 429, Retry-After), or the key
+ * was revoked meanwhile (-EACCES: HTTP 401). */
+static bool s_key_refused(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const char *state = r->error ? PQresultErrorField(r->error, PG_DIAG_SQLSTATE) : NULL;
+    if (!state || (strcmp(state, "IJ429") != 0 && strcmp(state, "IJ401") != 0))
+        return false;
+    const char *text = PQresultErrorField(r->error, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r->error, PG_DIAG_MESSAGE_DETAIL);
+    msg_t *m = msg_new(MSG_ERROR);
+    m->error.code = strcmp(state, "IJ429") == 0 ? -EDQUOT : -EACCES;
+    msg_set_str(&m->error.reason, text ? text : "refused");
+    long wait = detail ? strtol(detail, NULL, 10) : 1;
+    m->error.retry_after_s = (uint64_t)(wait < 1 ? 1 : wait);
+    actor_reply_to(st->self, &op->caller, m);
+    msg_destroy(&m);
+    return true;
 }
 
 /* The create failed because its key is taken. */
@@ -90,12 +112,13 @@ void store_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *
         look->caller = op->caller;
         pgpipe_param_str(look->group, op->key);
         pgpipe_param_str(look->group, op->body);
+        pgpipe_param_u64(look->group, op->owner);
         store_op_submit(look);
         return;
     }
-    if (store_op_failed(st, op, r))
+    if (s_key_refused(st, op, r) || store_op_failed(st, op, r))
         return;
-    const PGresult *res = r->results[1];
+    const PGresult *res = r->results[2];
     if (PQntuples(res) != 1) {
         actor_reply_error(st->self, &op->caller, -EIO, "job create: no row returned");
         return;
@@ -157,6 +180,7 @@ void store_on_job_resume(actor_t *self, msg_t *msg)
     op_t *op = store_op_new(st, OP_job_resume, msg, b->new_id);
     pgpipe_param_str(op->group, b->job_id);
     pgpipe_param_str(op->group, b->new_id);
+    pgpipe_param_u64(op->group, b->owner);
     store_op_submit(op);
 }
 

@@ -23,7 +23,7 @@
 void store_events_publish(actor_t *self, const PGresult *numbered)
 {
     int rows = PQntuples(numbered);
-    if (rows == 0 || PQnfields(numbered) < 6)
+    if (rows == 0 || PQnfields(numbered) < 7)
         return;
     int64_t now_us = clock_wall_us();
     for (int i = 0; i < rows; i++) {
@@ -34,6 +34,7 @@ void store_events_publish(actor_t *self, const PGresult *numbered)
         msg_set_str(&e->job_id, store_val(numbered, i, 1));
         msg_set_str(&e->data, store_val(numbered, i, 4));
         msg_set_str(&e->log, store_val(numbered, i, 5));
+        e->owner = (uint64_t)store_i64(numbered, i, 6); /* NULL: 0, none */
         e->recorded_at_us = now_us;
         if (!kind || job_event_kind_parse(kind, strlen(kind), &e->kind) < 0
             || store_status(numbered, i, 3, &e->job_status) < 0 || !e->job_id || !e->data

@@ -93,6 +93,7 @@ struct op {
     char reason[16]; /* a cancel's reason and who asked, for a kept one */
     char by[128];
     bool dry_run;          /* a cancel of many that only says what it would do */
+    uint64_t owner;        /* the caller's API key (0: any job), or a create's */
     char *key, *body;      /* a create's Idempotency-Key and canonical body (owned) */
     pgpipe_group_t *group; /* until submitted */
 };
@@ -125,6 +126,7 @@ bool store_bad_uuid(store_t *st, const msg_t *req, const char *s, const char *fi
 /* The read side's handlers (reads.c). */
 void store_on_events_read(actor_t *self, msg_t *msg);
 void store_on_job_list(actor_t *self, msg_t *msg);
+void store_on_keys_read(actor_t *self, msg_t *msg);
 /* Create a job, once per Idempotency-Key (create.c). */
 void store_on_job_create(actor_t *self, msg_t *msg);
 void store_on_job_resume(actor_t *self, msg_t *msg);

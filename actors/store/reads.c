@@ -1,7 +1,8 @@
 /*
  * reads.c - the store's read side: past job events (JOB_EVENTS_READ, for
- * the event streams) and pages of the job list (JOB_LIST). Each is one
- * statement of queries.def that builds its JSON in PostgreSQL.
+ * the event streams), pages of the job list (JOB_LIST) and the API keys
+ * for the HTTP actor's cache (KEYS_READ). Each is one statement of
+ * queries.def that builds its JSON in PostgreSQL.
  */
 #include "config.h"
 
@@ -34,6 +35,7 @@ void store_on_events_read(actor_t *self, msg_t *msg)
     pgpipe_param_i64(op->group, limit);
     if (one)
         pgpipe_param_str(op->group, b->snapshot ? "true" : "false");
+    pgpipe_param_u64(op->group, b->owner);
     store_op_submit(op);
 }
 
@@ -86,6 +88,7 @@ void store_on_job_list(actor_t *self, msg_t *msg)
     pgpipe_param_i64(op->group, b->before_us);
     pgpipe_param_str(op->group, b->before_us > 0 ? b->before_id : NULL);
     pgpipe_param_u64(op->group, limit);
+    pgpipe_param_u64(op->group, b->owner);
     op->requested_at_us = (int64_t)limit; /* for the reply: a full page has a next one */
     store_op_submit(op);
 }
@@ -102,5 +105,28 @@ void store_reply_job_list(store_t *st, const op_t *op, const pgpipe_reply_t *r)
     m->job_list_page.count = (uint64_t)store_i64(res, 0, 1);
     if ((int64_t)m->job_list_page.count == op->requested_at_us)
         msg_set_str(&m->job_list_page.next_cursor, store_val(res, 0, 2));
+    store_send_reply(st, op, &m);
+}
+
+/* KEYS_READ -> KEYS (docs/security.md) */
+
+void store_on_keys_read(actor_t *self, msg_t *msg)
+{
+    store_t *st = actor_state(self);
+    op_t *op = store_op_new(st, OP_keys_read, msg, NULL);
+    pgpipe_param_u64(op->group, msg->keys_read.version);
+    store_op_submit(op);
+}
+
+void store_reply_keys(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    const PGresult *res = r->results[0];
+    if (PQntuples(res) != 1) {
+        actor_reply_error(st->self, &op->caller, -EIO, "keys read: no row returned");
+        return;
+    }
+    msg_t *m = msg_new(MSG_KEYS);
+    m->keys.version = (uint64_t)store_i64(res, 0, 0);
+    msg_set_str(&m->keys.keys, store_val(res, 0, 1));
     store_send_reply(st, op, &m);
 }

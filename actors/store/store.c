@@ -204,6 +204,7 @@ static void s_on_job_get(actor_t *self, msg_t *msg)
         return;
     op_t *op = store_op_new(st, OP_job_get, msg, NULL);
     pgpipe_param_str(op->group, msg->job_get.job_id);
+    pgpipe_param_u64(op->group, msg->job_get.owner);
     store_op_submit(op);
 }
 
@@ -298,8 +299,43 @@ static void s_on_job_cancel(actor_t *self, msg_t *msg)
     if (store_bad_uuid(st, msg, b->job_id, "job_id"))
         return;
     cancel_mode_t mode = b->mode == CANCEL_MODE_NONE ? CANCEL_MODE_IMMEDIATE : b->mode;
-    store_op_submit(s_cancel_op(st, msg, b->job_id, mode, b->received_at_us,
-                                b->reason && *b->reason ? b->reason : "user", b->cancelled_by));
+    const char *reason = b->reason && *b->reason ? b->reason : "user";
+    if (!b->owner) {
+        /* the HTTP actor has told the generators already */
+        store_op_submit(
+            s_cancel_op(st, msg, b->job_id, mode, b->received_at_us, reason, b->cancelled_by));
+        return;
+    }
+    /* a key's cancel: the job must be its own before anything stops */
+    op_t *op = store_op_new(st, OP_job_owned, msg, b->job_id);
+    op->mode = mode;
+    op->requested_at_us = b->received_at_us;
+    op->owner = b->owner;
+    snprintf(op->reason, sizeof op->reason, "%s", reason);
+    snprintf(op->by, sizeof op->by, "%s", b->cancelled_by ? b->cancelled_by : "");
+    pgpipe_param_str(op->group, b->job_id);
+    pgpipe_param_u64(op->group, b->owner);
+    store_op_submit(op);
+}
+
+/* The job is the caller's: every generator hears of the cancel now (as the
+ * HTTP actor tells them of an unrestricted one), then it is written. */
+void store_reply_job_owned(store_t *st, const op_t *op, const pgpipe_reply_t *r)
+{
+    if (!s_one_row(st, op, r->results[0], "Job not found"))
+        return;
+    msg_t *ev = msg_new(MSG_JOB_CANCEL);
+    msg_set_str(&ev->job_cancel.job_id, op->job_id);
+    ev->job_cancel.mode = op->mode;
+    ev->job_cancel.requested_at_us = op->requested_at_us;
+    msg_set_str(&ev->job_cancel.origin, st->instance);
+    if (actor_publish(st->self, TOPIC_CANCEL, ev) < 0)
+        log_warn("cannot publish the cancel of job %s", op->job_id);
+    msg_destroy(&ev);
+    op_t *cancel =
+        s_cancel_op(st, NULL, op->job_id, op->mode, op->requested_at_us, op->reason, op->by);
+    cancel->caller = op->caller;
+    store_op_submit(cancel);
 }
 
 /* The cancel statement for job_id, answering req (NULL: nobody waits). */
@@ -368,6 +404,7 @@ static void s_on_attachment_get(actor_t *self, msg_t *msg)
         return;
     op_t *op = store_op_new(st, OP_attachment_get, msg, NULL);
     pgpipe_param_str(op->group, msg->attachment_get.attach_id);
+    pgpipe_param_u64(op->group, msg->attachment_get.owner);
     store_op_submit(op);
 }
 
@@ -457,6 +494,7 @@ void store_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t *r)
     b->images = (uint64_t)store_i64(res, 0, 7);
     b->next_index = (uint64_t)store_i64(res, 0, 8);
     b->cancel_mode = store_mode(res, 0, 9);
+    b->owner = (uint64_t)store_i64(res, 0, 10);
     store_send_reply(st, op, &m);
 }
 
@@ -730,6 +768,7 @@ static const actor_spec_t s_spec = {
             [MSG_LEASE_RENEW] = s_on_lease_renew,
             [MSG_JOB_EVENTS_READ] = store_on_events_read,
             [MSG_JOB_LIST] = store_on_job_list,
+            [MSG_KEYS_READ] = store_on_keys_read,
             [MSG_JOB_CANCEL_MANY_REQUEST] = store_on_cancel_many,
             [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
         },
