@@ -49,6 +49,7 @@ enum {
     SERVE_STREAM_BUFFER,
     SERVE_STREAM_KEEPALIVE,
     SERVE_AUTH,
+    SERVE_LOG_FORMAT,
     SERVE_NOPTS
 };
 
@@ -92,6 +93,8 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
     [SERVE_AUTH] = {"auth", "IMAGEJOBS_AUTH", NULL, "required|off", "required",
                     "required: every /api/ route needs an API key (imagejobs keys create); "
                     "off: anyone who reaches the port may do anything"},
+    [SERVE_LOG_FORMAT] = {"log-format", "IMAGEJOBS_LOG_FORMAT", NULL, "text|json", "text",
+                          "text lines, or one JSON object per line (docs/operations.md)"},
 };
 
 typedef struct {
@@ -181,6 +184,12 @@ static int s_serve(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
+    log_format_t format;
+    if (log_format_parse(v[SERVE_LOG_FORMAT], &format) < 0) {
+        fprintf(stderr, "imagejobs serve: --log-format must be text or json\n");
+        return 2;
+    }
+    log_set_format(format);
     bool poll_mode = strcmp(v[SERVE_CANCEL_CHECK], "poll") == 0;
     if (!poll_mode && strcmp(v[SERVE_CANCEL_CHECK], "event") != 0) {
         fprintf(stderr, "imagejobs serve: --cancel-check must be event or poll\n");
@@ -244,6 +253,8 @@ static int s_serve(int argc, char **argv)
         gethostname(host, sizeof host - 1);
         snprintf(instance, sizeof instance, "%s-%ld", host, (long)getpid());
     }
+
+    log_set_instance(instance);
 
     /* A plugin is loaded (and its table checked) before anything starts:
      * every reason it cannot be is one line and exit status 2. */

@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,15 +339,22 @@ static int s_ask(const watch_t *w)
     size_t n = 0;
     int result = 0;
     for (;;) {
+        /* a second Ctrl-C may come before the read starts: look at the
+         * count at least every 100 ms rather than block in read() */
+        if (cli_interrupts > 1) {
+            result = -1;
+            break;
+        }
+        struct pollfd pf = {.fd = in, .events = POLLIN};
+        int ready = poll(&pf, 1, 100);
+        if (ready < 0 && errno != EINTR)
+            break;
+        if (ready <= 0)
+            continue;
         char ch;
         ssize_t r = read(in, &ch, 1);
-        if (r < 0 && errno == EINTR) {
-            if (cli_interrupts > 1) {
-                result = -1;
-                break;
-            }
+        if (r < 0 && errno == EINTR)
             continue;
-        }
         if (r <= 0 || ch == '\n')
             break;
         if (n + 1 < sizeof answer)

@@ -504,6 +504,49 @@ START_TEST(test_a_token_is_sent_and_a_wrong_one_is_refused)
 }
 END_TEST
 
+START_TEST(test_a_serve_with_json_logs_writes_one_object_per_line)
+{
+    inst_database("check_cli");
+    inst_t *a = inst_start("J", "1", "--log-format", "json", "--log-level", "debug", NULL);
+    snprintf(s_url, sizeof s_url, "http://127.0.0.1:%d", a->port);
+    char *id = s_submit_long();
+    json_decref(s_wait_images(id, 1));
+    proc_t p;
+    const char *cancel[] = {"cancel", id, NULL};
+    ck_assert_int_eq(s_run(&p, cancel), 0);
+    json_decref(api_check_wait_final(a->port, id, 60, 20));
+    inst_cleanup(); /* its last lines written */
+    char path[256];
+    snprintf(path, sizeof path, "tests/check_cli.%s.log", a->name);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[8192];
+    int n = 0, about_job = 0, with_combination = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t e;
+        json_t *o = json_loads(line, 0, &e);
+        ck_assert_msg(json_is_object(o), "line %d is not JSON: %s (%s)", n + 1, line, e.text);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "time")));
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "level")));
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "actor")));
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "msg")));
+        ck_assert_str_eq(json_string_value(json_object_get(o, "instance")), a->name);
+        const char *job = json_string_value(json_object_get(o, "job_id"));
+        if (job && !strcmp(job, id)) {
+            about_job++;
+            with_combination += json_is_integer(json_object_get(o, "combination"));
+        }
+        json_decref(o);
+        n++;
+    }
+    fclose(f);
+    ck_assert_int_gt(n, 5);
+    ck_assert_int_gt(about_job, 0);
+    ck_assert_int_gt(with_combination, 0);
+    free(id);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -516,6 +559,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_every_json_output_parses);
     tcase_add_test(tc, test_every_exit_status_is_produced);
     tcase_add_test(tc, test_a_token_is_sent_and_a_wrong_one_is_refused);
+    tcase_add_test(tc, test_a_serve_with_json_logs_writes_one_object_per_line);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -13,6 +13,7 @@
 #include "tests/runner.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
@@ -177,6 +178,58 @@ START_TEST(test_thread_name_per_thread)
 }
 END_TEST
 
+START_TEST(test_json_lines_parse_with_their_fields)
+{
+    log_set_format(LOG_JSON);
+    log_set_instance("web-1");
+    log_set_thread_name("generator-0");
+    s_capture_start();
+    log_info("cancel of 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9/3 observed at step %d", 7);
+    log_warn("job 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9 \"quoted\"\tand\\slashes");
+    log_error("no job here; bytes \xff\xfe are not UTF-8");
+    log_debug("dropped at the info level");
+    char *text = s_capture_end();
+    log_set_format(LOG_TEXT);
+    log_set_instance(NULL);
+    log_set_thread_name(NULL);
+    ck_assert_int_eq(s_count_lines(text), 3);
+    json_t *lines[3];
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    for (int i = 0; i < 3; i++, line = strtok_r(NULL, "\n", &save)) {
+        ck_assert_ptr_nonnull(line);
+        json_error_t e;
+        lines[i] = json_loads(line, 0, &e);
+        ck_assert_msg(json_is_object(lines[i]), "not JSON: %s (%s)", line, e.text);
+        ck_assert_str_eq(json_string_value(json_object_get(lines[i], "actor")), "generator-0");
+        ck_assert_str_eq(json_string_value(json_object_get(lines[i], "instance")), "web-1");
+        ck_assert_uint_eq(strlen(json_string_value(json_object_get(lines[i], "time"))), 27);
+    }
+    ck_assert_str_eq(json_string_value(json_object_get(lines[0], "level")), "info");
+    ck_assert_str_eq(json_string_value(json_object_get(lines[0], "msg")),
+                     "cancel of 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9/3 observed at step 7");
+    ck_assert_str_eq(json_string_value(json_object_get(lines[0], "job_id")),
+                     "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9");
+    ck_assert_int_eq(json_integer_value(json_object_get(lines[0], "combination")), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(lines[1], "level")), "warn");
+    ck_assert_str_eq(json_string_value(json_object_get(lines[1], "msg")),
+                     "job 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9 \"quoted\"\tand\\slashes");
+    ck_assert_ptr_null(json_object_get(lines[1], "combination"));
+    ck_assert_ptr_null(json_object_get(lines[2], "job_id"));
+    ck_assert_str_eq(json_string_value(json_object_get(lines[2], "msg")),
+                     "no job here; bytes ?? are not UTF-8");
+    for (int i = 0; i < 3; i++)
+        json_decref(lines[i]);
+    free(text);
+    log_format_t f;
+    ck_assert_int_eq(log_format_parse("JSON", &f), 0);
+    ck_assert_int_eq(f, LOG_JSON);
+    ck_assert_int_eq(log_format_parse("text", &f), 0);
+    ck_assert_int_eq(f, LOG_TEXT);
+    ck_assert_int_eq(log_format_parse("xml", &f), -1);
+}
+END_TEST
+
 START_TEST(test_long_line_is_cut_not_split)
 {
     char *big = malloc(5000);
@@ -206,6 +259,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_level_names_parse);
     tcase_add_test(tc, test_thread_name_per_thread);
     tcase_add_test(tc, test_long_line_is_cut_not_split);
+    tcase_add_test(tc, test_json_lines_parse_with_their_fields);
     suite_add_tcase(s, tc);
     return s;
 }
