@@ -21,6 +21,7 @@
 #include "actors/http/server.h"
 #include "messages/limits.h"
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
 
@@ -200,8 +201,8 @@ static void s_ask_reply(actor_t *self, int status, msg_t *reply, void *arg)
 /* Sends request (borrowed) to actor `to` for the exchange, with the
  * configured timeout; cb runs exactly once. Returns 0, or -1 (errno) when
  * it could not be sent: cb will not run. */
-static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *request,
-                     http_reply_fn cb, void *arg)
+int api_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
+                void *arg)
 {
     ask_t *a = malloc(sizeof *a);
     if (!a)
@@ -222,7 +223,7 @@ static int s_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *r
 int api_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
             void *arg, const char *service)
 {
-    int rc = s_request(self, x, to, *msgp, cb, arg);
+    int rc = api_request(self, x, to, *msgp, cb, arg);
     int err = errno;
     msg_destroy(msgp);
     if (rc < 0) {
@@ -466,81 +467,6 @@ static void s_attachment_get(actor_t *self, http_exchange_t *x, const http_reque
     api_ask(self, x, api_config(self)->store, &m, s_attachment_got, NULL, "database");
 }
 
-/* ------------------------------------------------------------ health */
-
-static void s_healthz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
-{
-    api_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL);
-}
-
-enum { READY_DATABASE, READY_REDIS };
-
-typedef struct ready ready_t;
-typedef struct {
-    ready_t *rd;
-    int which;
-} ready_slot_t;
-
-struct ready {
-    ready_slot_t slot[2];
-    bool ok[2];
-    int left; /* replies still to come */
-};
-
-static void s_ready_answer(http_exchange_t *x, const ready_t *rd)
-{
-    bool db = rd->ok[READY_DATABASE], redis = rd->ok[READY_REDIS];
-    if (db && redis) {
-        api_json(x, 200, json_pack("{s:s,s:b,s:b}", "status", "ready", "redis", 1, "database", 1),
-                 NULL);
-        return;
-    }
-    const char *error = !db && !redis ? "database and redis unavailable"
-                        : !db         ? "database unavailable"
-                                      : "redis unavailable";
-    api_json(x, 503,
-             json_pack("{s:s,s:b,s:b,s:s}", "status", "unavailable", "redis", redis, "database", db,
-                       "error", error),
-             NULL);
-}
-
-static void s_ready_reply(actor_t *self, http_exchange_t *x, int status, msg_t *reply, void *arg)
-{
-    ready_slot_t *slot = arg;
-    ready_t *rd = slot->rd;
-    rd->ok[slot->which] = status == 0 && reply->type == MSG_HEALTH && reply->health.ok;
-    if (--rd->left > 0)
-        return;
-    if (x)
-        s_ready_answer(x, rd);
-    free(rd);
-}
-
-static void s_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
-{
-    const http_config_t *cfg = api_config(self);
-    const char *to[2] = {[READY_DATABASE] = cfg->store, [READY_REDIS] = cfg->redis};
-    ready_t *rd = calloc(1, sizeof *rd);
-    if (!rd)
-        abort();
-    rd->left = 2;
-    int sent = 0;
-    for (int i = 0; i < 2; i++) {
-        rd->slot[i] = (ready_slot_t){rd, i};
-        msg_t *m = msg_new(MSG_HEALTH_CHECK);
-        msg_set_str(&m->health_check.from, ACTOR_HTTP);
-        if (s_request(self, x, to[i], m, s_ready_reply, &rd->slot[i]) == 0)
-            sent++;
-        else
-            rd->left--; /* not there: not ready */
-        msg_destroy(&m);
-    }
-    if (sent == 0) {
-        s_ready_answer(x, rd);
-        free(rd);
-    }
-}
-
 /* ------------------------------------------------------------ events */
 
 static hub_t *s_hub(actor_t *self)
@@ -605,9 +531,17 @@ static const route_t s_routes[] = {
     {"/api/jobs/*/events", "GET, HEAD, OPTIONS", s_job_events, NULL, true},
     {"/api/events", "GET, HEAD, OPTIONS", s_all_events, NULL, true},
     {"/api/attachments/*", "GET, HEAD, OPTIONS", s_attachment_get, NULL, false},
-    {"/healthz", "GET, HEAD, OPTIONS", s_healthz, NULL, false},
-    {"/readyz", "GET, HEAD, OPTIONS", s_readyz, NULL, false},
+    {"/healthz", "GET, HEAD, OPTIONS", api_healthz, NULL, false},
+    {"/readyz", "GET, HEAD, OPTIONS", api_readyz, NULL, false},
+    {"/metrics", "GET, HEAD, OPTIONS", api_metrics, NULL, false},
 };
+#define NROUTES (sizeof s_routes / sizeof *s_routes)
+
+/* Every response, counted by route and status (runtime/metrics.h). */
+static void s_on_respond(int status, int tag, int64_t since_request_ns, void *arg)
+{
+    metrics_http(tag, status, since_request_ns);
+}
 
 /* The key rq came with, into the actor's caller; false after answering
  * 401 (or 503: the keys cannot be read) when it has none that works. */
@@ -676,10 +610,11 @@ static void s_route(http_exchange_t *x, const http_request_t *rq, void *arg)
     char id[64] = "";
     if (st->norigins)
         s_cors(st, x, rq);
-    for (size_t i = 0; i < sizeof s_routes / sizeof *s_routes; i++) {
+    for (size_t i = 0; i < NROUTES; i++) {
         const route_t *r = &s_routes[i];
         if (!s_match(r->pattern, rq->path, id, sizeof id))
             continue;
+        http_exchange_set_tag(x, (int)i);
         route_fn fn = NULL;
         if (rq->method == HTTP_GET || rq->method == HTTP_HEAD)
             fn = r->get;
@@ -805,6 +740,7 @@ static int s_init(actor_t *self, void *arg)
         .on_request = s_route,
         .on_error = s_on_error,
         .on_drained = s_drained,
+        .on_respond = s_on_respond,
         .arg = self,
     };
     char err[512];
@@ -816,6 +752,10 @@ static int s_init(actor_t *self, void *arg)
         return -1;
     }
     st->port = http_server_port(st->server);
+    const char *names[NROUTES];
+    for (size_t i = 0; i < NROUTES; i++)
+        names[i] = s_routes[i].pattern;
+    metrics_set_routes(names, NROUTES);
     hub_config_t hcfg = {
         .store = st->cfg.store,
         .request_timeout_s = st->cfg.request_timeout_s,

@@ -59,6 +59,33 @@ static int s_write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* With IMAGEJOBS_RESPONSE_LOG set (cmd/imagejobs-local test sets it), one
+ * JSON line per response into that file, appended in one write: what
+ * tests/test_openapi.sh validates against docs/openapi.json. */
+static void s_log_response(const char *method, const char *path, const api_response_t *r)
+{
+    const char *file = getenv("IMAGEJOBS_RESPONSE_LOG");
+    if (!file || !*file)
+        return;
+    char ct[128] = "";
+    api_header(r, "content-type", ct, sizeof ct);
+    json_t *line = json_pack("{s:s,s:s,s:i,s:s,s:O?}", "method", method, "path", path, "status",
+                             r->status, "content_type", ct, "body", r->json);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    json_decref(line);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* replaces the NUL: written with its length */
+    int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        ssize_t w = write(fd, text, n + 1);
+        (void)w;
+        close(fd);
+    }
+    free(text);
+}
+
 int api_request(int port, const char *method, const char *path, const char *extra_headers,
                 const char *body, size_t body_len, api_response_t *out)
 {
@@ -110,6 +137,7 @@ int api_request(int port, const char *method, const char *path, const char *extr
     char ct[128];
     if (api_header(out, "content-type", ct, sizeof ct) && strstr(ct, "application/json"))
         out->json = json_loadb(out->body, out->body_len, 0, NULL);
+    s_log_response(method, path, out);
     return 0;
 }
 

@@ -63,6 +63,18 @@ void api_who(actor_t *self, http_exchange_t *x, char *buf, size_t len);
  * when it is missing or not a UUID. */
 bool api_check_id(http_exchange_t *x, char *id, const char *name);
 
+/* Sends request (borrowed) to actor `to` for the exchange, with the
+ * configured timeout; cb runs exactly once. Returns 0, or -1 (errno) when
+ * it could not be sent: cb will not run (nothing answered). */
+int api_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
+                void *arg);
+
+/* The operators' routes (actors/api/ops.c): GET /healthz, /readyz,
+ * /metrics. */
+void api_healthz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+void api_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+void api_metrics(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
+
 /* The cancel routes (actors/api/cancel.c). */
 void api_job_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
 void api_jobs_cancel(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);

@@ -25,6 +25,7 @@
 #include "actors/events/internal.h"
 
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 
 #include <errno.h>
@@ -52,6 +53,7 @@ static void s_free(stream_t *s)
     if (s->next)
         s->next->prev = s->prev;
     hub->nstreams--;
+    atomic_fetch_sub(&metrics.streams_open, 1);
     free(s->held[0]);
     free(s->held[1]);
     http_exchange_release(s->x);
@@ -558,6 +560,7 @@ void hub_open(hub_t *hub, http_exchange_t *x, const http_request_t *rq, const ch
         hub->streams->prev = s;
     hub->streams = s;
     hub->nstreams++;
+    atomic_fetch_add(&metrics.streams_open, 1);
     if (previews)
         s_want_previews(hub, s->job_id); /* generators start now, not at the next renewal */
     /* a fresh stream reads no past events, only the clock (and snapshot) */

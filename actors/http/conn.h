@@ -56,6 +56,7 @@ struct http_exchange {
     uint8_t state;   /* xstate_t */
     bool gone;       /* the client left before the answer */
     char *extra;     /* http_exchange_set_headers(): in its response's head */
+    int tag;         /* http_exchange_set_tag(); -1 */
     bool chunked;    /* a stream framed in chunks (HTTP/1.1) */
     bool no_body;    /* a stream whose writes are dropped (HEAD, 204, 304) */
     /* parsing */

@@ -28,6 +28,7 @@ static http_exchange_t *s_x_new(conn_t *c)
     if (!x)
         abort();
     x->conn = c;
+    x->tag = -1;
     c->x = x;
     return x;
 }
@@ -54,6 +55,11 @@ void http_x_maybe_free(http_exchange_t *x)
     http_x_drop_request(x);
     free(x->extra);
     free(x);
+}
+
+void http_exchange_set_tag(http_exchange_t *x, int tag)
+{
+    x->tag = tag;
 }
 
 void http_exchange_set_headers(http_exchange_t *x, const char *headers)

@@ -9,6 +9,7 @@
 
 #include "actors/http/conn.h"
 
+#include "runtime/clock.h"
 #include "runtime/log.h"
 
 #include <errno.h>
@@ -118,6 +119,11 @@ static void s_head(conn_t *c, const http_exchange_t *x, int status, const char *
     else if (x->http10)
         http_buf_adds(b, "Connection: keep-alive\r\n");
     http_buf_add(b, "\r\n", 2);
+    if (srv->cfg.on_respond)
+        srv->cfg.on_respond(
+            status, x->tag,
+            x->view.received_at_us ? (clock_wall_us() - x->view.received_at_us) * 1000 : 0,
+            srv->cfg.arg);
     log_debug("%s %s: %d", x->view.path ? llhttp_method_name((llhttp_method_t)x->view.method) : "-",
               x->view.path ? x->view.path : "(unparsed)", status);
 }

@@ -106,6 +106,11 @@ typedef struct {
     /* After http_server_shutdown() returned false: the last connection has
      * closed. NULL: not told. */
     void (*on_drained)(void *arg);
+    /* Each response as its head goes out (NULL: none): its status, the
+     * exchange's tag (http_exchange_set_tag; -1 unless set) and the time
+     * since the request was read (0 for the server's own refusals of what
+     * it could not read), for the user's metrics. */
+    void (*on_respond)(int status, int tag, int64_t since_request_ns, void *arg);
     void *arg; /* passed to the callbacks above */
 } http_server_config_t;
 
@@ -155,6 +160,10 @@ void http_exchange_peer(const http_exchange_t *x, char *buf, size_t len);
  * the server's own (http_server_config_t.headers): what depends on the
  * request, as a CORS origin echoed from a list. A later call replaces them. */
 void http_exchange_set_headers(http_exchange_t *x, const char *headers);
+
+/* A small number of the user's on x (its route, say), handed to
+ * on_respond. */
+void http_exchange_set_tag(http_exchange_t *x, int tag);
 
 /* True when x can take no response any more: its client has gone, or it
  * has been answered. */

@@ -9,6 +9,7 @@
 
 #include "runtime/clock.h"
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 
 #include <errno.h>
@@ -54,11 +55,18 @@ void redis_conn_replied(conn_t *c, const redisAsyncContext *ac, const void *repl
 
 /* The connection is gone (its context already freed or being freed by
  * hiredis): log the change once and arm the retry. */
+/* imagejobs_redis_up: both connections answering */
+static void s_gauge(const redis_state_t *st)
+{
+    atomic_store(&metrics.redis_up, st->cmd.state == CONN_READY && st->sub.state == CONN_READY);
+}
+
 static void s_conn_down(conn_t *c, const char *why)
 {
     redis_state_t *st = c->st;
     c->ac = NULL;
     c->state = CONN_DOWN;
+    s_gauge(st);
     c->inflight = 0;
     snprintf(c->error, sizeof c->error, "%s", why && *why ? why : "unknown error");
     if (c == &st->sub)
@@ -109,6 +117,7 @@ static void s_on_hello(redisAsyncContext *ac, void *reply, void *privdata)
     if (!s_reply_current(c, ac, reply))
         return;
     c->state = CONN_READY;
+    s_gauge(st);
     backoff_reset(&c->backoff);
     if (c->outage_logged)
         log_info("commands: back on %s (%zu queued cancels to write)", st->url, st->queued);
@@ -274,6 +283,7 @@ static void s_on_subscription(redisAsyncContext *ac, void *reply, void *privdata
         if (!s_reply_is(r->element[1], REDIS_CANCEL_CHANNEL))
             return; /* the other channels' confirmations: nothing to do */
         c->state = CONN_READY;
+        s_gauge(st);
         backoff_reset(&c->backoff);
         if (c->outage_logged)
             log_info("subscriber: back on %s, subscribed to %s", st->url, REDIS_CANCEL_CHANNEL);

@@ -19,6 +19,7 @@
 
 #include "messages/limits.h"
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 
 #include <errno.h>
@@ -142,6 +143,8 @@ void store_reply_cancel_many(store_t *st, const op_t *op, const pgpipe_reply_t *
     msg_job_cancel_many_result_t *b = &m->job_cancel_many_result;
     msg_set_str(&b->results, store_val(res, 0, 0));
     b->matched = (uint64_t)store_i64(res, 0, 1);
+    if (!op->dry_run)
+        atomic_fetch_add(&metrics.cancels_requested, b->matched);
     msg_set_str(&b->cancelled, store_val(res, 0, 2));
     /* the seed's flag of each job that got the cancel (the redis actor) */
     for (const char *p = op->dry_run ? NULL : b->cancelled; p && *p;) {

@@ -16,6 +16,7 @@
 #include "actors/store/result.h"
 
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
 
@@ -24,6 +25,9 @@
 
 void store_deadlines_check(store_t *st)
 {
+    /* the store's gauges move with the same tick (runtime/metrics.h) */
+    atomic_store(&metrics.postgres_up, pgpipe_status(st->pipe) == PGPIPE_READY);
+    atomic_store(&metrics.store_pipeline_depth, pgpipe_pending(st->pipe));
     store_op_submit(store_op_new(st, OP_deadlines, NULL, NULL));
 }
 

@@ -14,11 +14,25 @@
 
 #include "runtime/clock.h"
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* This instance's commits, counted (runtime/metrics.h). */
+static void s_count(const msg_job_event_t *e)
+{
+    if (e->kind == JOB_EVENT_IMAGE)
+        atomic_fetch_add(&metrics.images_recorded, 1);
+    else if (e->kind == JOB_EVENT_END)
+        metrics_job_ended(e->job_status == JOB_STATUS_COMPLETED ? METRIC_END_COMPLETED
+                          : e->job_status == JOB_STATUS_FAILED  ? METRIC_END_FAILED
+                                                                : METRIC_END_CANCELLED);
+    else if (e->kind == JOB_EVENT_CREATED)
+        atomic_fetch_add(&metrics.jobs_created, 1);
+}
 
 void store_events_publish(actor_t *self, const PGresult *numbered)
 {
@@ -41,7 +55,7 @@ void store_events_publish(actor_t *self, const PGresult *numbered)
             || !e->log) {
             log_error("event %llu has an unknown kind or status: not published",
                       (unsigned long long)e->seq);
-        } else if (actor_publish(self, TOPIC_JOB_EVENT, ev) < 0) {
+        } else if ((s_count(e), actor_publish(self, TOPIC_JOB_EVENT, ev) < 0)) {
             /* readers catch up from PostgreSQL (docs/events.md) */
             log_warn("cannot publish event %llu on the bus", (unsigned long long)e->seq);
         }

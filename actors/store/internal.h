@@ -92,10 +92,11 @@ struct op {
     int64_t requested_at_us;
     char reason[16]; /* a cancel's reason and who asked, for a kept one */
     char by[128];
-    bool dry_run;          /* a cancel of many that only says what it would do */
-    uint64_t owner;        /* the caller's API key (0: any job), or a create's */
-    char *key, *body;      /* a create's Idempotency-Key and canonical body (owned) */
-    pgpipe_group_t *group; /* until submitted */
+    bool dry_run;                    /* a cancel of many that only says what it would do */
+    uint64_t owner;                  /* the caller's API key (0: any job), or a create's */
+    int64_t observed_us, stopped_us; /* a stop's times, for the metrics */
+    char *key, *body;                /* a create's Idempotency-Key and canonical body (owned) */
+    pgpipe_group_t *group;           /* until submitted */
 };
 
 /* Each operation's reply (store.c, reads.c). */

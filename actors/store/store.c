@@ -28,6 +28,7 @@
 #include "actors/store/result.h"
 
 #include "runtime/log.h"
+#include "runtime/metrics.h"
 #include "runtime/names.h"
 #include "runtime/uuid.h"
 
@@ -276,6 +277,7 @@ static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, canc
 static void s_on_connect(pgpipe_t *p, int status, const char *why, void *arg)
 {
     store_t *st = arg;
+    atomic_store(&metrics.postgres_up, status == 0); /* also at every deadline tick */
     if (status != 0 || st->nkept == 0)
         return;
     log_info("PostgreSQL is back: writing %zu kept cancels", st->nkept);
@@ -379,6 +381,7 @@ void store_reply_job_cancel_result(store_t *st, const op_t *op, const pgpipe_rep
     b->mode = store_mode(res, 0, 4);
     bool accepted =
         b->prior_status == JOB_STATUS_PENDING || b->prior_status == JOB_STATUS_PROCESSING;
+    atomic_fetch_add(&metrics.cancels_requested, 1);
     cancel_mode_t standing = b->mode != CANCEL_MODE_NONE ? b->mode : op->mode;
     store_send_reply(st, op, &m); /* b goes with m */
 
@@ -495,6 +498,7 @@ void store_reply_work_item(store_t *st, const op_t *op, const pgpipe_reply_t *r)
     b->next_index = (uint64_t)store_i64(res, 0, 8);
     b->cancel_mode = store_mode(res, 0, 9);
     b->owner = (uint64_t)store_i64(res, 0, 10);
+    atomic_fetch_add(&metrics.claims, 1);
     store_send_reply(st, op, &m);
 }
 
@@ -580,7 +584,24 @@ static void s_on_task_stopped(actor_t *self, msg_t *msg)
     pgpipe_param_str(op->group, b->instance ? b->instance : "");
     pgpipe_param_i64(op->group, b->cancel_requested_at_us);
     pgpipe_param_str(op->group, store_mode_param(b->cancel_mode));
+    op->requested_at_us = b->cancel_requested_at_us;
+    op->observed_us = b->observed_at_us;
+    op->stopped_us = b->stopped_at_us;
     store_op_submit(op);
+}
+
+/* A stop applied: counted, with the generator's cancel timings. */
+static void s_count_stop(const op_t *op, const PGresult *res)
+{
+    atomic_fetch_add(&metrics.stops, 1);
+    int64_t busy_us = store_i64(res, 0, 3);
+    if (busy_us > 0)
+        atomic_fetch_add(&metrics.generator_busy_ns, (uint_fast64_t)busy_us * 1000);
+    if (op->observed_us > 0 && op->requested_at_us > 0)
+        metrics_observe(&metrics.cancel_propagation,
+                        (op->observed_us - op->requested_at_us) * 1000);
+    if (op->observed_us > 0 && op->stopped_us >= op->observed_us)
+        metrics_observe(&metrics.cancel_stop, (op->stopped_us - op->observed_us) * 1000);
 }
 
 void store_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply_t *r)
@@ -602,6 +623,7 @@ void store_reply_task_stopped(store_t *st, const op_t *op, const pgpipe_reply_t 
         snprintf(detail, sizeof detail, "not applied: combination is %s%s%s", PQgetvalue(res, 0, 1),
                  holder ? ", claimed by " : "", holder ? holder : "");
     } else {
+        s_count_stop(op, res);
         const PGresult *fin = r->results[4];
         if (PQntuples(fin) == 1)
             snprintf(detail, sizeof detail, "combination %s; job %s", now, store_val(fin, 0, 0));
