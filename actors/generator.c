@@ -344,9 +344,9 @@ static void s_render_preview(gen_actor_t *g, uint32_t step)
     if (!e || !rgb)
         abort();
     if (gen_preview(g->backend, PREVIEW_SIZE_MAX, rgb, &e->width, &e->height) < 0) {
-        log_info("no previews of %s/%llu: %s", g->item.job_id,
-                 (unsigned long long)g->item.combination, gen_error(g->backend));
-        g->preview_unsupported = true;
+        if ((g->preview_unsupported = !gen_preview_pending(g->backend))) /* else: ask again */
+            log_info("no previews of %s/%llu: %s", g->item.job_id,
+                     (unsigned long long)g->item.combination, gen_error(g->backend));
         free(rgb);
         free(e);
         return;
@@ -762,8 +762,8 @@ static int s_init(actor_t *self, void *arg)
         log_debug("cannot lower the generator's priority: %s", strerror(errno));
 
     char err[256];
-    g->backend =
-        gen_backend_open_with(cfg->backend, cfg->device, cfg->cpu_threads, err, sizeof err);
+    g->backend = gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->cpu_threads, err,
+                                      sizeof err);
     if (!g->backend) {
         actor_fail(self, "%s", err);
         free(g);

@@ -28,12 +28,13 @@ typedef struct {
     const char *store;    /* actor to ask for work; default "store" */
     const char *redis;    /* actor for poll mode; default "redis" */
     gen_backend_kind_t backend;
-    int device;               /* CUDA device */
-    unsigned cpu_threads;     /* CPU backend threads; 0: all cores */
-    bool poll_mode;           /* --cancel-check=poll: the seed's design, no events */
-    double sweep_s;           /* ask for work this often when idle; default 2 */
-    double lease_renew_s;     /* renew the claim this often; default 5 */
-    double request_timeout_s; /* store/redis replies; default 10 */
+    const gen_plugin_t *plugin; /* GEN_BACKEND_PLUGIN: loaded by the caller, outlives the actor */
+    int device;                 /* CUDA device (a plugin's: its open's device) */
+    unsigned cpu_threads;       /* CPU backend threads; 0: all cores */
+    bool poll_mode;             /* --cancel-check=poll: the seed's design, no events */
+    double sweep_s;             /* ask for work this often when idle; default 2 */
+    double lease_renew_s;       /* renew the claim this often; default 5 */
+    double request_timeout_s;   /* store/redis replies; default 10 */
     /* Called on the encoder thread before each PNG encode (NULL: none):
      * lets a test hold an encode to show the loop keeps reading meanwhile. */
     void (*before_encode)(void *arg);

@@ -38,6 +38,8 @@ enum {
     SERVE_DATABASE,
     SERVE_GENERATORS,
     SERVE_BACKEND,
+    SERVE_PLUGIN_DIR,
+    SERVE_BACKEND_OPTIONS,
     SERVE_INSTANCE,
     SERVE_CANCEL_CHECK,
     SERVE_CORS_ORIGIN,
@@ -60,8 +62,13 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                         "dbname=imagejobs", "PostgreSQL: libpq conninfo or URI"},
     [SERVE_GENERATORS] = {"generators", "IMAGEJOBS_GENERATORS", NULL, "N", "auto",
                           "generator actors (auto: one per GPU, else one per core)"},
-    [SERVE_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "auto|cpu|cuda", "auto",
-                       "generation backend"},
+    [SERVE_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "BACKEND", "auto",
+                       "generation backend: auto, cpu, cuda, or plugin:PATH / plugin:NAME, a "
+                       "shared object implementing imagejobs/backend.h (docs/plugins.md)"},
+    [SERVE_PLUGIN_DIR] = {"plugin-dir", "IMAGEJOBS_PLUGIN_DIR", NULL, "DIR", IMAGEJOBS_PLUGIN_DIR,
+                          "where plugin:NAME is looked up (NAME.so, imagejobs-backend-NAME.so)"},
+    [SERVE_BACKEND_OPTIONS] = {"backend-options", "IMAGEJOBS_BACKEND_OPTIONS", NULL, "STRING", NULL,
+                               "options handed to the plugin's open, in its own syntax"},
     [SERVE_INSTANCE] = {"instance", "IMAGEJOBS_INSTANCE", NULL, "NAME", NULL,
                         "instance id shared by Redis and PostgreSQL (default: host-pid)"},
     [SERVE_CANCEL_CHECK] = {"cancel-check", "IMAGEJOBS_CANCEL_CHECK", NULL, "event|poll", "event",
@@ -195,7 +202,8 @@ static int s_serve(int argc, char **argv)
     }
     gen_backend_kind_t backend;
     if (gen_backend_kind_parse(v[SERVE_BACKEND], &backend) < 0) {
-        fprintf(stderr, "imagejobs serve: --backend must be auto, cpu or cuda\n");
+        fprintf(stderr, "imagejobs serve: --backend must be auto, cpu, cuda, plugin:PATH or "
+                        "plugin:NAME\n");
         return 2;
     }
     long lease;
@@ -248,6 +256,17 @@ static int s_serve(int argc, char **argv)
 
     log_set_instance(instance);
 
+    /* A plugin is loaded (and its table checked) before anything starts:
+     * every reason it cannot be is one line and exit status 2. */
+    gen_plugin_t *plugin = NULL;
+    if (backend == GEN_BACKEND_PLUGIN
+        && !(plugin =
+                 gen_plugin_load(gen_backend_plugin_spec(v[SERVE_BACKEND]), v[SERVE_PLUGIN_DIR],
+                                 v[SERVE_BACKEND_OPTIONS], err, sizeof err))) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+
     /* From here on a SIGTERM waits for us to take it: during the first
      * migration attempt, too, instead of killing the process half-way. */
     sigset_t stop;
@@ -265,6 +284,7 @@ static int s_serve(int argc, char **argv)
     svc.rt = runtime_new();
     if (!svc.rt) {
         log_error("cannot start the runtime");
+        gen_plugin_unload(&plugin);
         return 1;
     }
     log_info("imagejobs %s instance %s starting", PACKAGE_VERSION, instance);
@@ -283,6 +303,7 @@ static int s_serve(int argc, char **argv)
         || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
         log_error("%s", err);
         s_service_stop(&svc);
+        gen_plugin_unload(&plugin);
         return 1;
     }
     /* share the cores among CPU generators rather than oversubscribe them */
@@ -294,21 +315,30 @@ static int s_serve(int argc, char **argv)
             .name = name,
             .instance = instance,
             .backend = backend,
+            .plugin = plugin,
             .device = gpus > 0 ? (int)(i % gpus) : 0,
             .cpu_threads = threads,
             .poll_mode = poll_mode,
             .lease_renew_s = (double)lease / 3.,
         };
         if (!(svc.generators[svc.ngenerators] = generator_start(svc.rt, &gcfg, err, sizeof err))) {
-            log_error("%s", err);
+            /* a plugin that refuses to open is a start-up error like a
+             * missing one: the same one line on stderr, status 2 */
+            if (plugin)
+                fprintf(stderr, "imagejobs serve: %s\n", err);
+            else
+                log_error("%s", err);
+            int status = plugin ? 2 : 1;
             s_service_stop(&svc);
-            return 1;
+            gen_plugin_unload(&plugin);
+            return status;
         }
         svc.ngenerators++;
     }
     if (!(svc.http = http_start(svc.rt, &http_cfg, err, sizeof err))) {
         log_error("%s", err);
         s_service_stop(&svc);
+        gen_plugin_unload(&plugin);
         return 1;
     }
     log_info("serving http://%s (%d generators, cancel-check %s, auth %s)", v[SERVE_LISTEN],
@@ -322,6 +352,7 @@ static int s_serve(int argc, char **argv)
         sig = runtime_wait_signal(svc.rt);
     log_info("%s received: shutting down", strsignal(sig));
     s_service_stop(&svc);
+    gen_plugin_unload(&plugin); /* after the generators closed their instances */
     log_info("stopped");
     return 0;
 }

@@ -19,7 +19,19 @@
 #include <string.h>
 #include <time.h>
 
-enum { R_PROMPT, R_SEED, R_INDEX, R_WIDTH, R_HEIGHT, R_STEPS, R_BACKEND, R_OUTPUT, R_NOPTS };
+enum {
+    R_PROMPT,
+    R_SEED,
+    R_INDEX,
+    R_WIDTH,
+    R_HEIGHT,
+    R_STEPS,
+    R_BACKEND,
+    R_PLUGIN_DIR,
+    R_BACKEND_OPTIONS,
+    R_OUTPUT,
+    R_NOPTS
+};
 
 static const option_t s_options[R_NOPTS] = {
     [R_PROMPT] = {"prompt", NULL, NULL, "TEXT", NULL, "what to draw (1 to 1000 bytes)"},
@@ -28,8 +40,12 @@ static const option_t s_options[R_NOPTS] = {
     [R_WIDTH] = {"width", NULL, NULL, "W", "512", "width, a multiple of 8 from 64 to 2048"},
     [R_HEIGHT] = {"height", NULL, NULL, "H", "512", "height, a multiple of 8 from 64 to 2048"},
     [R_STEPS] = {"steps", NULL, NULL, "T", "30", "sampler steps, 1 to 200"},
-    [R_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "auto|cpu|cuda", "auto",
-                   "generation backend (auto: CUDA when a device exists)"},
+    [R_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "BACKEND", "auto",
+                   "auto (CUDA when a device exists), cpu, cuda, or plugin:PATH / plugin:NAME"},
+    [R_PLUGIN_DIR] = {"plugin-dir", "IMAGEJOBS_PLUGIN_DIR", NULL, "DIR", IMAGEJOBS_PLUGIN_DIR,
+                      "where plugin:NAME is looked up"},
+    [R_BACKEND_OPTIONS] = {"backend-options", "IMAGEJOBS_BACKEND_OPTIONS", NULL, "STRING", NULL,
+                           "options handed to the plugin's open"},
     [R_OUTPUT] = {"output", NULL, NULL, "FILE.png", NULL, "where to write the PNG", 'o'},
 };
 
@@ -79,7 +95,9 @@ int render_main(int argc, char **argv)
         return 2;
     }
     if (gen_backend_kind_parse(v[R_BACKEND], &kind) < 0) {
-        fprintf(stderr, "imagejobs render: --backend must be auto, cpu or cuda, not '%s'\n",
+        fprintf(stderr,
+                "imagejobs render: --backend must be auto, cpu, cuda or plugin:PATH|NAME, not "
+                "'%s'\n",
                 v[R_BACKEND]);
         return 2;
     }
@@ -93,10 +111,19 @@ int render_main(int argc, char **argv)
         return 2;
     }
 
-    gen_backend_t *b = gen_backend_open(kind, err, sizeof err);
+    gen_plugin_t *plugin = NULL;
+    if (kind == GEN_BACKEND_PLUGIN
+        && !(plugin = gen_plugin_load(gen_backend_plugin_spec(v[R_BACKEND]), v[R_PLUGIN_DIR],
+                                      v[R_BACKEND_OPTIONS], err, sizeof err))) {
+        fprintf(stderr, "imagejobs render: %s\n", err);
+        return 2;
+    }
+    gen_backend_t *b = gen_backend_open_for(kind, plugin, 0, 0, err, sizeof err);
     if (!b) {
         fprintf(stderr, "imagejobs render: %s\n", err);
-        return 1;
+        int status = plugin ? 2 : 1; /* a plugin that cannot open: a start-up error */
+        gen_plugin_unload(&plugin);
+        return status;
     }
     uint8_t *rgb = NULL, *png = NULL;
     size_t png_len = 0;
@@ -121,5 +148,6 @@ int render_main(int argc, char **argv)
     free(png);
     free(rgb);
     gen_backend_close(&b);
+    gen_plugin_unload(&plugin);
     return rc == 0 ? 0 : 1;
 }

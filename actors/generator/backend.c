@@ -1,6 +1,7 @@
 /*
- * backend.c - opens the CPU or the CUDA engine and puts one interface in
- * front of both: parameter checks, the scene built from the prompt, errors.
+ * backend.c - opens the CPU, the CUDA or the plugin engine and puts one
+ * interface in front of them: parameter checks, the scene built from the
+ * prompt (for the built-in engines), errors.
  *
  * The engines do the pixel work; this file never blocks except in
  * gen_render_sync(), which is for render, tests and benches.
@@ -20,9 +21,10 @@
 #include <unistd.h>
 
 struct gen_backend {
-    gen_backend_kind_t kind; /* CPU or CUDA, never AUTO */
+    gen_backend_kind_t kind; /* CPU, CUDA or PLUGIN, never AUTO */
     gen_cpu_t *cpu;
     gen_cuda_t *cuda;
+    gen_plug_t *plug;
     uint32_t width, height, steps;
     int active;
     char err[256];
@@ -38,9 +40,16 @@ int gen_backend_kind_parse(const char *s, gen_backend_kind_t *out)
         *out = GEN_BACKEND_CPU;
     else if (!strcmp(s, "cuda"))
         *out = GEN_BACKEND_CUDA;
+    else if (gen_backend_plugin_spec(s))
+        *out = GEN_BACKEND_PLUGIN;
     else
         return -1;
     return 0;
+}
+
+const char *gen_backend_plugin_spec(const char *s)
+{
+    return s && !strncmp(s, "plugin:", 7) ? s + 7 : NULL;
 }
 
 int gen_cuda_device_count(void)
@@ -106,10 +115,28 @@ gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char
 gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
                                      char *err, size_t errlen)
 {
+    return gen_backend_open_for(kind, NULL, device, cpu_threads, err, errlen);
+}
+
+gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t *plugin, int device,
+                                    unsigned cpu_threads, char *err, size_t errlen)
+{
+    if (kind == GEN_BACKEND_PLUGIN && !plugin) {
+        snprintf(err, errlen, "the plugin backend needs a plugin loaded (gen_plugin_load)");
+        return NULL;
+    }
     gen_backend_t *b = calloc(1, sizeof *b);
     if (!b) {
         snprintf(err, errlen, "out of memory");
         return NULL;
+    }
+    if (kind == GEN_BACKEND_PLUGIN) {
+        b->kind = kind;
+        if (gen_plug_open(plugin, device, &b->plug, err, errlen) < 0) {
+            free(b);
+            return NULL;
+        }
+        return b;
     }
     char why[200];
     if (kind == GEN_BACKEND_AUTO) {
@@ -146,12 +173,15 @@ void gen_backend_close(gen_backend_t **bp)
         return;
     gen_cpu_close(&b->cpu);
     gen_cuda_close(&b->cuda);
+    gen_plug_close(&b->plug);
     free(b);
     *bp = NULL;
 }
 
 const char *gen_backend_name(const gen_backend_t *b)
 {
+    if (b->plug)
+        return gen_plug_name(b->plug);
     return b->kind == GEN_BACKEND_CUDA ? "cuda" : "cpu";
 }
 
@@ -159,6 +189,8 @@ void gen_backend_set_wakeup(gen_backend_t *b, void (*fn)(void *arg), void *arg)
 {
     if (b->cuda)
         gen_cuda_set_wakeup(b->cuda, fn, arg);
+    if (b->plug)
+        gen_plug_set_wakeup(b->plug, fn, arg);
 }
 
 int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen)
@@ -168,13 +200,19 @@ int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen)
         snprintf(err, errlen, "%s", b->err);
         return -1;
     }
-    sampler_scene_t sc;
-    sampler_scene_init(&sc, p->prompt, p->seed, p->image_index, p->width, p->height);
-    int rc = b->cuda ? gen_cuda_begin(b->cuda, &sc, p->steps)
+    int rc;
+    if (b->plug) { /* the plugin makes its own scene, on its worker */
+        rc = gen_plug_begin(b->plug, p->prompt, p->seed, p->image_index, p->width, p->height,
+                            p->steps, b->err, sizeof b->err);
+    } else {
+        sampler_scene_t sc;
+        sampler_scene_init(&sc, p->prompt, p->seed, p->image_index, p->width, p->height);
+        rc = b->cuda ? gen_cuda_begin(b->cuda, &sc, p->steps)
                      : gen_cpu_begin(b->cpu, &sc, p->steps, b->err, sizeof b->err);
-    if (rc < 0) {
-        if (b->cuda)
+        if (rc < 0 && b->cuda)
             snprintf(b->err, sizeof b->err, "%s", gen_cuda_error(b->cuda));
+    }
+    if (rc < 0) {
         snprintf(err, errlen, "%s", b->err);
         return -1;
     }
@@ -191,6 +229,12 @@ gen_status_t gen_advance(gen_backend_t *b)
         snprintf(b->err, sizeof b->err, "no image in progress");
         return GEN_ERROR;
     }
+    if (b->plug) {
+        gen_status_t st = gen_plug_advance(b->plug);
+        if (st == GEN_ERROR)
+            snprintf(b->err, sizeof b->err, "%s", gen_plug_error(b->plug));
+        return st;
+    }
     gen_status_t st = b->cuda ? gen_cuda_advance(b->cuda) : gen_cpu_advance(b->cpu);
     if (st == GEN_ERROR && b->cuda)
         snprintf(b->err, sizeof b->err, "%s", gen_cuda_error(b->cuda));
@@ -201,6 +245,8 @@ uint32_t gen_steps_done(const gen_backend_t *b)
 {
     if (!b->active)
         return 0;
+    if (b->plug)
+        return gen_plug_steps_done(b->plug);
     return b->cuda ? gen_cuda_steps_done(b->cuda) : gen_cpu_steps_done(b->cpu);
 }
 
@@ -208,6 +254,8 @@ const uint8_t *gen_pixels(const gen_backend_t *b)
 {
     if (!b->active)
         return NULL;
+    if (b->plug)
+        return gen_plug_pixels(b->plug);
     return b->cuda ? gen_cuda_pixels(b->cuda) : gen_cpu_pixels(b->cpu);
 }
 
@@ -215,6 +263,10 @@ int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out)
 {
     if (!b->active) {
         snprintf(b->err, sizeof b->err, "no image in progress");
+        return -1;
+    }
+    if (b->plug) {
+        snprintf(b->err, sizeof b->err, "no snapshots from a plugin");
         return -1;
     }
     if (b->cuda) {
@@ -234,6 +286,13 @@ int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t 
         /* the state is on the device: a copy would wait for the stream */
         snprintf(b->err, sizeof b->err, "previews not supported on cuda");
         return -1;
+    }
+    if (b->plug) { /* rendered on the plugin's worker after each step */
+        if (gen_plug_preview(b->plug, max_side, rgb_out, w_out, h_out) < 0) {
+            snprintf(b->err, sizeof b->err, "%s", gen_plug_error(b->plug));
+            return -1;
+        }
+        return 0;
     }
     if (!b->active || gen_cpu_steps_done(b->cpu) == 0) {
         snprintf(b->err, sizeof b->err, "no step of an image done yet");
@@ -262,12 +321,19 @@ int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t 
     return 0;
 }
 
+bool gen_preview_pending(const gen_backend_t *b)
+{
+    return b->plug && gen_plug_preview_pending(b->plug);
+}
+
 void gen_abort(gen_backend_t *b)
 {
     if (b->cuda)
         gen_cuda_abort(b->cuda);
     if (b->cpu)
         gen_cpu_abort(b->cpu);
+    if (b->plug)
+        gen_plug_abort(b->plug);
     b->active = 0;
 }
 
@@ -278,7 +344,7 @@ const char *gen_error(const gen_backend_t *b)
 
 uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t height)
 {
-    if (b->cuda || width == 0)
+    if (b->cuda || b->plug || width == 0)
         return 1;
     uint32_t rows = gen_cpu_band_rows(b->cpu, width);
     return (height + rows - 1) / rows;
@@ -315,6 +381,8 @@ int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, 
             gen_abort(b);
             return -1;
         }
+        if (st == GEN_WAIT && b->plug)
+            gen_plug_wait(b->plug);
     }
     if (ms_per_step)
         *ms_per_step = (clock_mono_ms() - t0) / p->steps;

@@ -9,10 +9,16 @@
  * (a few ms at 512x512), on CUDA a call enqueues at most one step and never
  * blocks. The per-pixel math (sampler.h) is shared by both backends, so the
  * same parameters give the same picture on either (within 2/255).
+ *
+ * A third engine runs a plugin (include/imagejobs/backend.h) loaded at
+ * start-up with gen_plugin_load(): its calls run on a worker thread of the
+ * backend and gen_advance() returns GEN_WAIT meanwhile, as on CUDA; the
+ * wakeup callback says when to call it again (actors/generator/plugin.c).
  */
 #ifndef IMAGEJOBS_GEN_BACKEND_H
 #define IMAGEJOBS_GEN_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,10 +37,36 @@ extern "C" {
 #define GEN_STEPS_MIN JOB_STEPS_MIN
 #define GEN_STEPS_MAX JOB_STEPS_MAX
 
-typedef enum { GEN_BACKEND_AUTO, GEN_BACKEND_CPU, GEN_BACKEND_CUDA } gen_backend_kind_t;
+typedef enum {
+    GEN_BACKEND_AUTO,
+    GEN_BACKEND_CPU,
+    GEN_BACKEND_CUDA,
+    GEN_BACKEND_PLUGIN
+} gen_backend_kind_t;
 
-/* "auto", "cpu" or "cuda"; -1 for anything else. */
+/* "auto", "cpu", "cuda" or "plugin:PATH|NAME" (GEN_BACKEND_PLUGIN); -1 for
+ * anything else. */
 int gen_backend_kind_parse(const char *s, gen_backend_kind_t *out);
+
+/* What follows "plugin:" in a --backend value (a path or a name), or NULL
+ * when s is not a plugin's. */
+const char *gen_backend_plugin_spec(const char *s);
+
+/* A plugin library, loaded once per process and shared by the generators
+ * that open instances of it (read-only to them). */
+typedef struct gen_plugin gen_plugin_t;
+
+/* dlopens a plugin: spec is a path (anything with a '/') or a name, looked
+ * up in dir as NAME.so then imagejobs-backend-NAME.so. Checks the entry
+ * symbol, the ABI major and the table's size. options (copied; NULL: "")
+ * go to every instance's open. NULL with one line saying why in err (file
+ * missing, not loadable, symbol missing, ABI mismatch). */
+gen_plugin_t *gen_plugin_load(const char *spec, const char *dir, const char *options, char *err,
+                              size_t errlen);
+/* After every backend of it is closed; NULLs *pp. */
+void gen_plugin_unload(gen_plugin_t **pp);
+/* The file it was loaded from. */
+const char *gen_plugin_path(const gen_plugin_t *pl);
 
 /* CUDA devices usable now; 0 without a driver or device (error 35 on a
  * machine with no GPU), or in a build without CUDA. */
@@ -66,9 +98,13 @@ gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char
  * cores between them. */
 gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
                                      char *err, size_t errlen);
+/* The same, and for GEN_BACKEND_PLUGIN an instance of plugin (which must
+ * outlive the backend) opened on its worker thread with device. */
+gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t *plugin, int device,
+                                    unsigned cpu_threads, char *err, size_t errlen);
 /* Stops helpers / waits for the device, frees everything, NULLs *bp. */
 void gen_backend_close(gen_backend_t **bp);
-/* "cpu" or "cuda". */
+/* "cpu", "cuda" or "plugin:NAME" (NAME: what the plugin calls itself). */
 const char *gen_backend_name(const gen_backend_t *b);
 
 /* Threads a CPU backend opened now will use: IMAGEJOBS_GEN_THREADS when set
@@ -79,7 +115,8 @@ unsigned gen_cpu_threads(void);
 /* CUDA: fn(arg) is called from a CUDA host-callback thread each time a
  * queued step (or the final copy) completes; it must only do something
  * thread-safe such as ev_async_send(). Set it before the first gen_begin.
- * CPU: never called (gen_advance never returns GEN_WAIT). */
+ * Plugin: the same, from the backend's worker thread after each call into
+ * the plugin. CPU: never called (gen_advance never returns GEN_WAIT). */
 void gen_backend_set_wakeup(gen_backend_t *b, void (*fn)(void *arg), void *arg);
 
 /* Starts an image, dropping any in-flight one. -1 with the reason in err
@@ -125,6 +162,11 @@ int gen_snapshot(gen_backend_t *b, uint8_t *rgb_out);
  * loop wait for the stream. */
 int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
                 uint32_t *h_out);
+/* After gen_preview failed: true when asking again later may succeed. A
+ * plugin's previews are rendered on its worker after each step, starting
+ * with the first ask of an image, which finds none yet (the plugin's state
+ * is the worker's while a step runs: the loop never reads it). */
+bool gen_preview_pending(const gen_backend_t *b);
 
 /* Drops the in-flight image at once (a queued GPU step finishes on its own,
  * unobserved); the backend is ready for gen_begin. */

@@ -1,6 +1,7 @@
 /*
- * engines.h - what backend.c needs from the two engines: cpu.c, and cuda.cu
- * (or cuda_none.c in a build without CUDA). Internal to actors/generator/.
+ * engines.h - what backend.c needs from the engines: cpu.c, cuda.cu (or
+ * cuda_none.c in a build without CUDA), and plugin.c. Internal to
+ * actors/generator/.
  *
  * backend.c validates parameters, builds the scene and keeps the common
  * bookkeeping; an engine owns its buffers and runs the steps. The CUDA
@@ -13,6 +14,7 @@
 #include "actors/generator/backend.h"
 #include "actors/generator/sampler.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +64,43 @@ const uint8_t *gen_cuda_pixels(const gen_cuda_t *g);
 int gen_cuda_snapshot(gen_cuda_t *g, uint8_t *rgb_out);
 void gen_cuda_abort(gen_cuda_t *g);
 const char *gen_cuda_error(const gen_cuda_t *g);
+
+/* ------------------------------------------------------------ plugin.c */
+
+typedef struct gen_plug gen_plug_t;
+
+/* An instance of lib: starts its worker thread, which calls the plugin's
+ * open and describe; returns when they are done (start-up only). 0 and
+ * *out, or -1 with the plugin's reason in err. */
+int gen_plug_open(const gen_plugin_t *lib, int device, gen_plug_t **out, char *err, size_t errlen);
+/* Raises the cancel flag, joins the worker (which closes the instance). */
+void gen_plug_close(gen_plug_t **pp);
+const char *gen_plug_name(const gen_plug_t *p);
+void gen_plug_set_wakeup(gen_plug_t *p, void (*fn)(void *arg), void *arg);
+/* The plugin's own limits (describe). 0 or -1 with the reason in err. */
+int gen_plug_check(const gen_plug_t *p, uint32_t width, uint32_t height, uint32_t steps, char *err,
+                   size_t errlen);
+/* Queues the image's begin on the worker (aborting any in flight); never
+ * blocks. -1 when the plugin's limits refuse it. */
+int gen_plug_begin(gen_plug_t *p, const char *prompt, uint64_t seed, uint32_t image_index,
+                   uint32_t width, uint32_t height, uint32_t steps, char *err, size_t errlen);
+/* Never blocks: GEN_WAIT while the worker is in the plugin, GEN_DONE once
+ * the pixels are fetched, GEN_ERROR with gen_plug_error set. */
+gen_status_t gen_plug_advance(gen_plug_t *p);
+/* Blocks until the worker is done with the last command (render, tests). */
+int gen_plug_wait(gen_plug_t *p);
+uint32_t gen_plug_steps_done(const gen_plug_t *p);
+const uint8_t *gen_plug_pixels(const gen_plug_t *p);
+/* The latest preview the worker rendered of the current image (after a
+ * step), copied out: 0, or -1 with gen_plug_error set; then
+ * gen_plug_preview_pending says whether one is on its way (the first ask
+ * of an image starts the worker rendering them). Never blocks. */
+int gen_plug_preview(gen_plug_t *p, uint32_t max_side, uint8_t *rgb_out, uint32_t *w_out,
+                     uint32_t *h_out);
+bool gen_plug_preview_pending(const gen_plug_t *p);
+/* Raises the cancel flag and queues the plugin's abort; returns at once. */
+void gen_plug_abort(gen_plug_t *p);
+const char *gen_plug_error(const gen_plug_t *p);
 
 #ifdef __cplusplus
 }
