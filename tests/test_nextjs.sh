@@ -12,25 +12,15 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-if [ -z "${IMAGEJOBS_TEST_REDIS:-}" ] || [ -z "${IMAGEJOBS_TEST_PG_PORT:-}" ]; then
-    echo "SKIP: no IMAGEJOBS_TEST_REDIS / IMAGEJOBS_TEST_PG_PORT (run cmd/imagejobs-local test)"
-    exit 77
-fi
-bdir=${IMAGEJOBS_BROWSER_DIR:-}
-[ -n "$bdir" ] && [ -f "$bdir/node_modules/playwright-core/package.json" ] ||
-    fail "playwright-core is not installed: IMAGEJOBS_BROWSER_DIR='$bdir' (cmd/imagejobs-local test installs tests/browser there)"
+need_services
+need_browser
+bdir=$IMAGEJOBS_BROWSER_DIR
 ndir=${IMAGEJOBS_NEXTJS_DIR:-}
 [ -n "$ndir" ] && [ -x "$ndir/node_modules/.bin/next" ] ||
     fail "examples/nextjs is not installed: IMAGEJOBS_NEXTJS_DIR='$ndir' (cmd/imagejobs-local test runs npm ci there)"
-chromium=${IMAGEJOBS_CHROMIUM:-/usr/bin/chromium}
-[ -x "$chromium" ] ||
-    fail "no Chromium at $chromium (Debian package chromium; cmd/imagejobs-local test installs it)"
 
 src=$(cd "$(dirname "$0")" && pwd)
 example=$src/../examples/nextjs
-db=nextjs_$$
-conn="host=127.0.0.1 port=$IMAGEJOBS_TEST_PG_PORT dbname=$db user=postgres"
-psql_admin() { psql -X -q -h 127.0.0.1 -p "$IMAGEJOBS_TEST_PG_PORT" -U postgres -d postgres "$@"; }
 pid= npid=
 cleanup() {
     if [ -n "$npid" ]; then
@@ -41,35 +31,10 @@ cleanup() {
         kill -TERM "$pid" 2>/dev/null
         wait_exit "$pid" 30 || kill -KILL "$pid" 2>/dev/null
     fi
-    psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+    drop_test_database
 }
 trap cleanup EXIT
-psql_admin -c "CREATE DATABASE $db" || fail "cannot create database $db"
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p=$((20000 + RANDOM % 20000))
-    while port_in_use "$p" || [ "$p" = "${2:-}" ]; do p=$((p + 1)); done
-    echo "$p"
-}
-# answers PATH on port: its status line is HTTP 200
-answers() {
-    local line
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-    read -r line <&3
-    exec 3<&-
-    [[ $line == *" 200 "* ]]
-}
-wait_answers() { # port path seconds pid
-    local i
-    for i in $(seq 1 $(($3 * 10))); do
-        answers "$1" "$2" 2>/dev/null && return 0
-        kill -0 "$4" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+test_database nextjs_$$
 
 api_port=$(free_port)
 next_port=$(free_port "$api_port")
@@ -79,7 +44,7 @@ site=http://127.0.0.1:$next_port
 # the example's sources, fresh, beside the node_modules of its lockfile
 (cd "$example" && cp -R app components hooks lib next.config.mjs postcss.config.js \
     tailwind.config.js tsconfig.json "$ndir/") || fail "cannot copy examples/nextjs"
-cp "$src/browser/nextjs.mjs" "$bdir/nextjs.mjs"
+cp "$src/browser/lib.mjs" "$src/browser/nextjs.mjs" "$bdir/"
 export NEXT_TELEMETRY_DISABLED=1
 (cd "$ndir" && NEXT_PUBLIC_API_URL=$api timeout 400 node_modules/.bin/next build) \
     >"$PWD/tests/test_nextjs.build.log" 2>&1 ||
@@ -88,14 +53,14 @@ pass "next build (NEXT_PUBLIC_API_URL=$api)"
 
 log=$PWD/tests/test_nextjs.serve.log
 "$IMAGEJOBS_BIN" serve --listen "127.0.0.1:$api_port" --redis "$IMAGEJOBS_TEST_REDIS" \
-    --database "$conn" --instance "nextjs-$$" --generators 2 --auth off \
+    --database "$TEST_CONN" --instance "nextjs-$$" --generators 2 --auth off \
     --cors-origin "$site" --log-level debug >"$log" 2>&1 &
 pid=$!
-wait_answers "$api_port" /readyz 30 "$pid" || { tail -n 20 "$log"; fail "serve is not ready"; }
+wait_http_ok "$api_port" /readyz 30 "$pid" || { tail -n 20 "$log"; fail "serve is not ready"; }
 setsid "$ndir/node_modules/.bin/next" start -p "$next_port" -H 127.0.0.1 "$ndir" \
     >"$PWD/tests/test_nextjs.start.log" 2>&1 &
 npid=$!
-wait_answers "$next_port" / 60 "$npid" ||
+wait_http_ok "$next_port" / 60 "$npid" ||
     { tail -n 20 "$PWD/tests/test_nextjs.start.log"; fail "next start did not answer on $site"; }
 pass "next start on $site, imagejobs serve on $api"
 

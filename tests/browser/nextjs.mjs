@@ -6,33 +6,12 @@
 //
 // Prints "ok: ..." per check; exits 1 with "FAIL: ..." at the first that
 // fails (every wait is bounded), 2 when Chromium cannot be started.
-import { chromium } from 'playwright-core';
+import { WAIT, check, fail, launch, ok } from './lib.mjs';
 
 const [site, apiUrl] = process.argv.slice(2);
-const CHROMIUM = process.env.IMAGEJOBS_CHROMIUM || '/usr/bin/chromium';
-const WAIT = 30000;
 const SEED_CONFIRM = '진행 중인 이미지 생성을 취소하시겠습니까?\n이미 생성된 이미지는 유지됩니다.';
 
-function fail(msg) {
-    console.log(`FAIL: ${msg}`);
-    process.exit(1);
-}
-function ok(msg) {
-    console.log(`ok: ${msg}`);
-}
-function check(cond, msg) {
-    if (!cond)
-        fail(msg);
-    ok(msg);
-}
-
-let browser;
-try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], headless: true });
-} catch (err) {
-    console.log(`FAIL: cannot start Chromium (${CHROMIUM}): ${err.message.split('\n')[0]}`);
-    process.exit(2);
-}
+const browser = await launch();
 
 try {
     const page = await browser.newPage({ locale: 'ko-KR' });
@@ -53,7 +32,7 @@ try {
     });
 
     await page.goto(`${site}/?images=10&size=256&steps=40`);
-    check(new URL(site).origin !== new URL(apiUrl).origin, `the page (${new URL(site).origin}) and the API (${new URL(apiUrl).origin}) are two origins`);
+    await check(new URL(site).origin !== new URL(apiUrl).origin, `the page (${new URL(site).origin}) and the API (${new URL(apiUrl).origin}) are two origins`);
     await page.click('#create');
     await page.waitForSelector('#status[data-status="processing"]');
     ok('the page created a job and polls it');
@@ -63,9 +42,9 @@ try {
         return bar && parseFloat(bar.style.width) > 0;
     }, null, { timeout: WAIT });
     const count = await page.textContent('.flex.justify-between span:last-child');
-    check(/^[1-9]\d* \/ 20$/.test(count.trim()), `the component's progress moves: ${count.trim()}`);
+    await check(/^[1-9]\d* \/ 20$/.test(count.trim()), `the component's progress moves: ${count.trim()}`);
     const label = await page.textContent('.flex.justify-between span:first-child');
-    check(label === '이미지 생성 중...', 'the component is the seed\'s (its label)');
+    await check(label === '이미지 생성 중...', 'the component is the seed\'s (its label)');
 
     let dialog = null;
     page.once('dialog', async (d) => {
@@ -73,31 +52,31 @@ try {
         await d.accept();
     });
     await page.click('button:has-text("생성 취소")');
-    check(dialog === SEED_CONFIRM, 'the seed\'s confirm, accepted');
+    await check(dialog === SEED_CONFIRM, 'the seed\'s confirm, accepted');
     await page.waitForSelector('#cancel-sent');
-    check(cancels.length === 1, 'one cancel went out, through the seed\'s cancelJob');
+    await check(cancels.length === 1, 'one cancel went out, through the seed\'s cancelJob');
     const res = cancels[0];
     const sent = res.request().headers();
     const allow = (await res.allHeaders())['access-control-allow-origin'];
-    check(res.status() === 200 && sent['content-type'] === 'application/json'
+    await check(res.status() === 200 && sent['content-type'] === 'application/json'
         && allow === new URL(site).origin,
         `cross-origin, with the seed's Content-Type (a preflighted request): 200, allowed for ${allow}`);
     const answer = await res.json();
-    check(answer.success === true && answer.current_status === 'processing',
+    await check(answer.success === true && answer.current_status === 'processing',
         `the server answered the seed's success: ${answer.message}`);
 
     await page.waitForSelector('#status[data-status="user_cancelled"]');
     ok('the job ends user_cancelled');
     const saved = logs.find((l) => /^Job cancelled\. \d+ images saved\.$/.test(l));
-    check(saved, `the seed's hook reports the images saved: "${saved}"`);
+    await check(saved, `the seed's hook reports the images saved: "${saved}"`);
     const doc = await (await fetch(`${apiUrl}/api/jobs/${answer.job_id}`)).json();
     const kept = Number(await page.getAttribute('#kept', 'data-kept'));
-    check(doc.job_status === 'user_cancelled' && kept === doc.completed_images && kept >= 1
+    await check(doc.job_status === 'user_cancelled' && kept === doc.completed_images && kept >= 1
         && kept < doc.total_images, `the page shows the ${kept} images kept, as the server has them`);
     await page.waitForFunction((n) => [...document.querySelectorAll('img')]
         .filter((i) => i.complete && i.naturalWidth === 256).length === n, kept, { timeout: WAIT });
     ok('the kept images load cross-origin');
-    check(!(await page.isVisible('button:has-text("생성 취소")')), 'the component hides its button once the job is not processing');
+    await check(!(await page.isVisible('button:has-text("생성 취소")')), 'the component hides its button once the job is not processing');
     if (errors.length)
         fail(`console errors: ${errors.join(' | ')}`);
     ok('no console errors');

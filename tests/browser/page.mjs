@@ -7,35 +7,14 @@
 //
 // Prints "ok: ..." per check; exits 1 with "FAIL: ..." at the first that
 // fails (every wait is bounded), 2 when Chromium cannot be started.
-import { chromium } from 'playwright-core';
+import { WAIT, check, fail, launch, ok } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 
 const [mode, base, shots, goodToken] = process.argv.slice(2);
-const CHROMIUM = process.env.IMAGEJOBS_CHROMIUM || '/usr/bin/chromium';
-const WAIT = 30000; // the bound of every wait: generous for a loaded CI machine
 const EN_CONFIRM = 'Cancel the image generation in progress? Images already generated are kept.';
 const KO_CONFIRM = '진행 중인 이미지 생성을 취소하시겠습니까?\n이미 생성된 이미지는 유지됩니다.';
 
-function fail(msg) {
-    console.log(`FAIL: ${msg}`);
-    process.exit(1);
-}
-function ok(msg) {
-    console.log(`ok: ${msg}`);
-}
-async function check(cond, msg) {
-    if (!(await cond))
-        fail(msg);
-    ok(msg);
-}
-
-let browser;
-try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], headless: true });
-} catch (err) {
-    console.log(`FAIL: cannot start Chromium (${CHROMIUM}): ${err.message.split('\n')[0]}`);
-    process.exit(2);
-}
+const browser = await launch();
 mkdirSync(shots, { recursive: true });
 
 // A page that records its console errors and uncaught exceptions: the page
@@ -279,5 +258,5 @@ try {
 } catch (err) {
     fail(err.stack || String(err));
 } finally {
-    await browser?.close();
+    await browser.close();
 }
