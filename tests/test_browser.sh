@@ -59,6 +59,7 @@ stop_serve
 serve auth --auth required
 token=$("$IMAGEJOBS_BIN" keys create --name browser-test --database "$TEST_CONN" 2>"$tmp/keys.err") ||
     { cat "$tmp/keys.err"; fail "imagejobs keys create failed"; }
-(cd "$dir" && timeout 180 node page.mjs auth "$url" "$shots" "$token") || fail "the page with auth required: see above"
+# it stops the server itself at the end (a cancel that fails)
+(cd "$dir" && timeout 180 node page.mjs auth "$url" "$shots" "$token" "$pid") || fail "the page with auth required: see above"
 stop_serve
 pass "the page in Chromium, auth off and required"

@@ -3,14 +3,16 @@
 // starts it, with Redis and PostgreSQL).
 //
 //   node page.mjs page URL SHOTDIR          auth off: submit, watch, cancel
-//   node page.mjs auth URL SHOTDIR TOKEN    auth required: wrong token, right one
+//   node page.mjs auth URL SHOTDIR TOKEN PID auth required: wrong token, right
+//                                          one; then SIGTERM to PID (the server) and
+//                                          a cancel that fails
 //
 // Prints "ok: ..." per check; exits 1 with "FAIL: ..." at the first that
 // fails (every wait is bounded), 2 when Chromium cannot be started.
 import { WAIT, check, fail, launch, ok } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 
-const [mode, base, shots, goodToken] = process.argv.slice(2);
+const [mode, base, shots, goodToken, servePid] = process.argv.slice(2);
 const EN_CONFIRM = 'Cancel the image generation in progress? Images already generated are kept.';
 const KO_CONFIRM = '진행 중인 이미지 생성을 취소하시겠습니까?\n이미 생성된 이미지는 유지됩니다.';
 
@@ -246,6 +248,40 @@ async function authTest() {
     const stored = await page.evaluate(() => localStorage.getItem('imagejobs.token'));
     await check(stored === goodToken, 'localStorage holds the token');
     noErrors(page, 'the page with auth required');
+
+    // a cancel that fails: the seed's alert, and the button back. The
+    // server is stopped for real (SIGTERM) while the job runs.
+    const long = await api('/api/jobs', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt: 'left running', images_per_combination: 50, width: 256, height: 256, steps: 40 }),
+    });
+    await page.click(`#job-list li[data-job="${long.body.job_id}"] button`).catch(async () => {
+        await page.reload();
+        await page.click(`#job-list li[data-job="${long.body.job_id}"] button`);
+    });
+    await page.waitForSelector('#cancel:visible');
+    process.kill(Number(servePid), 'SIGTERM');
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+        try {
+            await fetch(`${base}/healthz`);
+        } catch {
+            break;
+        }
+        if (Date.now() > deadline)
+            fail('the server did not stop');
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    const dialogs = [];
+    page.on('dialog', async (d) => {
+        dialogs.push([d.type(), d.message()]);
+        await d.accept();
+    });
+    await page.click('#cancel');
+    await page.waitForFunction(() => !document.querySelector('#cancel').disabled, null, { timeout: WAIT });
+    await check(dialogs.length === 2 && dialogs[0][0] === 'confirm' && dialogs[1][0] === 'alert'
+        && dialogs[1][1] === 'The cancel request failed.', `a failed cancel is an alert: ${JSON.stringify(dialogs)}`);
+    await check((await page.textContent('#cancel')) === 'Cancel generation', 'the button is back, to try again');
 }
 
 try {
