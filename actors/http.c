@@ -16,6 +16,7 @@
 #include "actors/http.h"
 
 #include "actors/api/api.h"
+#include "actors/api/web.h"
 #include "actors/events/hub.h"
 #include "actors/http/input.h"
 #include "actors/http/server.h"
@@ -60,16 +61,12 @@ struct http_actor {
  * output limit (--stream-buffer). */
 #define STREAM_SNDBUF (64 * 1024)
 
-/* Request headers the routes read (http_request_t.kept, in this order). */
-enum {
-    KEPT_LAST_EVENT_ID,
-    KEPT_IDEMPOTENCY_KEY,
-    KEPT_CANCEL_AFTER,
-    KEPT_AUTHORIZATION,
-    KEPT_ORIGIN
-};
+/* Request headers the routes read (http_request_t.kept, in this order) */ /* clang-format off */
+enum { KEPT_LAST_EVENT_ID, KEPT_IDEMPOTENCY_KEY, KEPT_CANCEL_AFTER, KEPT_AUTHORIZATION, KEPT_ORIGIN,
+       KEPT_IF_NONE_MATCH };
 static const char *const s_kept_headers[] = {"last-event-id", "idempotency-key", "cancel-after",
-                                             "authorization", "origin",          NULL};
+    "authorization", "origin", "if-none-match", NULL};
+/* clang-format on */
 
 const http_config_t *api_config(actor_t *self)
 {
@@ -508,6 +505,10 @@ static void s_on_job_preview(actor_t *self, msg_t *msg)
     hub_on_preview(s_hub(self), msg);
 }
 
+static void s_web(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id)
+{ /* the page (actors/api/web.c): public, as /healthz is */
+    web_serve(x, rq, rq->kept[KEPT_IF_NONE_MATCH]);
+}
 /* ------------------------------------------------------------ routing */
 
 typedef void (*route_fn)(actor_t *self, http_exchange_t *x, const http_request_t *rq, char *id);
@@ -534,6 +535,7 @@ static const route_t s_routes[] = {
     {"/healthz", "GET, HEAD, OPTIONS", api_healthz, NULL, false},
     {"/readyz", "GET, HEAD, OPTIONS", api_readyz, NULL, false},
     {"/metrics", "GET, HEAD, OPTIONS", api_metrics, NULL, false},
+    {"/*", "GET, HEAD", s_web, NULL, false}, /* the page: "/", "/app.js", ... (last) */
 };
 #define NROUTES (sizeof s_routes / sizeof *s_routes)
 

@@ -1135,13 +1135,18 @@ START_TEST(test_unknown_path_and_wrong_method)
 {
     resp_t r;
     static const char *const paths[] = {
-        "/", "/nope", "/api", "/api/jobs/" JOB "/cancel/x", "/api/jobsx", "/healthz/"};
+        "/nope", "/index.html", "/api", "/api/jobs/" JOB "/cancel/x", "/api/jobsx", "/healthz/"};
     for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
         s_simple("GET", paths[i], NULL, NULL, &r);
         s_expect_error(&r, 404, "Not found");
         s_expect_cors(&r);
         s_resp_free(&r);
     }
+    /* "/" is the page (actors/api/web.c; tests/check_web.c) */
+    s_simple("GET", "/", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(s_header(&r, "Content-Type"), "text/html; charset=utf-8");
+    s_resp_free(&r);
     static const struct {
         const char *method, *path, *allow;
     } cases[] = {

@@ -35,3 +35,69 @@ wait_exit() {
     EXIT_STATUS=0
     wait "$pid" || EXIT_STATUS=$?
 }
+
+# ------------------------------------------------- end-to-end shell tests
+# (test_browser.sh, test_nextjs.sh): the suite's services, free ports,
+# HTTP checks, a database of the test's own.
+
+# Skips (exit 77) without the suite's Redis and PostgreSQL, as the Check
+# end-to-end tests do.
+need_services() {
+    if [ -z "${IMAGEJOBS_TEST_REDIS:-}" ] || [ -z "${IMAGEJOBS_TEST_PG_PORT:-}" ]; then
+        echo "SKIP: no IMAGEJOBS_TEST_REDIS / IMAGEJOBS_TEST_PG_PORT (run cmd/imagejobs-local test)"
+        exit 77
+    fi
+}
+
+# Fails, with the reason, without playwright-core or Chromium: a browser
+# test never passes by not running.
+need_browser() {
+    local dir=${IMAGEJOBS_BROWSER_DIR:-} chromium=${IMAGEJOBS_CHROMIUM:-/usr/bin/chromium}
+    [ -n "$dir" ] && [ -f "$dir/node_modules/playwright-core/package.json" ] ||
+        fail "playwright-core is not installed: IMAGEJOBS_BROWSER_DIR='$dir' (cmd/imagejobs-local test installs tests/browser there with npm ci)"
+    [ -x "$chromium" ] ||
+        fail "no Chromium at $chromium (Debian package chromium; cmd/imagejobs-local test installs it)"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port [NOT]: a port nothing listens on (and not NOT).
+free_port() {
+    local p=$((20000 + RANDOM % 20000))
+    while port_in_use "$p" || [ "$p" = "${1:-}" ]; do p=$((p + 1)); done
+    echo "$p"
+}
+
+# http_ok PORT PATH: GET answers 200.
+http_ok() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    read -r line <&3
+    exec 3<&-
+    [[ $line == *" 200 "* ]]
+}
+
+# wait_http_ok PORT PATH SECONDS PID: until http_ok, while PID runs.
+wait_http_ok() {
+    local i
+    for i in $(seq 1 $(($3 * 10))); do
+        http_ok "$1" "$2" 2>/dev/null && return 0
+        kill -0 "$4" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+psql_admin() { psql -X -q -h 127.0.0.1 -p "$IMAGEJOBS_TEST_PG_PORT" -U postgres -d postgres "$@"; }
+
+# test_database NAME: creates database NAME on the suite's PostgreSQL and
+# sets TEST_CONN to its conninfo; drop_test_database drops it.
+test_database() {
+    TEST_DB=$1
+    TEST_CONN="host=127.0.0.1 port=$IMAGEJOBS_TEST_PG_PORT dbname=$TEST_DB user=postgres"
+    psql_admin -c "CREATE DATABASE $TEST_DB" || fail "cannot create database $TEST_DB"
+}
+drop_test_database() {
+    [ -n "${TEST_DB:-}" ] && psql_admin -c "DROP DATABASE IF EXISTS $TEST_DB WITH (FORCE)" >/dev/null 2>&1
+}

@@ -1,0 +1,6 @@
+/** @type {import('tailwindcss').Config} */
+module.exports = {
+    content: ['./app/**/*.{ts,tsx}', './components/**/*.{ts,tsx}'],
+    theme: { extend: {} },
+    plugins: [],
+};
