@@ -9,17 +9,18 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
 {
     fprintf(out, "%s\n\nOptions (each also from the environment variable shown):\n", usage);
     for (size_t i = 0; i < n; i++) {
         char flag[64];
+        const char *arg = opts[i].arg ? opts[i].arg : "";
         if (opts[i].short_name)
-            snprintf(flag, sizeof flag, "-%c, --%s %s", opts[i].short_name, opts[i].name,
-                     opts[i].arg);
+            snprintf(flag, sizeof flag, "-%c, --%s %s", opts[i].short_name, opts[i].name, arg);
         else
-            snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].arg);
+            snprintf(flag, sizeof flag, "--%s %s", opts[i].name, arg);
         fprintf(out, "  %-28s %s\n", flag, opts[i].help);
         if (opts[i].env || opts[i].def) {
             fprintf(out, "  %-28s", "");
@@ -42,7 +43,7 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
         abort();
     for (size_t i = 0; i < n; i++) {
         longopts[i].name = opts[i].name;
-        longopts[i].has_arg = required_argument;
+        longopts[i].has_arg = opts[i].arg ? required_argument : no_argument;
         longopts[i].val = 1000 + (int)i;
         const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
         if ((!v || !*v) && opts[i].env_alt)
@@ -73,7 +74,7 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
             break;
         }
         if (c >= 1000 && c < 1000 + (int)n) {
-            values[c - 1000] = optarg;
+            values[c - 1000] = opts[c - 1000].arg ? optarg : "1";
             continue;
         }
         size_t s;
@@ -109,6 +110,27 @@ int options_long(const char *name, const char *value, long min, long max, long *
     if (!value || !*value || *end || errno || v < min || v > max) {
         snprintf(err, errlen, "--%s must be an integer from %ld to %ld, not '%s'", name, min, max,
                  value ? value : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+bool options_flag(const char *value)
+{
+    return value && *value && strcmp(value, "0") != 0 && strcasecmp(value, "false") != 0
+           && strcasecmp(value, "no") != 0;
+}
+
+int options_seconds(const char *name, const char *value, double min, double max, double *out,
+                    char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    double v = value ? strtod(value, &end) : 0;
+    if (!value || !*value || *end || errno || !(v >= min && v <= max)) {
+        snprintf(err, errlen, "--%s must be a number of seconds from %g to %g, not '%s'", name, min,
+                 max, value ? value : "");
         return -1;
     }
     *out = v;

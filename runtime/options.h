@@ -9,13 +9,15 @@
 #ifndef IMAGEJOBS_OPTIONS_H
 #define IMAGEJOBS_OPTIONS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef struct {
     const char *name;    /* long flag, without "--" */
     const char *env;     /* IMAGEJOBS_* variable, or NULL */
     const char *env_alt; /* a second variable (DATABASE_URL), or NULL */
-    const char *arg;     /* placeholder shown in --help ("HOST:PORT") */
+    const char *arg;     /* placeholder shown in --help ("HOST:PORT"); NULL: a flag
+                          * without a value, which reads "1" when given */
     const char *def;     /* default, or NULL for none */
     const char *help;
     int short_name; /* one-letter alias ('o' for -o), or 0 */
@@ -35,5 +37,14 @@ void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
  * naming the option) when it is not one. */
 int options_long(const char *name, const char *value, long min, long max, long *out, char *err,
                  size_t errlen);
+
+/* A flag's value: set unless absent, empty, "0", "false" or "no" (an
+ * environment variable may say so). */
+bool options_flag(const char *value);
+
+/* Converts a decimal number of seconds within [min, max], as
+ * options_long(). */
+int options_seconds(const char *name, const char *value, double min, double max, double *out,
+                    char *err, size_t errlen);
 
 #endif

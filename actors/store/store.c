@@ -732,6 +732,8 @@ static const actor_spec_t s_spec = {
             [MSG_JOB_LIST] = store_on_job_list,
             [MSG_JOB_CANCEL_MANY_REQUEST] = store_on_cancel_many,
             [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
+            [MSG_WEBHOOK_CLAIM] = store_on_webhook_claim,
+            [MSG_WEBHOOK_RESULT] = store_on_webhook_result,
         },
 };
 
