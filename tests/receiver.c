@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define RCV_MAX_HITS 20000
 #define RCV_MAX_HELD 1024
@@ -74,6 +75,17 @@ static void s_on_request(http_exchange_t *x, const http_request_t *rq, void *arg
     snprintf(h.job_id, sizeof h.job_id, "%s", job ? job : "");
     snprintf(h.body_event, sizeof h.body_event, "%s", ev ? ev : "");
     h.seq = (long long)json_integer_value(json_object_get(doc, "event_seq"));
+    const char *at = json_string_value(json_object_get(doc, "occurred_at"));
+    struct tm tm = {0};
+    int us = 0;
+    if (at
+        && sscanf(at, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                  &tm.tm_min, &tm.tm_sec, &us)
+               == 7) {
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        h.occurred_us = (int64_t)timegm(&tm) * 1000000 + us;
+    }
     json_decref(doc);
 
     pthread_mutex_lock(&r->lock);

@@ -24,8 +24,9 @@ typedef struct {
     long long seq; /* the body's event_seq */
     int attempt;   /* 1 for the first request with this delivery id, ... */
     bool signed_ok;
-    int answered;  /* 200, 500, or 0 while held */
-    int64_t at_us; /* wall clock when it arrived */
+    int answered;        /* 200, 500, or 0 while held */
+    int64_t at_us;       /* wall clock when it arrived */
+    int64_t occurred_us; /* the body's occurred_at (0: none) */
 } rcv_hit_t;
 
 /* A receiver checking signatures with secret; NULL when it cannot listen. */

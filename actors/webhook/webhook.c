@@ -88,12 +88,12 @@ static void s_check_done(wh_t *w);
 
 static void s_sock_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    sock_t *s = (sock_t *)io;
+    wh_t *w = ((sock_t *)io)->w; /* the action may free the sock_t (CURL_POLL_REMOVE) */
     int action =
         (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
     int running;
-    curl_multi_socket_action(s->w->multi, io->fd, action, &running);
-    s_check_done(s->w);
+    curl_multi_socket_action(w->multi, io->fd, action, &running);
+    s_check_done(w);
 }
 
 /* CURLMOPT_SOCKETFUNCTION: watch fd for what libcurl asks, or stop. */
