@@ -38,12 +38,7 @@ static char *s_create(inst_t *in, int port, const char *events, int combos, int 
              "\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d,"
              "\"webhook\":{\"url\":\"http://127.0.0.1:%d/hooks/x?k=1\"%s}}",
              combos > 1 ? ",{\"seed\":2}" : "", images, size, size, steps, port, ev);
-    api_response_t r =
-        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
-    ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);
-    char *id = strdup(api_check_str(r.json, "job_id"));
-    api_response_free(&r);
-    return id;
+    return inst_post_job(in, body);
 }
 
 /* The job's webhook_deliveries count of state. */
