@@ -179,6 +179,32 @@ START_TEST(test_refused_three_times_then_delivered_with_the_same_id)
 }
 END_TEST
 
+START_TEST(test_still_failing_after_the_retry_window_is_dead)
+{
+    s_env("0.05", "0.2");
+    setenv("IMAGEJOBS_WEBHOOK_RETRY_FOR", "1", 1); /* the 24 h of production, shortened */
+    inst_database("check_webhooks");
+    receiver_t *r = rcv_start(SECRET);
+    rcv_set(r, 1000000, 0); /* 500, always */
+    inst_t *a = inst_start("A", "1", "--webhook-allow-private", NULL);
+    char *id = s_create(a, rcv_port(r), "[\"completed\"]", 1, 1, 2, 64);
+    s_wait_state(a, id, "dead", 1, 60);
+    ck_assert_int_eq(s_deliveries(a, id, "pending"), 0);
+    size_t n = rcv_hits(r, s_hits, MAX_HITS);
+    ck_assert_int_ge(n, 2); /* retried meanwhile, then given up */
+    for (size_t i = 0; i < n; i++)
+        ck_assert_str_eq(s_hits[i].delivery, s_hits[0].delivery);
+    /* given up: no attempt after it is marked dead */
+    size_t settled = rcv_hits(r, NULL, 0);
+    fixture_pause_ms(1000); /* longer than the longest retry delay (0.2 s) */
+    ck_assert_int_eq(rcv_hits(r, NULL, 0), settled);
+    unsetenv("IMAGEJOBS_WEBHOOK_RETRY_FOR");
+    rcv_stop(&r);
+    free(id);
+    inst_cleanup();
+}
+END_TEST
+
 START_TEST(test_a_hanging_receiver_delays_no_job_no_cancel_no_other_receiver)
 {
     s_env("0.05", "0.5");
@@ -323,6 +349,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_every_event_arrives_signed_and_in_order);
     tcase_add_test(tc, test_refused_three_times_then_delivered_with_the_same_id);
+    tcase_add_test(tc, test_still_failing_after_the_retry_window_is_dead);
     tcase_add_test(tc, test_a_hanging_receiver_delays_no_job_no_cancel_no_other_receiver);
     tcase_add_test(tc, test_a_killed_instance_delivery_goes_out_from_another);
     tcase_add_test(tc, test_a_private_address_is_refused_and_marked_dead);
