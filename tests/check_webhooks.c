@@ -276,6 +276,33 @@ START_TEST(test_a_killed_instance_delivery_goes_out_from_another)
 }
 END_TEST
 
+START_TEST(test_a_stopped_instance_gives_its_deliveries_back)
+{
+    s_env("0.05", "0.5");
+    inst_database("check_webhooks");
+    receiver_t *r = rcv_start(SECRET);
+    rcv_set(r, 0, 1); /* the first attempt never gets an answer */
+    /* a lease of 125 s: only a release lets B deliver within the wait below */
+    inst_t *a = inst_start("A", "1", "--webhook-allow-private", "--webhook-timeout", "60", NULL);
+    char *id = s_create(a, rcv_port(r), NULL, 1, 1, 2, 64);
+    double until = fixture_now() + 60;
+    while (rcv_hits(r, NULL, 0) == 0) {
+        ck_assert_msg(fixture_now() < until, "no delivery from A");
+        fixture_pause_ms(5);
+    }
+    ck_assert_int_eq(api_stop(a->pid, 20), 0);
+    a->pid = 0;
+    inst_t *b = inst_start("B", "0", "--webhook-allow-private", NULL);
+    s_wait_delivered(r, id, 1, 60);
+    ck_assert_int_eq(rcv_hits(r, s_hits, MAX_HITS), 2);
+    ck_assert_str_eq(s_hits[1].delivery, s_hits[0].delivery);
+    s_wait_state(b, id, "delivered", 1, 30);
+    rcv_stop(&r);
+    free(id);
+    inst_cleanup();
+}
+END_TEST
+
 START_TEST(test_a_private_address_is_refused_and_marked_dead)
 {
     s_env("0.05", "0.5");
@@ -352,6 +379,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_still_failing_after_the_retry_window_is_dead);
     tcase_add_test(tc, test_a_hanging_receiver_delays_no_job_no_cancel_no_other_receiver);
     tcase_add_test(tc, test_a_killed_instance_delivery_goes_out_from_another);
+    tcase_add_test(tc, test_a_stopped_instance_gives_its_deliveries_back);
     tcase_add_test(tc, test_a_private_address_is_refused_and_marked_dead);
     tcase_add_test(tc, test_a_malformed_webhook_is_refused_at_create);
     suite_add_tcase(s, tc);

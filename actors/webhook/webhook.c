@@ -75,6 +75,7 @@ struct wh {
     ev_timer curl_timer; /* libcurl's own deadline */
     ev_timer poll;
     int inflight;
+    int releasing; /* stopping: releases the store has not answered yet */
     bool claiming, claim_again;
     delivery_t *deliveries;
     sock_t *socks;
@@ -212,8 +213,8 @@ static struct curl_slist *s_header(struct curl_slist *l, const char *name, const
     return n;
 }
 
-static void s_report(wh_t *w, const char *id, webhook_outcome_t outcome, long status,
-                     const char *error);
+static int s_report(wh_t *w, const char *id, webhook_outcome_t outcome, long status,
+                    const char *error);
 
 /* Starts one attempt of the claimed delivery item (one that cannot start
  * is reported as a failed attempt). */
@@ -341,6 +342,8 @@ static void s_check_done(wh_t *w)
 static void s_result_reply(actor_t *self, int status, msg_t *reply, void *arg)
 {
     wh_t *w = actor_state(self);
+    if (w && arg && --w->releasing == 0) /* the last release of a stop */
+        actor_stop_ready(self);
     if (status != 0 || reply->type != MSG_OK)
         log_warn("webhook: an attempt's outcome was not recorded (%s): it is tried again once "
                  "its lease ends",
@@ -349,8 +352,8 @@ static void s_result_reply(actor_t *self, int status, msg_t *reply, void *arg)
         s_claim(w); /* a delivered row lets its job's next one go */
 }
 
-static void s_report(wh_t *w, const char *id, webhook_outcome_t outcome, long status,
-                     const char *error)
+static int s_report(wh_t *w, const char *id, webhook_outcome_t outcome, long status,
+                    const char *error)
 {
     msg_t *m = msg_new(MSG_WEBHOOK_RESULT);
     msg_webhook_result_t *b = &m->webhook_result;
@@ -362,9 +365,13 @@ static void s_report(wh_t *w, const char *id, webhook_outcome_t outcome, long st
     b->retry_base_s = w->cfg.retry_base_s;
     b->retry_max_s = w->cfg.retry_max_s;
     b->retry_for_s = w->cfg.retry_for_s;
-    if (actor_request(w->self, ACTOR_STORE, m, WEBHOOK_REQUEST_TIMEOUT_S, s_result_reply, NULL) < 0)
+    /* a release's reply is told apart by its arg: the stop waits for it */
+    void *arg = outcome == WEBHOOK_OUTCOME_RELEASED ? w : NULL;
+    int rc = actor_request(w->self, ACTOR_STORE, m, WEBHOOK_REQUEST_TIMEOUT_S, s_result_reply, arg);
+    if (rc < 0)
         log_warn("webhook: cannot send the outcome of %s to the store", id);
     msg_destroy(&m);
+    return rc;
 }
 
 static void s_claimed(actor_t *self, int status, msg_t *reply, void *arg)
@@ -383,7 +390,18 @@ static void s_claimed(actor_t *self, int status, msg_t *reply, void *arg)
         reply->webhook_claimed.deliveries ? reply->webhook_claimed.deliveries : "[]", 0, &jerr);
     size_t i, n = json_is_array(items) ? json_array_size(items) : 0;
     json_t *item;
-    json_array_foreach(items, i, item) s_deliver(w, item);
+    json_array_foreach(items, i, item)
+    {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        if (!actor_is_stopping(self))
+            s_deliver(w, item);
+        else if (id
+                 && s_report(w, id, WEBHOOK_OUTCOME_RELEASED, 0,
+                             "released: the instance "
+                             "stopped")
+                        == 0)
+            w->releasing++; /* taken while the stop began: given back at once */
+    }
     json_decref(items);
     /* a full batch: more may be due; an event heard meanwhile: look again */
     if (n >= asked || w->claim_again) {
@@ -483,6 +501,27 @@ static int s_init(actor_t *self, void *arg)
     return 0;
 }
 
+/* A stop: the transfers in flight are dropped and their claims given back
+ * (due again now, for any instance), instead of waiting for their lease;
+ * the loop turns until the store has them (or the stop deadline). The
+ * receiver may have had one already: at least once. */
+static bool s_stopping(actor_t *self)
+{
+    wh_t *w = actor_state(self);
+    ev_timer_stop(w->loop, &w->poll);
+    while (w->deliveries) {
+        delivery_t *d = w->deliveries;
+        w->deliveries = d->next;
+        if (s_report(w, d->id, WEBHOOK_OUTCOME_RELEASED, 0, "released: the instance stopped") == 0)
+            w->releasing++;
+        s_delivery_free(&d);
+        w->inflight--;
+    }
+    if (w->releasing)
+        log_info("webhook: %d deliveries in flight given back", w->releasing);
+    return w->releasing == 0;
+}
+
 static void s_fini(actor_t *self)
 {
     wh_t *w = actor_state(self);
@@ -510,6 +549,7 @@ static void s_fini(actor_t *self)
 
 static const actor_spec_t s_spec = {
     .init = s_init,
+    .stopping = s_stopping,
     .fini = s_fini,
     .handlers = {[MSG_JOB_EVENT] = s_on_job_event},
 };
