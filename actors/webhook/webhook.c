@@ -316,7 +316,10 @@ static void s_check_done(wh_t *w)
             snprintf(why, sizeof why, "address %s refused (%s; see --webhook-allow-private)",
                      d->refused_addr, d->refused_kind);
             status = 0;
-        } else if (rc == CURLE_OK && status >= 200 && status < 300) {
+        } else if (status >= 200 && status < 300
+                   && (rc == CURLE_OK
+                       || (rc == CURLE_WRITE_ERROR && d->received > WEBHOOK_RESPONSE_MAX))) {
+            /* a long answer is cut short on purpose (s_discard): its status counts */
             outcome = WEBHOOK_OUTCOME_DELIVERED;
             why[0] = '\0';
         } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && status > 0)) {
@@ -325,8 +328,8 @@ static void s_check_done(wh_t *w)
             snprintf(why, sizeof why, "%s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(rc));
             status = 0;
         }
-        log_debug("webhook %s (job %s): %s%s", d->id, d->job_id, webhook_outcome_name(outcome),
-                  why[0] ? ": " : "");
+        log_debug("webhook %s (job %s): %s%s%s", d->id, d->job_id, webhook_outcome_name(outcome),
+                  why[0] ? ": " : "", why);
         s_report(w, d->id, outcome, status, why);
         s_unlink(w, d);
         s_delivery_free(&d);
