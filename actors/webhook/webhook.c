@@ -38,6 +38,7 @@
 #define WEBHOOK_POLL_S 0.5
 #define WEBHOOK_REQUEST_TIMEOUT_S 10.0 /* a claim or a result the store does not answer */
 #define WEBHOOK_RESPONSE_MAX 65536     /* bytes of a receiver's answer read, the rest dropped */
+#define RELEASED_WHY "released: the instance stopped"
 
 typedef struct wh wh_t;
 
@@ -398,11 +399,7 @@ static void s_claimed(actor_t *self, int status, msg_t *reply, void *arg)
         const char *id = json_string_value(json_object_get(item, "id"));
         if (!actor_is_stopping(self))
             s_deliver(w, item);
-        else if (id
-                 && s_report(w, id, WEBHOOK_OUTCOME_RELEASED, 0,
-                             "released: the instance "
-                             "stopped")
-                        == 0)
+        else if (id && s_report(w, id, WEBHOOK_OUTCOME_RELEASED, 0, RELEASED_WHY) == 0)
             w->releasing++; /* taken while the stop began: given back at once */
     }
     json_decref(items);
@@ -515,7 +512,7 @@ static bool s_stopping(actor_t *self)
     while (w->deliveries) {
         delivery_t *d = w->deliveries;
         w->deliveries = d->next;
-        if (s_report(w, d->id, WEBHOOK_OUTCOME_RELEASED, 0, "released: the instance stopped") == 0)
+        if (s_report(w, d->id, WEBHOOK_OUTCOME_RELEASED, 0, RELEASED_WHY) == 0)
             w->releasing++;
         s_delivery_free(&d);
         w->inflight--;
