@@ -9,6 +9,7 @@
 #include "actors/http.h"
 #include "actors/redis.h"
 #include "actors/store.h"
+#include "actors/webhook.h"
 #include "cmd/client.h"
 #include "cmd/keys.h"
 #include "cmd/render.h"
@@ -50,6 +51,13 @@ enum {
     SERVE_STREAM_KEEPALIVE,
     SERVE_AUTH,
     SERVE_LOG_FORMAT,
+    SERVE_WEBHOOK_SECRET,
+    SERVE_WEBHOOK_ALLOW_PRIVATE,
+    SERVE_WEBHOOK_CONCURRENCY,
+    SERVE_WEBHOOK_TIMEOUT,
+    SERVE_WEBHOOK_RETRY_BASE,
+    SERVE_WEBHOOK_RETRY_MAX,
+    SERVE_WEBHOOK_RETRY_FOR,
     SERVE_NOPTS
 };
 
@@ -95,11 +103,29 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                     "off: anyone who reaches the port may do anything"},
     [SERVE_LOG_FORMAT] = {"log-format", "IMAGEJOBS_LOG_FORMAT", NULL, "text|json", "text",
                           "text lines, or one JSON object per line (docs/operations.md)"},
+    [SERVE_WEBHOOK_SECRET] = {"webhook-secret", "IMAGEJOBS_WEBHOOK_SECRET", NULL, "SECRET", NULL,
+                              "key of the webhooks' HMAC-SHA256 signatures; without it this "
+                              "instance delivers no webhook (others may)"},
+    [SERVE_WEBHOOK_ALLOW_PRIVATE] = {"webhook-allow-private", "IMAGEJOBS_WEBHOOK_ALLOW_PRIVATE",
+                                     NULL, NULL, NULL,
+                                     "deliver webhooks to loopback, private and link-local "
+                                     "addresses too"},
+    [SERVE_WEBHOOK_CONCURRENCY] = {"webhook-concurrency", "IMAGEJOBS_WEBHOOK_CONCURRENCY", NULL,
+                                   "N", "64", "webhook deliveries in flight at once"},
+    [SERVE_WEBHOOK_TIMEOUT] = {"webhook-timeout", "IMAGEJOBS_WEBHOOK_TIMEOUT", NULL, "SECONDS",
+                               "10", "one delivery attempt, connect to answer"},
+    [SERVE_WEBHOOK_RETRY_BASE] = {"webhook-retry-base", "IMAGEJOBS_WEBHOOK_RETRY_BASE", NULL,
+                                  "SECONDS", "10", "first retry's delay, doubling"},
+    [SERVE_WEBHOOK_RETRY_MAX] = {"webhook-retry-max", "IMAGEJOBS_WEBHOOK_RETRY_MAX", NULL,
+                                 "SECONDS", "3600", "longest delay between retries"},
+    [SERVE_WEBHOOK_RETRY_FOR] = {"webhook-retry-for", "IMAGEJOBS_WEBHOOK_RETRY_FOR", NULL,
+                                 "SECONDS", "86400",
+                                 "a delivery still failing this long after its event is dead"},
 };
 
 typedef struct {
     runtime_t *rt;
-    actor_t *store, *redis, *http;
+    actor_t *store, *redis, *http, *webhook;
     actor_t *generators[GENERATORS_MAX];
     int ngenerators;
 } service_t;
@@ -110,6 +136,7 @@ typedef struct {
 static void s_service_stop(service_t *svc)
 {
     http_destroy(&svc->http);
+    webhook_destroy(&svc->webhook);
     for (int i = svc->ngenerators; i-- > 0;)
         generator_destroy(&svc->generators[i]);
     redis_destroy(&svc->redis);
@@ -232,6 +259,28 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
+    long hook_concurrency;
+    webhook_config_t hook_cfg = {.secret = v[SERVE_WEBHOOK_SECRET],
+                                 .allow_private = options_flag(v[SERVE_WEBHOOK_ALLOW_PRIVATE])};
+    if (options_long("webhook-concurrency", v[SERVE_WEBHOOK_CONCURRENCY], 1, 1000,
+                     &hook_concurrency, err, sizeof err)
+            < 0
+        || options_seconds("webhook-timeout", v[SERVE_WEBHOOK_TIMEOUT], 0.1, 600,
+                           &hook_cfg.timeout_s, err, sizeof err)
+               < 0
+        || options_seconds("webhook-retry-base", v[SERVE_WEBHOOK_RETRY_BASE], 0.01, 86400,
+                           &hook_cfg.retry_base_s, err, sizeof err)
+               < 0
+        || options_seconds("webhook-retry-max", v[SERVE_WEBHOOK_RETRY_MAX], 0.01, 86400,
+                           &hook_cfg.retry_max_s, err, sizeof err)
+               < 0
+        || options_seconds("webhook-retry-for", v[SERVE_WEBHOOK_RETRY_FOR], 0.01, 30 * 86400.,
+                           &hook_cfg.retry_for_s, err, sizeof err)
+               < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+    hook_cfg.concurrency = (int)hook_concurrency;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)
         cores = 1;
@@ -334,6 +383,16 @@ static int s_serve(int argc, char **argv)
             return status;
         }
         svc.ngenerators++;
+    }
+    hook_cfg.instance = instance;
+    if (hook_cfg.secret && *hook_cfg.secret) {
+        if (!(svc.webhook = webhook_start(svc.rt, &hook_cfg, err, sizeof err))) {
+            log_error("%s", err);
+            s_service_stop(&svc);
+            return 1;
+        }
+    } else {
+        log_info("no --webhook-secret: this instance delivers no webhook");
     }
     if (!(svc.http = http_start(svc.rt, &http_cfg, err, sizeof err))) {
         log_error("%s", err);

@@ -32,5 +32,10 @@
 #define JOB_LIST_LIMIT_DEFAULT 50
 #define JOB_CANCEL_MANY_MAX 10000
 #define JOB_DEADLINE_MAX_S 2592000 /* a job's deadlines: at most 30 days */ /* jobs one POST /api/jobs/cancel may cancel */
+#define WEBHOOK_URL_MAX 2048   /* bytes of a job's webhook URL */
+/* The events a webhook may ask for (docs/webhooks.md), comma-separated as
+ * they travel in JOB_CREATE, and the default (the terminal ones). */
+#define WEBHOOK_EVENTS_ALL "started,image,completed,cancelled,failed"
+#define WEBHOOK_EVENTS_DEFAULT "completed,cancelled,failed"
 
 #endif

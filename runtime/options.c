@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
 {
@@ -74,7 +75,7 @@ int options_parse(const option_t *opts, size_t n, const char **values, int argc,
             break;
         }
         if (c >= 1000 && c < 1000 + (int)n) {
-            values[c - 1000] = optarg ? optarg : "1";
+            values[c - 1000] = opts[c - 1000].arg ? optarg : "1";
             continue;
         }
         size_t s;
@@ -110,6 +111,27 @@ int options_long(const char *name, const char *value, long min, long max, long *
     if (!value || !*value || *end || errno || v < min || v > max) {
         snprintf(err, errlen, "--%s must be an integer from %ld to %ld, not '%s'", name, min, max,
                  value ? value : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+bool options_flag(const char *value)
+{
+    return value && *value && strcmp(value, "0") != 0 && strcasecmp(value, "false") != 0
+           && strcasecmp(value, "no") != 0;
+}
+
+int options_seconds(const char *name, const char *value, double min, double max, double *out,
+                    char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    double v = value ? strtod(value, &end) : 0;
+    if (!value || !*value || *end || errno || !(v >= min && v <= max)) {
+        snprintf(err, errlen, "--%s must be a number of seconds from %g to %g, not '%s'", name, min,
+                 max, value ? value : "");
         return -1;
     }
     *out = v;

@@ -9,6 +9,7 @@
 #ifndef IMAGEJOBS_OPTIONS_H
 #define IMAGEJOBS_OPTIONS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef struct {
@@ -36,5 +37,14 @@ void options_usage(FILE *out, const char *usage, const option_t *opts, size_t n)
  * naming the option) when it is not one. */
 int options_long(const char *name, const char *value, long min, long max, long *out, char *err,
                  size_t errlen);
+
+/* A flag's value: set unless absent, empty, "0", "false" or "no" (an
+ * environment variable may say so). */
+bool options_flag(const char *value);
+
+/* Converts a decimal number of seconds within [min, max], as
+ * options_long(). */
+int options_seconds(const char *name, const char *value, double min, double max, double *out,
+                    char *err, size_t errlen);
 
 #endif

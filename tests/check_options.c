@@ -236,6 +236,42 @@ START_TEST(test_bad_value_from_a_variable_is_refused_by_flag_name)
 }
 END_TEST
 
+/* A flag takes no value: given, it reads "1"; its variable may say "0",
+ * "false" or "no". Seconds are decimal. */
+START_TEST(test_flags_and_seconds)
+{
+    static const option_t opts[] = {
+        {"allow", "IMAGEJOBS_OPTTEST_ALLOW", NULL, NULL, NULL, "a flag"},
+        {"wait", NULL, NULL, "SECONDS", "10", "a time"},
+    };
+    const char *v[2];
+    char *argv[] = {"t", "--allow", "--wait", "0.25", NULL};
+    unsetenv("IMAGEJOBS_OPTTEST_ALLOW");
+    ck_assert_int_eq(options_parse(opts, 2, v, 4, argv, "usage", s_err, sizeof s_err), 0);
+    ck_assert(options_flag(v[0]));
+    double d;
+    ck_assert_int_eq(options_seconds("wait", v[1], 0.01, 60, &d, s_err, sizeof s_err), 0);
+    ck_assert(d == 0.25);
+    char *plain[] = {"t", NULL};
+    ck_assert_int_eq(options_parse(opts, 2, v, 1, plain, "usage", s_err, sizeof s_err), 0);
+    ck_assert(!options_flag(v[0]));
+    setenv("IMAGEJOBS_OPTTEST_ALLOW", "false", 1);
+    ck_assert_int_eq(options_parse(opts, 2, v, 1, plain, "usage", s_err, sizeof s_err), 0);
+    ck_assert(!options_flag(v[0]));
+    setenv("IMAGEJOBS_OPTTEST_ALLOW", "1", 1);
+    ck_assert_int_eq(options_parse(opts, 2, v, 1, plain, "usage", s_err, sizeof s_err), 0);
+    ck_assert(options_flag(v[0]));
+    unsetenv("IMAGEJOBS_OPTTEST_ALLOW");
+    char *valued[] = {"t", "--allow=yes", NULL};
+    ck_assert_int_eq(options_parse(opts, 2, v, 2, valued, "usage", s_err, sizeof s_err), -1);
+    static const char *const bad[] = {"", "x", "0.001", "61", "1s", "nan"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_int_eq(options_seconds("wait", bad[i], 0.01, 60, &d, s_err, sizeof s_err), -1);
+        ck_assert_ptr_nonnull(strstr(s_err, "--wait"));
+    }
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("options");
@@ -253,6 +289,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_help_lists_flags_variables_and_defaults);
     tcase_add_test(tc, test_numbers_in_range_only);
     tcase_add_test(tc, test_bad_value_from_a_variable_is_refused_by_flag_name);
+    tcase_add_test(tc, test_flags_and_seconds);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -454,7 +454,9 @@ static bool s_is_iso(const char *s)
 static void s_db_setup(void)
 {
     log_set_level(LOG_WARN);
-    s_sql_ok(s_db, "TRUNCATE idempotency_keys, job_events, attachments, job_tasks, jobs");
+    s_sql_ok(s_db,
+             "TRUNCATE webhook_deliveries, idempotency_keys, job_events, attachments, job_tasks, "
+             "jobs");
     s_inst_start(&s_a, s_db, "inst-a", 15.);
     s_inst_wait_ready(&s_a);
 }

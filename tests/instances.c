@@ -122,6 +122,12 @@ char *inst_create(inst_t *in, int combos, int size, int steps, int images)
     snprintf(body + n, sizeof body - (size_t)n,
              "],\"images_per_combination\":%d,\"width\":%d,\"height\":%d,\"steps\":%d}", images,
              size, size, steps);
+    return inst_post_job(in, body);
+}
+
+/* POST /api/jobs with body, which must answer 201; the job's id. */
+char *inst_post_job(inst_t *in, const char *body)
+{
     api_response_t r =
         api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
     ck_assert_msg(r.status == 201, "create: %d %s", r.status, r.body);

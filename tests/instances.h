@@ -47,6 +47,10 @@ void inst_restart(inst_t *in);
 /* A job of `combos` combinations (seeds 1..combos); its id (caller frees). */
 char *inst_create(inst_t *in, int combos, int size, int steps, int images);
 
+/* POST /api/jobs with body (JSON), which must answer 201; the job's id
+ * (caller frees). */
+char *inst_post_job(inst_t *in, const char *body);
+
 /* Kills every instance left and drops the databases. */
 void inst_cleanup(void);
 

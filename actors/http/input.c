@@ -6,6 +6,7 @@
 
 #include "actors/http/input.h"
 
+#include "actors/webhook.h"
 #include "messages/limits.h"
 #include "runtime/log.h"
 
@@ -196,9 +197,79 @@ fail:
     return NULL;
 }
 
-static const char *const s_job_fields[] = {"prompt",   "combinations",   "images_per_combination",
-                                           "width",    "height",         "steps",
-                                           "priority", "cancel_after_s", "start_within_s"};
+static const char *const s_job_fields[] = {
+    "prompt", "combinations", "images_per_combination", "width",          "height",
+    "steps",  "priority",     "cancel_after_s",         "start_within_s", "webhook"};
+
+/* "webhook": {"url": "https://...", "events": [...]} into m: the URL an
+ * http(s) URL that parses (its address is checked at each delivery), the
+ * events names of WEBHOOK_EVENTS_ALL, each once (default: the terminal
+ * ones). false with the reason in why. */
+static bool s_webhook(json_t *hook, msg_t *m, char *why, size_t whylen)
+{
+    if (!hook)
+        return true;
+    const char *key;
+    json_t *val;
+    if (!json_is_object(hook)) {
+        snprintf(why, whylen, "webhook must be an object with a url");
+        return false;
+    }
+    json_object_foreach(hook, key, val)
+    {
+        if (strcmp(key, "url") != 0 && strcmp(key, "events") != 0) {
+            char buf[NAME_SHOWN + 4];
+            snprintf(why, whylen, "unknown field \"webhook.%s\"", s_shown(key, buf));
+            return false;
+        }
+    }
+    json_t *url = json_object_get(hook, "url");
+    if (!json_is_string(url)) {
+        snprintf(why, whylen, "webhook.url must be a string");
+        return false;
+    }
+    if (json_string_length(url) > WEBHOOK_URL_MAX) {
+        snprintf(why, whylen, "webhook.url must be at most %d bytes", WEBHOOK_URL_MAX);
+        return false;
+    }
+    if (strlen(json_string_value(url)) != json_string_length(url)
+        || webhook_url_check(json_string_value(url), why, whylen) < 0)
+        return false;
+    char events[sizeof WEBHOOK_EVENTS_ALL] = "";
+    json_t *list = json_object_get(hook, "events");
+    if (!list) {
+        snprintf(events, sizeof events, "%s", WEBHOOK_EVENTS_DEFAULT);
+    } else {
+        static const char *const names[] = {"started", "image", "completed", "cancelled", "failed"};
+        bool seen[5] = {false};
+        size_t i;
+        json_t *e;
+        if (!json_is_array(list) || json_array_size(list) == 0) {
+            snprintf(why, whylen, "webhook.events must be a non-empty array of %s",
+                     WEBHOOK_EVENTS_ALL);
+            return false;
+        }
+        json_array_foreach(list, i, e)
+        {
+            size_t k = 0;
+            while (k < 5 && !(json_is_string(e) && strcmp(json_string_value(e), names[k]) == 0))
+                k++;
+            if (k == 5 || seen[k]) {
+                snprintf(why, whylen, "webhook.events[%zu] must be one of %s, each once", i,
+                         WEBHOOK_EVENTS_ALL);
+                return false;
+            }
+            seen[k] = true;
+        }
+        for (size_t k = 0; k < 5; k++)
+            if (seen[k])
+                snprintf(events + strlen(events), sizeof events - strlen(events), "%s%s",
+                         events[0] ? "," : "", names[k]);
+    }
+    msg_set_str(&m->job_create.webhook_url, json_string_value(url));
+    msg_set_str(&m->job_create.webhook_events, events);
+    return true;
+}
 
 /* The fields of the job's document, checked; NULL with the reason in why. */
 static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *total_images,
@@ -270,6 +341,10 @@ static msg_t *s_job_message(json_t *doc, char job_id[UUID_STR_LEN], uint64_t *to
     m->job_create.priority = (int64_t)priority;
     m->job_create.cancel_after_s = (uint64_t)cancel_after;
     m->job_create.start_within_s = (uint64_t)start_within;
+    if (!s_webhook(json_object_get(doc, "webhook"), m, why, whylen)) {
+        msg_destroy(&m);
+        return NULL;
+    }
     return m;
 }
 

@@ -8,6 +8,7 @@
 #include "messages/limits.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +56,34 @@ static int s_check_combinations(const char *text, size_t *count, char *why, size
     return rc;
 }
 
+/* The webhook's URL was parsed by the http actor (an http or https URL);
+ * here only what the SQL relies on: its length, and events that are names
+ * of WEBHOOK_EVENTS_ALL, comma-separated. */
+static int s_check_webhook(const msg_job_create_t *b, char *why, size_t len)
+{
+    if (strlen(b->webhook_url) > WEBHOOK_URL_MAX) {
+        snprintf(why, len, "webhook.url must be at most %d bytes", WEBHOOK_URL_MAX);
+        return -1;
+    }
+    const char *p = b->webhook_events ? b->webhook_events : "";
+    do {
+        size_t k = strcspn(p, ",");
+        const char *all = WEBHOOK_EVENTS_ALL;
+        bool known = false;
+        while (*all && !known) {
+            size_t n = strcspn(all, ",");
+            known = n == k && strncmp(all, p, k) == 0;
+            all += n + (all[n] == ',');
+        }
+        if (!known) {
+            snprintf(why, len, "webhook.events must name events of %s", WEBHOOK_EVENTS_ALL);
+            return -1;
+        }
+        p += k;
+    } while (*p++ == ',');
+    return 0;
+}
+
 int store_check_job(const msg_job_create_t *b, size_t *ncombinations, char *why, size_t len)
 {
     if (!b->prompt) {
@@ -79,6 +108,8 @@ int store_check_job(const msg_job_create_t *b, size_t *ncombinations, char *why,
         snprintf(why, len, "priority must be %d to %d", JOB_PRIORITY_MIN, JOB_PRIORITY_MAX);
         return -1;
     }
+    if (b->webhook_url && *b->webhook_url && s_check_webhook(b, why, len) < 0)
+        return -1;
     if (s_check_combinations(b->combinations, ncombinations, why, len) < 0)
         return -1;
     if (b->images_per_combination * *ncombinations > INT32_MAX) {

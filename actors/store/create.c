@@ -70,6 +70,14 @@ void store_on_job_create(actor_t *self, msg_t *msg)
     pgpipe_param_u64(op->group, b->start_within_s);
     pgpipe_param_u64(op->group, b->owner);
     op->owner = b->owner;
+    pgpipe_param_str(op->group, b->webhook_url && *b->webhook_url ? b->webhook_url : NULL);
+    if (b->webhook_url && *b->webhook_url) { /* "a,b" as the array literal {a,b} */
+        char events[128];
+        snprintf(events, sizeof events, "{%s}", b->webhook_events ? b->webhook_events : "");
+        pgpipe_param_str(op->group, events);
+    } else {
+        pgpipe_param_str(op->group, NULL);
+    }
     store_op_submit(op);
 }
 

@@ -137,5 +137,8 @@ void store_deadlines_check(store_t *st);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 void store_on_combination_cancel(actor_t *self, msg_t *msg);
+/* The webhook outbox (webhooks.c). */
+void store_on_webhook_claim(actor_t *self, msg_t *msg);
+void store_on_webhook_result(actor_t *self, msg_t *msg);
 
 #endif

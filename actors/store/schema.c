@@ -447,6 +447,69 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "      RETURNING e.seq, e.job_id, e.kind, e.job_status, e.data::text, log, e.owner_key)"
     "    SELECT * FROM u ORDER BY 1;\n"
     "END$$;",
+
+    /* 10: webhooks (docs/webhooks.md): a job's webhook, and the outbox of
+     * its deliveries. A delivery row is written when its event is numbered
+     * (a trigger on job_events.seq: in the transaction of the change it
+     * reports, with the event's place on the clock for the per-job order),
+     * and taken by any instance's webhook actor FOR UPDATE SKIP LOCKED.
+     * next_at is when a pending row is due and, once it is claimed, the end
+     * of the claim's lease, after which any instance takes it again. */
+    "ALTER TABLE jobs ADD COLUMN webhook_url text,"
+    "  ADD COLUMN webhook_events text[] CHECK (webhook_events"
+    "    <@ '{started,image,completed,cancelled,failed}'::text[]"
+    "    AND cardinality(webhook_events) > 0);"
+    "CREATE TABLE webhook_deliveries ("
+    "  id uuid PRIMARY KEY,"
+    "  job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  seq bigint NOT NULL,"
+    "  event text NOT NULL CHECK (event IN"
+    "    ('started', 'image', 'completed', 'cancelled', 'failed')),"
+    "  url text NOT NULL,"
+    "  body text NOT NULL,"
+    "  state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),"
+    "  attempts integer NOT NULL DEFAULT 0,"
+    "  next_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    "  claimed_by text,"
+    "  last_status integer,"
+    "  last_error text,"
+    "  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    "  delivered_at timestamptz,"
+    "  UNIQUE (job_id, seq));"
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';"
+    /* the payload as of the commit (the numbering is a transaction's last
+     * statement); the body is kept as sent, byte for byte, since the
+     * signature covers those bytes */
+    "CREATE FUNCTION webhook_stage() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "DECLARE j jobs; ev text; d uuid;\n"
+    "BEGIN\n"
+    "  SELECT * INTO j FROM jobs WHERE id = NEW.job_id AND webhook_url IS NOT NULL;\n"
+    "  IF NOT FOUND THEN RETURN NULL; END IF;\n"
+    "  ev := CASE WHEN NEW.kind <> 'end' THEN NEW.kind"
+    "    WHEN NEW.data ->> 'job_status' = 'completed' THEN 'completed'"
+    "    WHEN NEW.data ->> 'job_status' = 'failed' THEN 'failed' ELSE 'cancelled' END;\n"
+    "  IF NOT ev = ANY (j.webhook_events) THEN RETURN NULL; END IF;\n"
+    "  d := gen_random_uuid();\n"
+    "  INSERT INTO webhook_deliveries (id, job_id, seq, event, url, body)"
+    "  VALUES (d, j.id, NEW.seq, ev, j.webhook_url, jsonb_build_object("
+    "    'event', ev, 'delivery_id', d, 'event_seq', NEW.seq, 'job_id', j.id,"
+    "    'job_status', COALESCE(NEW.data ->> 'job_status', NEW.job_status),"
+    "    'completed_images', COALESCE((NEW.data ->> 'completed_images')::int, j.completed_images),"
+    "    'total_images', j.total_images,"
+    "    'generated_attach_ids', COALESCE(NEW.data -> 'generated_attach_ids',"
+    "                                     to_jsonb(j.generated_attach_ids)),"
+    "    'image', CASE WHEN NEW.kind = 'image' THEN jsonb_build_object("
+    "      'combination', NEW.data -> 'combination', 'image_index', NEW.data -> 'image_index',"
+    "      'attach_id', NEW.data -> 'attach_id') END,"
+    "    'cancel_reason', j.cancel_reason,"
+    "    'occurred_at', ij_iso(NEW.staged_at), 'created_at', ij_iso(j.created_at),"
+    "    'started_at', ij_iso(j.started_at), 'cancel_requested_at', ij_iso(j.cancel_requested_at),"
+    "    'finished_at', ij_iso(j.finished_at))::text);\n"
+    "  RETURN NULL;\n"
+    "END$$;"
+    "CREATE TRIGGER job_events_webhook AFTER UPDATE OF seq ON job_events FOR EACH ROW"
+    "  WHEN (OLD.seq IS NULL AND NEW.seq IS NOT NULL AND NEW.kind IN ('started', 'image', 'end'))"
+    "  EXECUTE FUNCTION webhook_stage();",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -793,6 +793,8 @@ static const actor_spec_t s_spec = {
             [MSG_KEYS_READ] = store_on_keys_read,
             [MSG_JOB_CANCEL_MANY_REQUEST] = store_on_cancel_many,
             [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
+            [MSG_WEBHOOK_CLAIM] = store_on_webhook_claim,
+            [MSG_WEBHOOK_RESULT] = store_on_webhook_result,
         },
 };
 
