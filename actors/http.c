@@ -198,8 +198,8 @@ static void s_ask_reply(actor_t *self, int status, msg_t *reply, void *arg)
 /* Sends request (borrowed) to actor `to` for the exchange, with the
  * configured timeout; cb runs exactly once. Returns 0, or -1 (errno) when
  * it could not be sent: cb will not run. */
-int api_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
-                void *arg)
+int api_send(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
+             void *arg)
 {
     ask_t *a = malloc(sizeof *a);
     if (!a)
@@ -220,7 +220,7 @@ int api_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *reques
 int api_ask(actor_t *self, http_exchange_t *x, const char *to, msg_t **msgp, http_reply_fn cb,
             void *arg, const char *service)
 {
-    int rc = api_request(self, x, to, *msgp, cb, arg);
+    int rc = api_send(self, x, to, *msgp, cb, arg);
     int err = errno;
     msg_destroy(msgp);
     if (rc < 0) {

@@ -616,8 +616,15 @@ START_TEST(test_every_jobs_stream_and_its_status_filter)
     ck_assert_str_eq(r.event, "hello");
     s_rec_free(&r);
     char *id = inst_create(a, 2, 64, 4, 2);
-    /* everything, from created to end */
-    ck_assert_int_eq(s_next(all, &r), 1);
+    /* everything, from created to end; the ephemeral progress is not
+     * ordered with the durable events (docs/events.md): it may come first */
+    do {
+        ck_assert_int_eq(s_next(all, &r), 1);
+        if (!strcmp(r.event, "progress"))
+            s_rec_free(&r);
+        else
+            break;
+    } while (true);
     ck_assert_str_eq(r.event, "created");
     ck_assert_str_eq(api_check_str(r.data, "job_id"), id);
     s_rec_free(&r);

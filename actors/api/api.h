@@ -66,8 +66,8 @@ bool api_check_id(http_exchange_t *x, char *id, const char *name);
 /* Sends request (borrowed) to actor `to` for the exchange, with the
  * configured timeout; cb runs exactly once. Returns 0, or -1 (errno) when
  * it could not be sent: cb will not run (nothing answered). */
-int api_request(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
-                void *arg);
+int api_send(actor_t *self, http_exchange_t *x, const char *to, msg_t *request, http_reply_fn cb,
+             void *arg);
 
 /* The operators' routes (actors/api/ops.c): GET /healthz, /readyz,
  * /metrics. */

@@ -76,7 +76,7 @@ void api_readyz(actor_t *self, http_exchange_t *x, const http_request_t *rq, cha
         rd->slot[i] = (ready_slot_t){rd, i};
         msg_t *m = msg_new(MSG_HEALTH_CHECK);
         msg_set_str(&m->health_check.from, ACTOR_HTTP);
-        if (api_request(self, x, to[i], m, s_ready_reply, &rd->slot[i]) == 0)
+        if (api_send(self, x, to[i], m, s_ready_reply, &rd->slot[i]) == 0)
             sent++;
         else
             rd->left--; /* not there: not ready */
