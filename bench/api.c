@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -1065,10 +1066,26 @@ static void s_make_token(void)
 /* One round: the server (auth as s_cfg.auth_on says), its jobs, the
  * warm-up, the idle connections (when idle is given), the two loads, the
  * stop. */
+/* Every job of an earlier round gone, so that each round starts from the
+ * same database (the GET document's queue figures read every waiting job). */
+static void s_forget_jobs(void)
+{
+    const char *db = getenv("IMAGEJOBS_BENCH_DATABASE");
+    PGconn *c = db ? PQconnectdb(db) : NULL;
+    PGresult *r = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, "TRUNCATE jobs CASCADE") : NULL;
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+        s_die("cannot empty the jobs table between rounds: %s",
+              c ? PQerrorMessage(c) : "no IMAGEJOBS_BENCH_DATABASE");
+    PQclear(r);
+    PQfinish(c);
+}
+
 static void s_round(idle_t *idle, long long *rss_idle, phase_t *get, phase_t *cancel,
                     int *exit_status, double *stop_s)
 {
     s_cfg.auth_hdr[0] = '\0';
+    if (!s_cfg.url && s_nids)
+        s_forget_jobs();
     if (s_cfg.auth_on)
         s_make_token();
     if (s_cfg.url)

@@ -140,6 +140,7 @@ void store_reply_job_created(store_t *st, const op_t *op, const pgpipe_reply_t *
     }
     m->job_created.total_images = (uint64_t)store_i64(res, 0, 2);
     store_send_reply(st, op, &m);
+    store_owner_remember(st, op->job_id, op->owner); /* for its key's cancels */
 
     /* local generators wake now; the redis actor tells other instances */
     msg_t *ev = msg_new(MSG_WORK_AVAILABLE);

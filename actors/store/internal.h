@@ -39,6 +39,7 @@ struct store {
         char by[128];
     } * kept;
     size_t nkept;
+    struct store_owner *owners; /* owners.c: job id -> API key, remembered */
 };
 
 /* Most cancels kept for PostgreSQL's return; past it a cancel is refused
@@ -134,6 +135,11 @@ void store_on_job_resume(actor_t *self, msg_t *msg);
 /* Cancels the jobs whose deadline has passed (deadlines.c). */
 void store_deadlines_check(store_t *st);
 #define DEADLINE_PERIOD_S 0.25
+/* Who owns a job (owners.c): remembered at create and when read; a job's
+ * owner (0: none) never changes. known: false when it is not remembered. */
+void store_owner_remember(store_t *st, const char *job_id, uint64_t owner);
+bool store_owner_known(const store_t *st, const char *job_id, uint64_t *owner);
+void store_owners_free(store_t *st);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 void store_on_combination_cancel(actor_t *self, msg_t *msg);

@@ -510,6 +510,40 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "CREATE TRIGGER job_events_webhook AFTER UPDATE OF seq ON job_events FOR EACH ROW"
     "  WHEN (OLD.seq IS NULL AND NEW.seq IS NOT NULL AND NEW.kind IN ('started', 'image', 'end'))"
     "  EXECUTE FUNCTION webhook_stage();",
+
+    /* 11: the queue's figures as PL/pgSQL, which keeps its statements'
+     * plans for the connection: as SQL functions called once per document
+     * they were planned anew on every GET (planning ~1.5 ms each, bench/api
+     * "GET of a waiting job"), more than the reads themselves */
+    "CREATE OR REPLACE FUNCTION ij_rate() RETURNS float8 LANGUAGE plpgsql STABLE AS $$\n"
+    "BEGIN\n"
+    "  RETURN (SELECT CASE WHEN count(*) >= 2 AND max(a.created_at) > min(a.created_at) THEN\n"
+    "    sum(a.width::float8 * a.height * (x.params ->> 'steps')::int) * (count(*) - 1)\n"
+    "    / count(*) / extract(epoch FROM max(a.created_at) - min(a.created_at))::float8 END\n"
+    "  FROM (SELECT job_id, width, height, created_at FROM attachments\n"
+    "        ORDER BY created_at DESC LIMIT 200) a JOIN jobs x ON x.id = a.job_id);\n"
+    "END$$;\n"
+    "CREATE OR REPLACE FUNCTION ij_queue_position(j jobs) RETURNS bigint LANGUAGE plpgsql STABLE AS $$\n"
+    "BEGIN\n"
+    "  RETURN (SELECT count(*) FROM job_tasks t JOIN jobs x ON x.id = t.job_id\n"
+    "  WHERE t.status = 'pending' AND x.cancel_requested_at IS NULL AND x.id <> j.id\n"
+    "    AND (t.priority > j.priority OR (t.priority = j.priority\n"
+    "         AND (t.created_at, t.job_id) < (j.created_at, j.id))));\n"
+    "END$$;\n"
+    "CREATE OR REPLACE FUNCTION ij_eta(j jobs) RETURNS float8 LANGUAGE plpgsql STABLE AS $$\n"
+    "BEGIN\n"
+    "  RETURN (SELECT round((((SELECT COALESCE(sum(ij_work(t, x)), 0) FROM job_tasks t\n"
+    "                  JOIN jobs x ON x.id = t.job_id\n"
+    "                  WHERE t.status = 'processing' AND x.cancel_requested_at IS NULL)\n"
+    "    + CASE WHEN EXISTS (SELECT 1 FROM job_tasks o WHERE o.job_id = j.id\n"
+    "                        AND o.status = 'pending')\n"
+    "      THEN (SELECT COALESCE(sum(ij_work(t, x)), 0) FROM job_tasks t\n"
+    "            JOIN jobs x ON x.id = t.job_id\n"
+    "            WHERE t.status = 'pending' AND x.cancel_requested_at IS NULL\n"
+    "              AND (t.priority > j.priority OR (t.priority = j.priority\n"
+    "                   AND (t.created_at, t.job_id) <= (j.created_at, j.id))))\n"
+    "      ELSE 0 END) / ij_rate())::numeric, 1)::float8);\n"
+    "END$$;\n",
 };
 
 static void s_quiet(void *arg, const char *message) {}

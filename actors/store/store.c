@@ -106,6 +106,13 @@ static void s_op_free(op_t *op)
     free(op);
 }
 
+/* An operation answered without PostgreSQL: never submitted. */
+static void s_op_drop(op_t *op)
+{
+    pgpipe_group_free(&op->group);
+    s_op_free(op);
+}
+
 /* pgpipe's callback: every operation ends here, answered exactly once. */
 static bool s_keep(store_t *st, const op_t *op);
 
@@ -269,6 +276,7 @@ static bool s_keep(store_t *st, const op_t *op)
 
 static op_t *s_cancel_op(store_t *st, const msg_t *req, const char *job_id, cancel_mode_t mode,
                          int64_t requested_at_us, const char *reason, const char *by);
+static void s_owned_cancel(store_t *st, const op_t *op, uint64_t owner);
 
 /* PostgreSQL is back: the kept cancels go first into the pipeline, before
  * any claim (a kept cancel of a pending job lands before a generator here
@@ -315,17 +323,34 @@ static void s_on_job_cancel(actor_t *self, msg_t *msg)
     op->owner = b->owner;
     snprintf(op->reason, sizeof op->reason, "%s", reason);
     snprintf(op->by, sizeof op->by, "%s", b->cancelled_by ? b->cancelled_by : "");
+    uint64_t known;
+    if (store_owner_known(st, b->job_id, &known)) { /* no read needed */
+        s_owned_cancel(st, op, known);
+        s_op_drop(op);
+        return;
+    }
     pgpipe_param_str(op->group, b->job_id);
-    pgpipe_param_u64(op->group, b->owner);
     store_op_submit(op);
 }
 
-/* The job is the caller's: every generator hears of the cancel now (as the
- * HTTP actor tells them of an unrestricted one), then it is written. */
 void store_reply_job_owned(store_t *st, const op_t *op, const pgpipe_reply_t *r)
 {
     if (!s_one_row(st, op, r->results[0], "Job not found"))
         return;
+    uint64_t owner = (uint64_t)store_i64(r->results[0], 0, 0);
+    store_owner_remember(st, op->job_id, owner);
+    s_owned_cancel(st, op, owner);
+}
+
+/* A key's cancel of a job whose owner is known: another key's is no job;
+ * the key's own is told to every generator now (as the HTTP actor tells
+ * them of an unrestricted one), then written. */
+static void s_owned_cancel(store_t *st, const op_t *op, uint64_t owner)
+{
+    if (owner != op->owner) {
+        actor_reply_error(st->self, &op->caller, -ENOENT, "Job not found");
+        return;
+    }
     msg_t *ev = msg_new(MSG_JOB_CANCEL);
     msg_set_str(&ev->job_cancel.job_id, op->job_id);
     ev->job_cancel.mode = op->mode;
@@ -760,6 +785,7 @@ static void s_fini(actor_t *self)
         log_warn("%zu kept cancels not written: PostgreSQL did not come back before the stop",
                  st->nkept);
     free(st->kept);
+    store_owners_free(st);
     free(st->conninfo);
     free(st->instance);
     free(st);
