@@ -1063,6 +1063,23 @@ static void s_make_token(void)
     snprintf(s_cfg.auth_hdr, sizeof s_cfg.auth_hdr, "Authorization: Bearer %s\r\n", token);
 }
 
+/* `method /api/jobs/{id}<suffix>` for every job, in turn over one
+ * connection, each answered 200. */
+static void s_each_job(const char *method, const char *suffix)
+{
+    bconn_t b = {.fd = -1};
+    for (size_t i = 0; i < s_nids; i++) {
+        char req[256];
+        resp_t r;
+        snprintf(req, sizeof req, "%s /api/jobs/%s%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", method,
+                 s_ids[i], suffix, s_cfg.auth_hdr);
+        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
+            s_die("%s /api/jobs/%s%s failed (status %d)", method, s_ids[i], suffix, r.status);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+}
+
 /* One round: the server (auth as s_cfg.auth_on says), its jobs, the
  * warm-up, the idle connections (when idle is given), the two loads, the
  * stop. */
@@ -1097,18 +1114,9 @@ static void s_round(idle_t *idle, long long *rss_idle, phase_t *get, phase_t *ca
     s_nids = 0;
     bconn_t b = {.fd = -1};
     s_jobs_create(&b, s_cfg.jobs);
-
-    /* warm-up: every job read once, over one connection */
-    for (size_t i = 0; i < s_nids; i++) {
-        char req[256];
-        resp_t r;
-        snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n",
-                 s_ids[i], s_cfg.auth_hdr);
-        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
-            s_die("warm-up GET /api/jobs/%s failed (status %d)", s_ids[i], r.status);
-    }
     s_bconn_close(&b);
     free(b.buf);
+    s_each_job("GET", ""); /* the warm-up: every job read once */
     bench_sleep(0.5);
     if (idle) {
         /* idle connections before the load, so that their cost is measured
@@ -1122,17 +1130,7 @@ static void s_round(idle_t *idle, long long *rss_idle, phase_t *get, phase_t *ca
     s_load(get);
     /* every job cancelled once first, so that both rounds measure the same
      * mix: repeated cancels of ended jobs (whatever the warm-up reached) */
-    b = (bconn_t){.fd = -1};
-    for (size_t i = 0; i < s_nids; i++) {
-        char req[256];
-        resp_t r;
-        snprintf(req, sizeof req, "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n",
-                 s_ids[i], s_cfg.auth_hdr);
-        if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
-            s_die("POST /api/jobs/%s/cancel failed (status %d)", s_ids[i], r.status);
-    }
-    s_bconn_close(&b);
-    free(b.buf);
+    s_each_job("POST", "/cancel");
     s_load(cancel);
     if (s_cfg.started) {
         double took = 0;

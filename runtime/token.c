@@ -6,6 +6,8 @@
 
 #include "runtime/token.h"
 
+#include "runtime/hex.h"
+
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,24 +35,13 @@ int token_new(char out[TOKEN_STR_LEN])
     return 0;
 }
 
-static int s_hex(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool token_well_formed(const char *s)
 {
     size_t p = sizeof TOKEN_PREFIX - 1;
     if (!s || strncmp(s, TOKEN_PREFIX, p) != 0 || strlen(s) != TOKEN_STR_LEN - 1)
         return false;
     for (const char *q = s + p; *q; q++)
-        if (s_hex((unsigned char)*q) < 0)
+        if (hex_digit((unsigned char)*q) < 0)
             return false;
     return true;
 }
@@ -72,7 +63,7 @@ int token_hash_from_hex(const char *s, uint8_t hash[TOKEN_HASH_LEN])
     if (!s || strlen(s) != 2 * TOKEN_HASH_LEN)
         return -1;
     for (size_t i = 0; i < TOKEN_HASH_LEN; i++) {
-        int hi = s_hex((unsigned char)s[2 * i]), lo = s_hex((unsigned char)s[2 * i + 1]);
+        int hi = hex_digit((unsigned char)s[2 * i]), lo = hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         hash[i] = (uint8_t)(hi << 4 | lo);

@@ -6,19 +6,10 @@
 
 #include "actors/http/query.h"
 
+#include "runtime/hex.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-static int s_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decodes the NUL-terminated s in place; the result is never longer. */
 static void s_decode(char *s)
@@ -28,7 +19,7 @@ static void s_decode(char *s)
         int hi, lo;
         if (*r == '+') {
             *w++ = ' ';
-        } else if (*r == '%' && (hi = s_hex(r[1])) >= 0 && (lo = s_hex(r[2])) >= 0
+        } else if (*r == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0
                    && (hi | lo) != 0) {
             *w++ = (char)(hi << 4 | lo);
             r += 2;
