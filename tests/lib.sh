@@ -61,11 +61,28 @@ need_browser() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port [NOT]: a port nothing listens on (and not NOT).
+# free_port [NOT]: a port nothing listens on (and not NOT), below Linux's
+# ephemeral range (32768-60999), where the suite's own outgoing connections
+# would take ports too. Prefer start_serve's port 0 where the port can be
+# learnt after the fact.
 free_port() {
-    local p=$((20000 + RANDOM % 20000))
+    local p=$((20000 + RANDOM % 12000))
     while port_in_use "$p" || [ "$p" = "${1:-}" ]; do p=$((p + 1)); done
     echo "$p"
+}
+
+# start_serve LOG ARGS...: `imagejobs serve --listen 127.0.0.1:0 ARGS...` in
+# the background, its output into LOG; sets SERVE_PID and, once it listens,
+# SERVE_PORT (the kernel's pick: no race with another test for a port).
+# Returns 1 when it does not listen within 60 s.
+start_serve() {
+    local log=$1
+    shift
+    "$IMAGEJOBS_BIN" serve --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    SERVE_PID=$!
+    wait_for_line "$log" "listening on .*\(port [0-9]+\)" 60 || return 1
+    SERVE_PORT=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$log" | head -n 1)
+    [ -n "$SERVE_PORT" ]
 }
 
 # http_ok PORT PATH: GET answers 200.

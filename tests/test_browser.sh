@@ -38,14 +38,14 @@ test_database browser_$$
 # serve NAME ARGS...: starts serve on a free port (its log: tests/
 # test_browser.NAME.log of the build tree) and sets url once it is ready.
 serve() {
-    local name=$1 log=$PWD/tests/test_browser.$1.log port
+    local name=$1 log=$PWD/tests/test_browser.$1.log
     shift
-    port=$(free_port)
-    "$IMAGEJOBS_BIN" serve --listen "127.0.0.1:$port" --redis "$IMAGEJOBS_TEST_REDIS" \
-        --database "$TEST_CONN" --instance "browser-$name-$$" --generators 2 "$@" >"$log" 2>&1 &
-    pid=$!
-    url=http://127.0.0.1:$port
-    wait_http_ok "$port" /readyz 30 "$pid" ||
+    start_serve "$log" --redis "$IMAGEJOBS_TEST_REDIS" --database "$TEST_CONN" \
+        --instance "browser-$name-$$" --generators 2 "$@" ||
+        { tail -n 20 "$log"; fail "serve ($name) did not listen"; }
+    pid=$SERVE_PID
+    url=http://127.0.0.1:$SERVE_PORT
+    wait_http_ok "$SERVE_PORT" /readyz 30 "$pid" ||
         { tail -n 20 "$log"; fail "serve ($name) is not ready at $url/readyz"; }
 }
 

@@ -36,10 +36,18 @@ cleanup() {
 trap cleanup EXIT
 test_database nextjs_$$
 
-api_port=$(free_port)
-next_port=$(free_port "$api_port")
-api=http://127.0.0.1:$api_port
+# serve first, on the kernel's pick of a port: the example is built with
+# its URL; the example's own port is taken just before next start
+log=$PWD/tests/test_nextjs.serve.log
+next_port=$(free_port)
 site=http://127.0.0.1:$next_port
+start_serve "$log" --redis "$IMAGEJOBS_TEST_REDIS" \
+    --database "$TEST_CONN" --instance "nextjs-$$" --generators 2 --auth off \
+    --cors-origin "$site" --log-level debug || { tail -n 20 "$log"; fail "serve did not listen"; }
+pid=$SERVE_PID
+api_port=$SERVE_PORT
+api=http://127.0.0.1:$api_port
+wait_http_ok "$api_port" /readyz 30 "$pid" || { tail -n 20 "$log"; fail "serve is not ready"; }
 
 # the example's sources, fresh, beside the node_modules of its lockfile
 (cd "$example" && cp -R app components hooks lib next.config.mjs postcss.config.js \
@@ -51,12 +59,8 @@ export NEXT_TELEMETRY_DISABLED=1
     { tail -n 30 "$PWD/tests/test_nextjs.build.log"; fail "next build failed"; }
 pass "next build (NEXT_PUBLIC_API_URL=$api)"
 
-log=$PWD/tests/test_nextjs.serve.log
-"$IMAGEJOBS_BIN" serve --listen "127.0.0.1:$api_port" --redis "$IMAGEJOBS_TEST_REDIS" \
-    --database "$TEST_CONN" --instance "nextjs-$$" --generators 2 --auth off \
-    --cors-origin "$site" --log-level debug >"$log" 2>&1 &
-pid=$!
-wait_http_ok "$api_port" /readyz 30 "$pid" || { tail -n 20 "$log"; fail "serve is not ready"; }
+# serve's --cors-origin names this port: it must still be free
+port_in_use "$next_port" && fail "port $next_port for next start was taken during next build"
 setsid "$ndir/node_modules/.bin/next" start -p "$next_port" -H 127.0.0.1 "$ndir" \
     >"$PWD/tests/test_nextjs.start.log" 2>&1 &
 npid=$!

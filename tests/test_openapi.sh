@@ -22,12 +22,11 @@ pass "redocly lint: docs/openapi.json is valid OpenAPI 3.1"
 # the served document is the file
 tmp=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-"$IMAGEJOBS_BIN" serve --listen 127.0.0.1:0 --generators 0 --auth required \
+start_serve "$tmp/serve.log" --generators 0 --auth required \
     --redis "$IMAGEJOBS_TEST_REDIS" --database "$IMAGEJOBS_TEST_DATABASE" \
-    --instance "openapi-$$" >"$tmp/serve.log" 2>&1 &
-pid=$!
-wait_for_line "$tmp/serve.log" "listening on .*port [0-9]+" 60 || { cat "$tmp/serve.log"; fail "serve did not start"; }
-port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/serve.log" | head -1)
+    --instance "openapi-$$" || { cat "$tmp/serve.log"; fail "serve did not start"; }
+pid=$SERVE_PID
+port=$SERVE_PORT
 node -e '
 const [port, file] = process.argv.slice(1);
 fetch(`http://127.0.0.1:${port}/openapi.json`).then(async (r) => {
