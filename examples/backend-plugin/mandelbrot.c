@@ -8,8 +8,8 @@
  * Step k of n renders the whole frame at zoom depth^(k/n), so the image
  * sharpens into its final view over the steps the way a diffusion model's
  * estimate does, and every step's frame is a preview. The step reads the
- * host's cancel flag after every row (a row is well under a millisecond at
- * 512 pixels, a few at 2048) and while it waits out step_ms.
+ * host's cancel flag after every row (a row takes up to about a millisecond
+ * at 512 pixels, a few at 2048) and while it waits out step_ms.
  *
  * Options (--backend-options, comma-separated):
  *   depth=F       the final zoom (default 2000; 1 to 1e9)
