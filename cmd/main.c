@@ -72,7 +72,7 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                           "generator actors (auto: one per GPU, else one per core)"},
     [SERVE_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "BACKEND", "auto",
                        "generation backend: auto, cpu, cuda, or plugin:PATH / plugin:NAME, a "
-                       "shared object implementing imagejobs/backend.h (docs/plugins.md)"},
+                       "shared object implementing imagejobs/backend.h (docs/backends.md)"},
     [SERVE_PLUGIN_DIR] = {"plugin-dir", "IMAGEJOBS_PLUGIN_DIR", NULL, "DIR", IMAGEJOBS_PLUGIN_DIR,
                           "where plugin:NAME is looked up (NAME.so, imagejobs-backend-NAME.so)"},
     [SERVE_BACKEND_OPTIONS] = {"backend-options", "IMAGEJOBS_BACKEND_OPTIONS", NULL, "STRING", NULL,

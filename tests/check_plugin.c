@@ -11,9 +11,17 @@
  *   - a slow plugin whose one step would take minutes, but reads the cancel
  *     flag, is interrupted inside that step by a cancel (and by a SIGTERM),
  *     as the plugin's own log shows: the generator's loop went on reading
- *     its inbox while the step ran.
+ *     its inbox while the step ran;
+ *   - errors from begin, step and pixels fail their combination with the
+ *     plugin's message, and the instance goes on to the next job; a plugin
+ *     that crashes in open ends serve and render with a line naming it;
+ *   - the example plugin (examples/backend-plugin/), built with its own
+ *     Makefile against the installed header (tests/tests.am), generates a
+ *     job with previews, and a cancel stops its step before the step would
+ *     have ended, by the server's timestamps and the plugin's own trace.
  * Every wait is for an outcome, with a generous timeout; nothing asserts a
- * duration (bench/cancel-latency measures them).
+ * duration against a fixed time (bench/cancel-latency measures them): the
+ * example's cancel is compared with its own configured step length.
  */
 #include "config.h"
 
@@ -31,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The file's contents (caller frees), "" when it cannot be read. */
@@ -119,6 +128,24 @@ static bool s_services(void)
     return fixture_service("IMAGEJOBS_TEST_REDIS") && fixture_service("IMAGEJOBS_TEST_DATABASE");
 }
 
+/* A command's end with a plugin that cannot be used: exit status 2 and
+ * one "imagejobs CMD: ..." line saying why; or, for a plugin that crashes,
+ * any end but a clean one (death by the signal, or a sanitizer's exit
+ * status) after the host's line naming the plugin and the call. */
+static void s_check_exit(const char *cmd, const char *backend, int rc, const char *out,
+                         const char *says, bool crashes)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "imagejobs %s: ", cmd);
+    if (crashes)
+        ck_assert_msg(rc != 0 && rc != 2, "%s %s: exit status %d: %s", cmd, backend, rc, out);
+    else
+        ck_assert_msg(rc == 2, "%s %s: exit status %d, not 2: %s", cmd, backend, rc, out);
+    ck_assert_msg(crashes || s_count(out, prefix) == 1, "%s %s: not one error line: %s", cmd,
+                  backend, out);
+    ck_assert_msg(strstr(out, says), "%s %s: no '%s' in: %s", cmd, backend, says, out);
+}
+
 START_TEST(test_every_load_error_is_one_line_and_status_2)
 {
     const char *redis = fixture_env("IMAGEJOBS_TEST_REDIS");
@@ -127,16 +154,24 @@ START_TEST(test_every_load_error_is_one_line_and_status_2)
         const char *backend, *dir, *options;
         const char *says;
         bool needs_services; /* open happens when the generators start */
+        bool crashes;        /* the plugin kills the process: not status 2 */
     } cases[] = {
-        {"plugin:" TEST_PLUGIN_DIR "/missing.so", NULL, NULL, "No such file or directory", false},
-        {"plugin:" TEST_PLUGIN_DIR "/no-entry.so", NULL, NULL, "has no imagejobs_backend_entry()",
+        {"plugin:" TEST_PLUGIN_DIR "/missing.so", NULL, NULL, "No such file or directory", false,
          false},
-        {"plugin:" TEST_PLUGIN_DIR "/abi-2.so", NULL, NULL, "is built for backend ABI 2.0", false},
-        {"plugin:missing", TEST_PLUGIN_DIR, NULL, "plugin 'missing' not found", false},
-        {"plugin:", NULL, NULL, "needs a path or a name", false},
+        {"plugin:" TEST_PLUGIN_DIR "/no-entry.so", NULL, NULL, "has no imagejobs_backend_entry()",
+         false, false},
+        {"plugin:" TEST_PLUGIN_DIR "/abi-2.so", NULL, NULL, "is built for backend ABI 2.0", false,
+         false},
+        {"plugin:missing", TEST_PLUGIN_DIR, NULL, "plugin 'missing' not found", false, false},
+        {"plugin:", NULL, NULL, "needs a path or a name", false, false},
         {"plugin:" TEST_PLUGIN_DIR "/open-fails.so", NULL, NULL,
-         "failed to open: test plugin: open refused", true},
-        {"plugin:" PROCEDURAL_PLUGIN, NULL, "colour=blue", "unknown option 'colour=blue'", true},
+         "failed to open: test plugin: open refused", true, false},
+        {"plugin:" PROCEDURAL_PLUGIN, NULL, "colour=blue", "unknown option 'colour=blue'", true,
+         false},
+        {"plugin:" TEST_PLUGIN_DIR "/open-crashes.so", NULL, NULL,
+         "imagejobs: the backend plugin " TEST_PLUGIN_DIR
+         "/open-crashes.so crashed in its open() (SIGSEGV)",
+         true, true},
     };
     char port[16];
     snprintf(port, sizeof port, "127.0.0.1:%d", api_free_port());
@@ -167,11 +202,7 @@ START_TEST(test_every_load_error_is_one_line_and_status_2)
         const char *log = "tests/check_plugin.errors.log";
         int rc = s_run(args, log);
         char *out = s_slurp(log);
-        ck_assert_msg(rc == 2, "%s: exit status %d, not 2: %s", cases[i].backend, rc, out);
-        ck_assert_msg(s_count(out, "imagejobs serve: ") == 1, "%s: not one error line: %s",
-                      cases[i].backend, out);
-        ck_assert_msg(strstr(out, cases[i].says), "%s: no '%s' in: %s", cases[i].backend,
-                      cases[i].says, out);
+        s_check_exit("serve", cases[i].backend, rc, out, cases[i].says, cases[i].crashes);
         free(out);
 
         if (cases[i].dir) /* render takes the same flags */
@@ -194,9 +225,7 @@ START_TEST(test_every_load_error_is_one_line_and_status_2)
                            NULL};
         rc = s_run(r, log);
         out = s_slurp(log);
-        ck_assert_msg(rc == 2, "render %s: exit status %d, not 2: %s", cases[i].backend, rc, out);
-        ck_assert_msg(s_count(out, "imagejobs render: ") == 1 && strstr(out, cases[i].says),
-                      "render %s: %s", cases[i].backend, out);
+        s_check_exit("render", cases[i].backend, rc, out, cases[i].says, cases[i].crashes);
         free(out);
     }
 }
@@ -228,6 +257,34 @@ static api_response_t *s_job_pngs(inst_t *in, const char *body, size_t *n)
     json_decref(job);
     free(id);
     return pngs;
+}
+
+/* Watches job id's events with previews to its end; how many previews
+ * came, each of them w x h. */
+static int s_previews(inst_t *in, const char *id, json_int_t w, json_int_t h)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/events?previews=1", id);
+    sse_t *sse = sse_open(in->port, path, NULL, NULL, 10000);
+    ck_assert_ptr_nonnull(sse);
+    ck_assert_int_eq(sse_status(sse), 200);
+    int previews = 0;
+    for (;;) {
+        sse_event_t ev;
+        ck_assert_int_eq(sse_next(sse, &ev, 120000), 1);
+        if (!strcmp(ev.event, "end"))
+            break;
+        if (strcmp(ev.event, "preview"))
+            continue;
+        json_t *d = json_loads(ev.data, 0, NULL);
+        ck_assert_ptr_nonnull(d);
+        ck_assert_int_eq(api_check_int(d, "width"), w);
+        ck_assert_int_eq(api_check_int(d, "height"), h);
+        json_decref(d);
+        previews++;
+    }
+    sse_close(sse);
+    return previews;
 }
 
 START_TEST(test_procedural_plugin_gives_the_cpu_images_and_cancels)
@@ -263,29 +320,9 @@ START_TEST(test_procedural_plugin_gives_the_cpu_images_and_cancels)
 
     /* previews, rendered on the plugin's worker after its steps */
     char *watched = inst_create(pl, 1, 256, 40, 2);
-    char path[128];
-    snprintf(path, sizeof path, "/api/jobs/%s/events?previews=1", watched);
-    sse_t *sse = sse_open(pl->port, path, NULL, NULL, 10000);
-    ck_assert_ptr_nonnull(sse);
-    ck_assert_int_eq(sse_status(sse), 200);
-    int previews = 0;
-    for (;;) {
-        sse_event_t ev;
-        ck_assert_int_eq(sse_next(sse, &ev, 120000), 1);
-        if (!strcmp(ev.event, "end"))
-            break;
-        if (strcmp(ev.event, "preview"))
-            continue;
-        json_t *d = json_loads(ev.data, 0, NULL);
-        ck_assert_ptr_nonnull(d);
-        json_int_t w = api_check_int(d, "width"), h = api_check_int(d, "height");
-        ck_assert(w == 128 && h == 128); /* 256x256 box-averaged to at most 128 */
-        json_decref(d);
-        previews++;
-    }
-    sse_close(sse);
-    ck_assert_int_gt(previews, 0);
+    ck_assert_int_gt(s_previews(pl, watched, 128, 128), 0); /* 256x256 box-averaged to 128 */
     free(watched);
+    char path[128];
 
     /* a real cancel through the plugin: images made are kept, it stops */
     char *id = inst_create(pl, 1, 128, 20, 100);
@@ -320,31 +357,53 @@ END_TEST
 
 /* ------------------------------------------------- a slow plugin */
 
-/* Posts a job of one 64x64 image of 3 steps, each of which the slow
- * plugin would take step_ms for; its id (caller frees). */
-static char *s_slow_job(inst_t *in)
+/* Posts a job of one 64x64 image of `steps` steps with that prompt; its id
+ * (caller frees). */
+static char *s_post_job(inst_t *in, const char *prompt, int steps)
 {
-    api_response_t r = api_check_call(
-        in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n",
-        "{\"prompt\":\"slow\",\"images_per_combination\":1,\"width\":64,\"height\":64,\"steps\":3}");
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"prompt\":\"%s\",\"images_per_combination\":1,\"width\":64,\"height\":64,"
+             "\"steps\":%d}",
+             prompt, steps);
+    api_response_t r =
+        api_check_call(in->port, "POST", "/api/jobs", "Content-Type: application/json\r\n", body);
     ck_assert_int_eq(r.status, 201);
     char *id = strdup(api_check_str(r.json, "job_id"));
     api_response_free(&r);
     return id;
 }
 
+/* A job of one image of 3 steps, each of which the slow plugin would take
+ * step_ms for. */
+static char *s_slow_job(inst_t *in)
+{
+    return s_post_job(in, "slow", 3);
+}
+
+/* An instance on a fresh database with one generator on the slow test
+ * plugin (found by name), each step step_ms long, its log (emptied) at
+ * tests/check_plugin.NAME.txt, whose absolute path goes into log. */
+static inst_t *s_slow_instance(const char *name, long step_ms, char *log, size_t loglen)
+{
+    static char options[PATH_MAX + 128]; /* the instance keeps it for a restart */
+    char rel[64];
+    snprintf(rel, sizeof rel, "tests/check_plugin.%s.txt", name);
+    s_abs(rel, log, loglen);
+    unlink(log);
+    snprintf(options, sizeof options, "step_ms=%ld,log=%s", step_ms, log);
+    inst_database("check_plugin");
+    return inst_start(name, "1", "--backend", "plugin:slow", "--plugin-dir", TEST_PLUGIN_DIR,
+                      "--backend-options", options, NULL);
+}
+
 START_TEST(test_a_cancel_interrupts_a_slow_plugins_step)
 {
-    char log[PATH_MAX + 64], options[PATH_MAX + 128];
-    s_abs("tests/check_plugin.slow.txt", log, sizeof log);
-    unlink(log);
-    /* a step of 10 minutes: only the cancel flag can end it within the test */
-    snprintf(options, sizeof options, "step_ms=600000,log=%s", log);
+    char log[PATH_MAX + 64];
     if (!s_services())
         return;
-    inst_database("check_plugin");
-    inst_t *in = inst_start("slow", "1", "--backend", "plugin:slow", "--plugin-dir",
-                            TEST_PLUGIN_DIR, "--backend-options", options, NULL);
+    /* a step of 10 minutes: only the cancel flag can end it within the test */
+    inst_t *in = s_slow_instance("slow", 600000, log, sizeof log);
     s_wait_log(log, "open device 0", 1, 30);
 
     char *id = s_slow_job(in);
@@ -379,6 +438,135 @@ START_TEST(test_a_cancel_interrupts_a_slow_plugins_step)
     s_wait_log(log, "close", 1, 30);
     text = s_slurp(log);
     ck_assert_msg(!strstr(text, "step 1 done"), "a step ran to its end: %s", text);
+    free(text);
+    free(id);
+    inst_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------- errors inside a plugin */
+
+START_TEST(test_plugin_errors_fail_their_combination_and_the_instance_goes_on)
+{
+    char log[PATH_MAX + 64];
+    if (!s_services())
+        return;
+    inst_t *in = s_slow_instance("errors", 5, log, sizeof log);
+    static const struct {
+        const char *prompt, *says;
+    } cases[] = {
+        {"fail:begin", "begin: test plugin: begin failed, as the prompt asked"},
+        {"fail:step:2", "step: test plugin: step 2 failed, as the prompt asked"},
+        {"fail:pixels", "pixels: test plugin: pixels failed, as the prompt asked"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *id = s_post_job(in, cases[i].prompt, 3);
+        json_t *job = api_check_wait_final(in->port, id, 60, 20);
+        ck_assert_str_eq(api_check_str(job, "job_status"), "failed");
+        json_t *c0 = json_array_get(json_object_get(job, "combinations"), 0);
+        ck_assert_str_eq(api_check_str(c0, "status"), "failed");
+        ck_assert_msg(strstr(api_check_str(c0, "error"), cases[i].says), "%s: error '%s'",
+                      cases[i].prompt, api_check_str(c0, "error"));
+        ck_assert_msg(strstr(api_check_str(job, "error"), cases[i].says), "%s: job error '%s'",
+                      cases[i].prompt, api_check_str(job, "error"));
+        ck_assert_int_eq(api_check_int(job, "completed_images"), 0);
+        json_decref(job);
+        free(id);
+    }
+    /* the same generator, the same plugin instance, takes the next job */
+    char *id = s_post_job(in, "fine", 3);
+    json_t *job = api_check_wait_final(in->port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    ck_assert_int_eq(api_check_int(job, "completed_images"), 1);
+    json_decref(job);
+    free(id);
+    char *text = s_slurp(log);
+    ck_assert_msg(s_count(text, "open device") == 1, "the plugin was opened again: %s", text);
+    free(text);
+    inst_cleanup();
+}
+END_TEST
+
+/* ------------------------------------------- the example plugin */
+
+/* An ISO 8601 UTC time of the API ("2026-12-01T15:38:58.571899Z") in s. */
+static double s_iso(json_t *o, const char *key)
+{
+    const char *t = api_check_str(o, key);
+    struct tm tm = {0};
+    int us = 0;
+    ck_assert_msg(sscanf(t, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                         &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us)
+                      == 7,
+                  "%s: '%s'", key, t);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (double)timegm(&tm) + us / 1e6;
+}
+
+/* The time in the example's trace line "...: step K of N <what> at T" of
+ * the log at path (waiting for it). */
+static double s_trace_time(const char *path, const char *line_start)
+{
+    s_wait_log(path, line_start, 1, 60);
+    char *text = s_slurp(path);
+    double t = 0;
+    const char *at = strstr(strstr(text, line_start), " at ");
+    ck_assert_msg(at && sscanf(at, " at %lf", &t) == 1, "no time after '%s'", line_start);
+    free(text);
+    return t;
+}
+
+START_TEST(test_the_example_plugin_generates_and_a_cancel_cuts_its_step_short)
+{
+    /* a step of at least STEP_MS: the cancel must end it well before */
+    enum { STEP_MS = 800 };
+    char options[64];
+    snprintf(options, sizeof options, "step_ms=%d,trace=1", STEP_MS);
+    if (!s_services())
+        return;
+    inst_database("check_plugin");
+    inst_t *in = inst_start("example", "1", "--backend", "plugin:" EXAMPLE_PLUGIN,
+                            "--backend-options", options, NULL);
+    char log[PATH_MAX];
+    snprintf(log, sizeof log, "tests/check_plugin.%s.log", in->name);
+
+    /* a real job, with previews of the zoom as it goes */
+    char *id = inst_create(in, 1, 64, 3, 1);
+    ck_assert_int_gt(s_previews(in, id, 64, 64), 0);
+    json_t *job = api_check_wait_final(in->port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "completed");
+    json_decref(job);
+    free(id);
+
+    /* a cancel early in step 2 of 20: requested while the step runs, and
+     * seen by the generator and by the plugin before the step's end */
+    id = inst_create(in, 1, 64, 20, 1);
+    double started = s_trace_time(log, "mandelbrot[0]: step 2 of 20 started");
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    api_response_t r = api_check_call(in->port, "POST", path, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    api_response_free(&r);
+    job = api_check_wait_final(in->port, id, 60, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    json_t *c0 = json_array_get(json_object_get(job, "combinations"), 0);
+    ck_assert_str_eq(api_check_str(c0, "status"), "cancelled");
+    double requested = s_iso(job, "cancel_requested_at");
+    double observed = s_iso(c0, "cancel_observed_at");
+    double stopped = s_iso(c0, "stopped_at");
+    json_decref(job);
+    double cut = s_trace_time(log, "mandelbrot[0]: step 2 of 20 cancelled");
+    double end = started + STEP_MS / 1000.0; /* when step 2 would have ended */
+    printf("example plugin: step 2 began at +0 ms, cancel requested +%.1f, observed +%.1f, "
+           "stopped +%.1f, the plugin's step cut at +%.1f ms (a step: %d ms)\n",
+           (requested - started) * 1000, (observed - started) * 1000, (stopped - started) * 1000,
+           (cut - started) * 1000, STEP_MS);
+    ck_assert_msg(requested >= started, "the cancel came before step 2 began");
+    ck_assert_msg(observed < end && stopped < end && cut < end,
+                  "the stop came after step 2 would have ended (see the line above)");
+    char *text = s_slurp(log);
+    ck_assert_msg(!strstr(text, "step 2 of 20 done"), "step 2 ran to its end");
     free(text);
     free(id);
     inst_cleanup();
@@ -542,6 +730,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_every_load_error_is_one_line_and_status_2);
     tcase_add_test(tc, test_procedural_plugin_gives_the_cpu_images_and_cancels);
     tcase_add_test(tc, test_a_cancel_interrupts_a_slow_plugins_step);
+    tcase_add_test(tc, test_plugin_errors_fail_their_combination_and_the_instance_goes_on);
+    tcase_add_test(tc, test_the_example_plugin_generates_and_a_cancel_cuts_its_step_short);
     suite_add_tcase(s, tc);
     TCase *engine = tcase_create("engine");
     tcase_set_timeout(engine, 60);

@@ -22,6 +22,9 @@
  * of an image (gen_plug_preview), the worker renders one after each step
  * of that image into a cache, and the loop copies the latest from there;
  * the first ask of an image finds none yet and says "pending".
+ *
+ * A plugin that crashes takes the process with it (see s_crash_handler):
+ * the host only says which plugin and which call before it goes.
  */
 #include "config.h"
 
@@ -34,12 +37,14 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* The table fields of ABI 1.0: a plugin's table must have them all. */
 #define S_API_V1_0_SIZE (offsetof(imagejobs_backend_api_t, close) + sizeof(void (*)(void)))
@@ -52,6 +57,74 @@ struct gen_plugin {
     pthread_mutex_t open_mu; /* the interface promises one open at a time */
     atomic_uint opened;      /* instances opened so far (their index) */
 };
+
+/* ------------------------------------------------- a plugin that crashes */
+
+/* A plugin runs inside the process: a crash in it is the process's death,
+ * and nothing may go on after it (any memory may be damaged by then). What
+ * the host does is say so. Each worker notes the call it is in, and a
+ * handler installed at the first load writes one line naming the plugin
+ * and the call before the signal goes on to what was there before it: a
+ * sanitizer's report, or the default action (a core, death by the signal).
+ * A crash on any other thread passes through untouched. There is no
+ * alternate stack: a plugin that overflows its stack dies without the line. */
+static _Thread_local const char *s_call;      /* the plugin call this worker is in, or NULL */
+static _Thread_local const char *s_call_path; /* and the plugin's path */
+static const int s_crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+static const char *const s_crash_names[] = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"};
+#define S_CRASH_SIGNALS (sizeof s_crash_signals / sizeof *s_crash_signals)
+static struct sigaction s_crash_prev[S_CRASH_SIGNALS];
+static pthread_once_t s_crash_once = PTHREAD_ONCE_INIT;
+
+/* Appends s to line (async-signal-safe: no stdio in a handler). */
+static void s_crash_put(char *line, size_t *n, size_t cap, const char *s)
+{
+    while (s && *s && *n < cap)
+        line[(*n)++] = *s++;
+}
+
+static void s_crash_handler(int sig, siginfo_t *si, void *ctx)
+{
+    size_t i = 0;
+    while (i + 1 < S_CRASH_SIGNALS && s_crash_signals[i] != sig)
+        i++;
+    if (s_call) {
+        char line[1024];
+        size_t n = 0;
+        s_crash_put(line, &n, sizeof line - 1, "imagejobs: the backend plugin ");
+        s_crash_put(line, &n, sizeof line - 1, s_call_path);
+        s_crash_put(line, &n, sizeof line - 1, " crashed in its ");
+        s_crash_put(line, &n, sizeof line - 1, s_call);
+        s_crash_put(line, &n, sizeof line - 1, "() (");
+        s_crash_put(line, &n, sizeof line - 1, s_crash_names[i]);
+        s_crash_put(line, &n, sizeof line - 1, "); the process ends with it\n");
+        ssize_t w = write(STDERR_FILENO, line, n);
+        (void)w;
+        s_call = NULL; /* a second fault here goes straight on */
+    }
+    const struct sigaction *prev = &s_crash_prev[i];
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+        prev->sa_sigaction(sig, si, ctx);
+    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+        prev->sa_handler(sig);
+    } else {
+        /* pending until the handler returns, then the default action */
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        sigemptyset(&dfl.sa_mask);
+        sigaction(sig, &dfl, NULL);
+        raise(sig);
+    }
+}
+
+static void s_crash_install(void)
+{
+    for (size_t i = 0; i < S_CRASH_SIGNALS; i++) {
+        struct sigaction sa = {.sa_sigaction = s_crash_handler,
+                               .sa_flags = SA_SIGINFO | SA_ONSTACK};
+        sigemptyset(&sa.sa_mask);
+        sigaction(s_crash_signals[i], &sa, &s_crash_prev[i]);
+    }
+}
 
 /* ------------------------------------------------------------ loading */
 
@@ -90,6 +163,7 @@ gen_plugin_t *gen_plugin_load(const char *spec, const char *dir, const char *opt
     char path[4096];
     if (s_resolve(spec, dir, path, sizeof path, err, errlen) < 0)
         return NULL;
+    pthread_once(&s_crash_once, s_crash_install);
     struct stat st;
     if (stat(path, &st) < 0) {
         snprintf(err, errlen, "plugin %s: %s", path, strerror(errno));
@@ -307,6 +381,7 @@ static void s_preview_after_step(gen_plug_t *p, uint64_t image_id, uint32_t side
         *cap = need;
     }
     imagejobs_backend_preview_t pv = {.size = sizeof pv, .max_side = side, .rgb = *buf};
+    s_call = "preview";
     if (p->api->preview(p->inst, &pv) != IMAGEJOBS_BACKEND_OK || pv.width < 1 || pv.height < 1
         || pv.width > side || pv.height > side)
         return; /* no preview this time; the loop keeps the last one */
@@ -335,6 +410,7 @@ static void *s_worker(void *arg)
     char name[32];
     snprintf(name, sizeof name, "plugin-%u", p->index);
     log_set_thread_name(name);
+    s_call_path = p->lib->path;
 
     /* open and describe here: every call of the instance on this thread */
     imagejobs_backend_open_args_t oa = {.size = sizeof oa,
@@ -344,19 +420,23 @@ static void *s_worker(void *arg)
                                         .cancel = &p->cancel};
     const char *why = NULL;
     pthread_mutex_lock((pthread_mutex_t *)&p->lib->open_mu);
+    s_call = "open";
     imagejobs_backend_status_t st = p->api->open(&oa, &p->inst, &why);
     if (st != IMAGEJOBS_BACKEND_OK || !p->inst)
         snprintf(err, sizeof err, "%s", why && *why ? why : "open failed (no message)");
     pthread_mutex_unlock((pthread_mutex_t *)&p->lib->open_mu);
     if (st == IMAGEJOBS_BACKEND_OK && p->inst) {
         p->info.size = sizeof p->info;
+        s_call = "describe";
         if (p->api->describe(p->inst, &p->info) != IMAGEJOBS_BACKEND_OK) {
             s_copy_error(p, err, sizeof err, "describe");
+            s_call = "close";
             p->api->close(p->inst);
             p->inst = NULL;
             st = IMAGEJOBS_BACKEND_ERROR;
         }
     }
+    s_call = NULL;
     pthread_mutex_lock(&p->mu);
     p->open_done = true;
     p->open_rc = p->inst ? 0 : -1;
@@ -396,15 +476,18 @@ static void *s_worker(void *arg)
         err[0] = 0;
         switch (cmd) {
         case CMD_BEGIN:
+            s_call = "abort";
             if (image)
                 p->api->abort(p->inst);
             steps = 0;
+            s_call = "begin";
             st = p->api->begin(p->inst, &im);
             image = true;
             if (st != IMAGEJOBS_BACKEND_OK && st != IMAGEJOBS_BACKEND_CANCELLED)
                 s_copy_error(p, err, sizeof err, "begin");
             break;
         case CMD_STEP: /* a call that does part of a step leaves steps as it was */
+            s_call = "step";
             st = p->api->step(p->inst, &steps);
             if (st < 0)
                 s_copy_error(p, err, sizeof err, "step");
@@ -412,16 +495,19 @@ static void *s_worker(void *arg)
                 s_preview_after_step(p, image_id, pv_side, steps, &pv, &pv_cap);
             break;
         case CMD_PIXELS:
+            s_call = "pixels";
             st = s_fetch_pixels(p, err, sizeof err);
             break;
         case CMD_ABORT:
         default:
+            s_call = "abort";
             if (image)
                 p->api->abort(p->inst);
             image = false;
             st = IMAGEJOBS_BACKEND_OK;
             break;
         }
+        s_call = NULL;
         s_image_free(&im);
 
         pthread_mutex_lock(&p->mu);
@@ -441,9 +527,12 @@ static void *s_worker(void *arg)
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
+    s_call = "abort";
     if (image)
         p->api->abort(p->inst);
+    s_call = "close";
     p->api->close(p->inst);
+    s_call = NULL;
     p->inst = NULL;
     free(pv);
     return NULL;

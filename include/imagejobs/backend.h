@@ -17,7 +17,8 @@
  *                             any time between two calls: abort
  *
  * Build a plugin with `cc -shared -fPIC $(pkg-config --cflags
- * imagejobs-backend) ...`; docs/plugins.md has a complete example.
+ * imagejobs-backend) ...`; docs/backends.md says how, and
+ * examples/backend-plugin/ is a complete plugin with its own Makefile.
  *
  * ---------------------------------------------------------------- versions
  * IMAGEJOBS_BACKEND_ABI_MAJOR changes when a change breaks plugins built
@@ -165,7 +166,7 @@ typedef struct {
     uint32_t size;      /* sizeof(imagejobs_backend_image_t) of the host */
     const char *prompt; /* UTF-8, not empty; a combination's style is already
                          * joined to it ("prompt, style") by imagejobs */
-    const char *style;  /* the style on its own, or "" (see docs/plugins.md) */
+    const char *style;  /* the style on its own, or "" (see docs/backends.md) */
     uint64_t seed;
     uint32_t image_index;   /* which image of the combination (0, 1, ...): with the
                              * seed it decides the starting noise */

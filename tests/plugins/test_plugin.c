@@ -13,8 +13,13 @@
  *   TP_NEWER_MINOR  minor-99.so: ABI 1.99 with a longer table (a newer plugin
  *                   of the same major: must load)
  *   TP_SHORT_TABLE  short-table.so: a table that ends before ABI 1.0's does
+ *   TP_OPEN_CRASHES open-crashes.so: open dies of a SIGSEGV (a write
+ *                   through a null pointer the compiler cannot see)
  *
  * Options (--backend-options): comma-separated step_ms=N, log=PATH.
+ * Errors on demand, per image, from its prompt: "fail:begin" fails in
+ * begin, "fail:step:N" in step N, "fail:pixels" in pixels, each with a
+ * message naming the call, as a broken model would.
  */
 #define _POSIX_C_SOURCE 200809L /* nanosleep, with -std=c11 */
 
@@ -41,9 +46,23 @@ struct imagejobs_backend {
     long step_ms;
     char log[512];
     uint32_t width, height, steps, k;
+    uint32_t fail_step; /* the prompt's "fail:step:N", or 0 */
+    int fail_pixels;    /* the prompt's "fail:pixels" */
     uint8_t *rgb;
     char err[128];
 };
+
+#ifdef TP_OPEN_CRASHES
+static int *volatile tp_nowhere; /* NULL, but the compiler cannot know it */
+
+/* A real fault: under --enable-sanitizers, UBSan would otherwise report the
+ * store to NULL and exit before the fault, and the host's handler (what
+ * the test is about) would never run. */
+__attribute__((no_sanitize("undefined"))) static void tp_crash(void)
+{
+    *tp_nowhere = 1;
+}
+#endif
 
 static void s_log(imagejobs_backend_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -67,10 +86,16 @@ static void s_log(imagejobs_backend_t *b, const char *fmt, ...)
 static imagejobs_backend_status_t s_open(const imagejobs_backend_open_args_t *args,
                                          imagejobs_backend_t **out, const char **error)
 {
-#ifdef TP_OPEN_FAILS
+#if defined(TP_OPEN_FAILS)
     (void)args;
     *out = NULL;
     *error = "test plugin: open refused (built with TP_OPEN_FAILS)";
+    return IMAGEJOBS_BACKEND_ERROR;
+#elif defined(TP_OPEN_CRASHES)
+    (void)args;
+    (void)error;
+    *out = NULL;
+    tp_crash();
     return IMAGEJOBS_BACKEND_ERROR;
 #else
     imagejobs_backend_t *b = calloc(1, sizeof *b);
@@ -119,7 +144,15 @@ static imagejobs_backend_status_t s_begin(imagejobs_backend_t *b,
     b->height = im->height;
     b->steps = im->steps;
     b->k = 0;
+    b->fail_step = 0;
+    b->fail_pixels = !strncmp(im->prompt, "fail:pixels", 11);
+    if (!strncmp(im->prompt, "fail:step:", 10))
+        b->fail_step = (uint32_t)strtoul(im->prompt + 10, NULL, 10);
     s_log(b, "begin image %u %ux%u %u steps", im->image_index, im->width, im->height, im->steps);
+    if (!strncmp(im->prompt, "fail:begin", 10)) {
+        snprintf(b->err, sizeof b->err, "test plugin: begin failed, as the prompt asked");
+        return IMAGEJOBS_BACKEND_ERROR;
+    }
     return IMAGEJOBS_BACKEND_OK;
 }
 
@@ -127,6 +160,11 @@ static imagejobs_backend_status_t s_begin(imagejobs_backend_t *b,
 static imagejobs_backend_status_t s_step(imagejobs_backend_t *b, uint32_t *steps_done)
 {
     s_log(b, "step %u started", b->k + 1);
+    if (b->k + 1 == b->fail_step) {
+        snprintf(b->err, sizeof b->err, "test plugin: step %u failed, as the prompt asked",
+                 b->k + 1);
+        return IMAGEJOBS_BACKEND_ERROR;
+    }
     for (long ms = 0; ms < b->step_ms; ms++) {
         if (imagejobs_backend_cancelled(b->cancel)) {
             s_log(b, "step %u interrupted by the cancel flag after %ld ms", b->k + 1, ms);
@@ -143,6 +181,10 @@ static imagejobs_backend_status_t s_step(imagejobs_backend_t *b, uint32_t *steps
 
 static imagejobs_backend_status_t s_pixels(imagejobs_backend_t *b, imagejobs_backend_pixels_t *out)
 {
+    if (b->fail_pixels) {
+        snprintf(b->err, sizeof b->err, "test plugin: pixels failed, as the prompt asked");
+        return IMAGEJOBS_BACKEND_ERROR;
+    }
     for (size_t i = 0; i < (size_t)b->width * b->height * 3; i++)
         b->rgb[i] = (uint8_t)(i * 7);
     out->data = b->rgb;
