@@ -51,8 +51,7 @@ static size_t s_collect(char *p, size_t size, size_t n, void *arg)
     return k;
 }
 
-/* A transfer gives up when Ctrl-C was pressed (the caller asks what to do). */
-static int s_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+int cli_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
     return cli_interrupts > 0;
 }
@@ -91,7 +90,7 @@ long cli_call(const cli_t *c, const char *method, const char *path, const char *
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 120L);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cli_progress);
     CURLcode rc = curl_easy_perform(h);
     long status = -1;
     if (rc == CURLE_OK) {
@@ -341,7 +340,7 @@ static int s_parse(int argc, char **argv, args_t *a, bool want_id)
     return 0;
 }
 
-/* Ctrl-C: counted, and the transfer in progress gives up (s_progress). */
+/* Ctrl-C: counted, and the transfer in progress gives up (cli_progress). */
 static void s_on_sigint(int sig)
 {
     (void)sig;
@@ -514,9 +513,7 @@ int client_submit(int argc, char **argv)
 
 /* ------------------------------------------------------------ status */
 
-/* GET /api/jobs/{id}: the document (caller decrefs) and its text, or NULL
- * with *rc set. */
-static json_t *s_get_job(const cli_t *c, const char *id, char **text, int *rc)
+json_t *cli_get_job(const cli_t *c, const char *id, char **text, int *rc)
 {
     char path[128];
     snprintf(path, sizeof path, "/api/jobs/%s", id);
@@ -547,7 +544,7 @@ int client_status(int argc, char **argv)
     if (!s_begin(argc, argv, &a, true, " ", &rc))
         return rc;
     char *text = NULL;
-    json_t *doc = s_get_job(&a.cli, a.id, &text, &rc);
+    json_t *doc = cli_get_job(&a.cli, a.id, &text, &rc);
     if (!doc)
         return rc;
     const char *st = json_string_value(json_object_get(doc, "job_status"));
@@ -692,7 +689,7 @@ int client_list(int argc, char **argv)
 int cli_download(const cli_t *c, const char *job_id, const char *dir)
 {
     int rc;
-    json_t *doc = s_get_job(c, job_id, NULL, &rc);
+    json_t *doc = cli_get_job(c, job_id, NULL, &rc);
     if (!doc)
         return rc;
     if (mkdir(dir, 0777) < 0 && errno != EEXIST) {
@@ -746,7 +743,7 @@ int client_images(int argc, char **argv)
     rc = cli_download(&a.cli, a.id, a.out);
     if (rc == CLI_OK && a.cli.json) {
         char *text = NULL;
-        json_t *doc = s_get_job(&a.cli, a.id, &text, &rc);
+        json_t *doc = cli_get_job(&a.cli, a.id, &text, &rc);
         if (doc)
             s_print_json(text);
         json_decref(doc);

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 
 enum {
@@ -48,6 +49,15 @@ int client_images(int argc, char **argv);
  * -1 after saying on stderr why no answer came. */
 long cli_call(const cli_t *c, const char *method, const char *path, const char *body,
               const char *const *headers, char **out, size_t *outlen);
+
+/* libcurl's XFERINFOFUNCTION of every transfer: it gives up once Ctrl-C
+ * was pressed (the caller asks what to do). */
+int cli_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d);
+
+/* GET /api/jobs/{id}: the document (caller decrefs) and, when text is not
+ * NULL, its text (caller frees); or NULL with the exit status in *rc after
+ * saying on stderr what went wrong. */
+json_t *cli_get_job(const cli_t *c, const char *id, char **text, int *rc);
 
 /* Says on stderr what the server answered (its {"error": ...}) and returns
  * CLI_REFUSED. */

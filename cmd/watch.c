@@ -268,11 +268,6 @@ static size_t s_on_bytes(char *p, size_t size, size_t n, void *arg)
     return k;
 }
 
-static int s_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
-{
-    return cli_interrupts > 0;
-}
-
 /* One connection to the stream: 0 when it ended (the job's end came, or
  * the server closed it), -1 on a transport error, 1 when Ctrl-C stopped
  * it; *status the HTTP status. */
@@ -306,7 +301,7 @@ static int s_stream(watch_t *w, long *status)
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cli_progress);
     CURLcode rc = curl_easy_perform(h);
     *status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
@@ -411,24 +406,19 @@ int cli_watch_job(const cli_t *c, const char *job_id, const char *out_dir)
             continue; /* from the last event id: nothing is missed */
         }
         if (status == 204) { /* resumed after the end: read how it ended */
-            char *text = NULL;
-            char path[128];
-            snprintf(path, sizeof path, "/api/jobs/%s", job_id);
-            long st = cli_call(c, "GET", path, NULL, NULL, &text, NULL);
-            json_t *doc = st == 200 ? json_loads(text, 0, NULL) : NULL;
+            int unused;
+            json_t *doc = cli_get_job(c, job_id, NULL, &unused);
             const char *s = json_string_value(json_object_get(doc, "job_status"));
             snprintf(w.final, sizeof w.final, "%s", s ? s : "");
             json_decref(doc);
-            free(text);
             if (w.final[0])
                 break;
         }
         if (status >= 400) { /* the stream's answer was read as events: ask again */
-            char *text = NULL, path[128];
-            snprintf(path, sizeof path, "/api/jobs/%s", job_id);
-            long st = cli_call(c, "GET", path, NULL, NULL, &text, NULL);
-            rc = cli_refused(st >= 400 ? st : status, st >= 400 ? text : NULL);
-            free(text);
+            json_t *doc = cli_get_job(c, job_id, NULL, &rc); /* says why it is refused */
+            if (doc)
+                rc = cli_refused(status, NULL);
+            json_decref(doc);
             goto out;
         }
         if (++failures > RETRIES) {

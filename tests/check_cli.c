@@ -175,14 +175,6 @@ static int s_count_pngs(const char *dir)
     return n;
 }
 
-static char *s_tmpdir(void)
-{
-    char tmpl[] = "/tmp/ij-cli-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    ck_assert_ptr_nonnull(d);
-    return strdup(d);
-}
-
 static void s_rmdir(char *dir)
 {
     fixture_remove_tree(dir);
@@ -232,7 +224,7 @@ static void s_serve(const char *generators)
 START_TEST(test_submit_wait_out_downloads_every_image_with_plain_lines_when_piped)
 {
     s_serve("2");
-    char *dir = s_tmpdir();
+    char *dir = fixture_tmpdir("ij-cli");
     proc_t p;
     const char *args[] = {"submit", "--prompt", "a lighthouse", "--seed",   "1",     "--seed",
                           "2",      "--style",  "ink",          "--images", "2",     "--size",
@@ -252,7 +244,7 @@ START_TEST(test_submit_wait_out_downloads_every_image_with_plain_lines_when_pipe
     ck_assert_str_eq(api_check_str(c1, "style"), "ink");
     json_decref(j);
     /* images again, into another directory */
-    char *again = s_tmpdir();
+    char *again = fixture_tmpdir("ij-cli");
     const char *img[] = {"images", id, "--out", again, NULL};
     ck_assert_int_eq(s_run(&p, img), 0);
     ck_assert_int_eq(s_count_pngs(again), 4);
@@ -284,7 +276,7 @@ START_TEST(test_a_cancel_from_another_shell_ends_watch_with_3_and_the_images_kep
 {
     s_serve("1");
     char *id = s_submit_long();
-    char *dir = s_tmpdir();
+    char *dir = fixture_tmpdir("ij-cli");
     proc_t w, c;
     const char *watch[] = {"watch", id, "--out", dir, NULL};
     s_start(&w, false, watch);
@@ -395,7 +387,7 @@ START_TEST(test_every_json_output_parses)
             json_decref(doc);
         }
     }
-    char *dir = s_tmpdir();
+    char *dir = fixture_tmpdir("ij-cli");
     const char *images[] = {"images", id, "--out", dir, "--json", NULL};
     ck_assert_int_eq(s_run(&p, images), 0);
     json_t *doc = json_loads(p.out, 0, NULL);

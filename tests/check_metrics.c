@@ -31,24 +31,23 @@ static char *s_scrape(int port)
     ck_assert_ptr_nonnull(strstr(ctype, "version=0.0.4"));
     char *text = strndup(r.body, r.body_len);
     api_response_free(&r);
-    char path[] = "/tmp/ij-scrape-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "promtool check metrics < %s > %s.out 2>&1", path, path);
-    int st = system(cmd);
+    /* the scrape on promtool's stdin, what it says into a file */
+    char *dir = fixture_tmpdir("ij-scrape"), cmd[512], said[300];
+    snprintf(said, sizeof said, "%s/promtool.out", dir);
+    snprintf(cmd, sizeof cmd, "promtool check metrics > %s 2>&1", said);
+    FILE *p = popen(cmd, "w");
+    ck_assert_ptr_nonnull(p);
+    fputs(text, p);
+    int st = pclose(p);
     char out[4096] = "";
-    snprintf(cmd, sizeof cmd, "%s.out", path);
-    FILE *f = fopen(cmd, "r");
+    FILE *f = fopen(said, "r");
     if (f) {
         size_t n = fread(out, 1, sizeof out - 1, f);
         out[n] = '\0';
         fclose(f);
     }
-    unlink(cmd);
-    unlink(path);
+    fixture_remove_tree(dir);
+    free(dir);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 127,
                   "promtool is not installed (Debian package prometheus): %s", out);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "promtool check metrics: %s\n%s", out,
@@ -131,10 +130,12 @@ START_TEST(test_scrapes_pass_promtool_and_the_counters_follow_a_job)
                         1);
     ck_assert_double_gt(s_value(after, "imagejobs_generator_busy_seconds_total"), 0);
     ck_assert_double_eq(
-        s_value(after, "imagejobs_http_requests_total{route=\"/api/jobs/*/cancel\",status=\"200\"}"),
+        s_value(after,
+                "imagejobs_http_requests_total{route=\"/api/jobs/*/cancel\",status=\"200\"}"),
         1);
     ck_assert_double_eq(
-        s_value(after, "imagejobs_http_requests_total{route=\"/api/jobs/*/events\",status=\"200\"}"),
+        s_value(after,
+                "imagejobs_http_requests_total{route=\"/api/jobs/*/events\",status=\"200\"}"),
         1);
     ck_assert_double_ge(
         s_value(after, "imagejobs_http_request_duration_seconds_count{route=\"/api/jobs/*\"}"), 1);
@@ -148,8 +149,8 @@ START_TEST(test_scrapes_pass_promtool_and_the_counters_follow_a_job)
     char *last = s_scrape(a->port);
     ck_assert_double_eq(
         s_value(last, "imagejobs_http_requests_total{route=\"/api/jobs/*\",status=\"404\"}"), 1);
-    ck_assert_double_eq(s_value(last, "imagejobs_http_requests_total{route=\"none\",status=\"404\"}"),
-                        1);
+    ck_assert_double_eq(
+        s_value(last, "imagejobs_http_requests_total{route=\"none\",status=\"404\"}"), 1);
     free(before);
     free(during);
     free(after);

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,6 +137,16 @@ msg_t *fixture_error(int64_t code, const char *reason)
     m->error.code = code;
     msg_set_str(&m->error.reason, reason);
     return m;
+}
+
+char *fixture_tmpdir(const char *prefix)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/%s-XXXXXX", prefix);
+    ck_assert_msg(mkdtemp(path) != NULL, "mkdtemp %s failed", path);
+    char *dir = strdup(path);
+    ck_assert_ptr_nonnull(dir);
+    return dir;
 }
 
 void fixture_remove_tree(const char *dir)

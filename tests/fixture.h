@@ -53,6 +53,11 @@ void fixture_pause_ms(int ms);
  * data directory). Missing is fine. */
 void fixture_remove_tree(const char *dir);
 
+/* A new empty directory /tmp/<prefix>-XXXXXX (mkdtemp), malloc'd; fails the
+ * test when it cannot be made. The caller removes it (fixture_remove_tree)
+ * and frees the name. */
+char *fixture_tmpdir(const char *prefix);
+
 /* The runtime of the running test, or NULL outside fixture_setup/_teardown. */
 extern runtime_t *fixture_rt;
 
