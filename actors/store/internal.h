@@ -140,6 +140,9 @@ void store_deadlines_check(store_t *st);
 void store_owner_remember(store_t *st, const char *job_id, uint64_t owner);
 bool store_owner_known(const store_t *st, const char *job_id, uint64_t *owner);
 void store_owners_free(store_t *st);
+/* The job view's reads (view.c). */
+void store_on_job_view_read(actor_t *self, msg_t *msg);
+void store_on_event_clock_read(actor_t *self, msg_t *msg);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 void store_on_combination_cancel(actor_t *self, msg_t *msg);

@@ -821,6 +821,8 @@ static const actor_spec_t s_spec = {
             [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
             [MSG_WEBHOOK_CLAIM] = store_on_webhook_claim,
             [MSG_WEBHOOK_RESULT] = store_on_webhook_result,
+            [MSG_JOB_VIEW_READ] = store_on_job_view_read,
+            [MSG_EVENT_CLOCK_READ] = store_on_event_clock_read,
         },
 };
 
