@@ -157,6 +157,8 @@ void feed_on_event(hub_t *hub, const msg_job_event_t *e)
     }
     if (!e->log || (hub->log[0] && strcmp(e->log, hub->log) != 0))
         return; /* another deployment's, on the same Redis */
+    if (!hub->feed.anchored && hub->nstreams == 0)
+        return; /* the view's first barrier anchors the feed: nothing to keep */
     frame_t fr = {.seq = e->seq, .kind = e->kind, .status = e->job_status, .owner = e->owner};
     snprintf(fr.job_id, sizeof fr.job_id, "%s", e->job_id);
     snprintf(fr.log, sizeof fr.log, "%s", e->log);
