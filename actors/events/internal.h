@@ -95,10 +95,12 @@ struct view_get {
     hub_t *hub;
     http_exchange_t *x; /* held until answered */
     char job_id[UUID_STR_LEN];
-    uint64_t scope; /* the caller's key (0: every job's) */
-    uint64_t need;  /* the feed answers once it has applied up to here */
-    bool cache;     /* its read from PostgreSQL may go into the view */
+    uint64_t scope;   /* the caller's key (0: every job's) */
+    uint64_t need;    /* the feed answers once it has applied up to here */
+    uint64_t arrival; /* its place in the order GETs arrived */
 };
+
+typedef struct view_read view_read_t; /* view.c */
 
 typedef struct {
     view_get_t *head, **tail;
@@ -116,6 +118,8 @@ typedef struct {
     view_queue_t batch;   /* GETs that wait for the barrier in flight */
     view_queue_t behind;  /* GETs that wait for the feed to reach their need */
     bool refill;          /* behind waits for a read of the feed begun after it */
+    uint64_t arrivals;    /* GETs so far */
+    view_read_t *reads;   /* reads of documents with the store */
 } view_t;
 
 struct hub {

@@ -217,39 +217,80 @@ static void s_answer_doc(view_get_t *g, const char *doc, size_t len, uint64_t ow
     http_respond(g->x, 200, "application/json", NULL, &body, len);
 }
 
+/* A read of one job's document from PostgreSQL, shared by every GET of
+ * the job that arrived before it was sent (its snapshot postdates them). */
+struct view_read {
+    view_read_t *next;
+    hub_t *hub;
+    char job_id[UUID_STR_LEN];
+    uint64_t sent; /* the arrival count when it was sent */
+    bool cache;    /* it may go into the view */
+    view_queue_t gets;
+};
+
 static void s_on_read(actor_t *self, int status, msg_t *reply, void *arg);
 
-/* Reads g's document from PostgreSQL; cache: it may go into the view. */
+/* Answers g from PostgreSQL: with a read of its job already sent after
+ * it arrived, or a new one. cache: it may go into the view. */
 static void s_read(view_get_t *g, bool cache)
 {
     hub_t *hub = g->hub;
+    view_t *v = &hub->view;
     atomic_fetch_add(cache ? &metrics.view_misses : &metrics.view_bypasses, 1);
-    g->cache = cache;
+    for (view_read_t *r = v->reads; r; r = r->next) {
+        if (r->sent >= g->arrival && strcmp(r->job_id, g->job_id) == 0) {
+            s_push(&r->gets, g);
+            return;
+        }
+    }
+    view_read_t *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->hub = hub;
+    snprintf(r->job_id, sizeof r->job_id, "%s", g->job_id);
+    r->sent = v->arrivals;
+    r->cache = cache;
+    s_queue_init(&r->gets);
+    s_push(&r->gets, g);
     msg_t *m = msg_new(MSG_JOB_VIEW_READ);
     msg_set_str(&m->job_view_read.job_id, g->job_id);
-    int rc = actor_request(hub->self, hub->store, m, hub->cfg.request_timeout_s, s_on_read, g);
+    int rc = actor_request(hub->self, hub->store, m, hub->cfg.request_timeout_s, s_on_read, r);
     msg_destroy(&m);
     if (rc < 0) {
         log_warn("cannot reach the %s actor for a job: %s", hub->store, strerror(errno));
         if (!http_exchange_gone(g->x))
             hub->cfg.error(g->x, 503, "database unavailable");
         s_done(g);
+        free(r);
+        return;
     }
+    r->next = v->reads;
+    v->reads = r;
 }
 
 static void s_on_read(actor_t *self, int status, msg_t *reply, void *arg)
 {
-    view_get_t *g = arg;
-    hub_t *hub = g->hub;
+    view_read_t *rd = arg;
+    hub_t *hub = rd->hub;
     view_t *v = &hub->view;
-    if (status != 0 || reply->type != MSG_JOB_VIEW || !reply->job_view.json) {
-        if (!http_exchange_gone(g->x)) {
-            if (status == 0 && reply->type == MSG_JOB_VIEW)
-                hub->cfg.error(g->x, 500, "internal error");
-            else
-                hub->cfg.failed(g->x, status, reply);
+    for (view_read_t **p = &v->reads; *p; p = &(*p)->next) {
+        if (*p == rd) {
+            *p = rd->next;
+            break;
         }
-        s_done(g);
+    }
+    view_get_t *g;
+    if (status != 0 || reply->type != MSG_JOB_VIEW || !reply->job_view.json) {
+        while ((g = s_pop(&rd->gets))) {
+            if (!http_exchange_gone(g->x)) {
+                if (status == 0 && reply->type == MSG_JOB_VIEW)
+                    hub->cfg.error(g->x, 500, "internal error");
+                else
+                    hub->cfg.failed(g->x, status, reply);
+            }
+            s_done(g);
+        }
+        free(rd);
         return;
     }
     const msg_job_view_t *r = &reply->job_view;
@@ -258,11 +299,14 @@ static void s_on_read(actor_t *self, int status, msg_t *reply, void *arg)
      * then every later event of the job reaches the entry (docs/store.md).
      * Never a 404 (nothing to cache), never another log's. */
     bool ended = r->status != JOB_STATUS_PENDING && r->status != JOB_STATUS_PROCESSING;
-    if (g->cache && r->cacheable && hub->feed.anchored && hub->feed.pos <= r->clock && r->log
+    if (rd->cache && r->cacheable && hub->feed.anchored && hub->feed.pos <= r->clock && r->log
         && strcmp(r->log, hub->log) == 0)
-        s_put(v, g->job_id, r->owner, r->clock, ended, r->json, len);
-    s_answer_doc(g, r->json, len, r->owner);
-    s_done(g);
+        s_put(v, rd->job_id, r->owner, r->clock, ended, r->json, len);
+    while ((g = s_pop(&rd->gets))) {
+        s_answer_doc(g, r->json, len, r->owner);
+        s_done(g);
+    }
+    free(rd);
 }
 
 /* The feed has applied everything up to g's barrier: from the view, or
@@ -363,6 +407,7 @@ void hub_job_get(hub_t *hub, http_exchange_t *x, const char *job_id, uint64_t ow
     http_exchange_hold(x);
     snprintf(g->job_id, sizeof g->job_id, "%s", job_id);
     g->scope = owner;
+    g->arrival = ++hub->view.arrivals;
     s_push(&hub->view.arrived, g);
     s_barrier(hub);
 }
