@@ -1320,34 +1320,24 @@ static bool s_nginx_start(nginx_t *n, const char *doc, size_t len)
 
 /* ------------------------------------------------------------ the live round */
 
-/* Latencies (ns) gathered by one thread. */
-typedef struct {
-    int64_t *v;
-    size_t n, cap;
-} lat_t;
-
-static void s_lat_push(lat_t *l, int64_t ns)
+/* A thread's latencies, in ms: ns since t0 */
+static void s_lat_push(bench_series_t *l, int64_t t0)
 {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 1024;
-        if (!(l->v = realloc(l->v, l->cap * sizeof *l->v)))
-            abort();
-    }
-    l->v[l->n++] = ns;
+    bench_push(l, (double)(s_now_ns() - t0) / 1e6);
 }
 
-static void s_lat_merge(lat_t *into, const lat_t *from)
+static void s_lat_merge(bench_series_t *into, const bench_series_t *from)
 {
     for (size_t i = 0; i < from->n; i++)
-        s_lat_push(into, from->v[i]);
+        bench_push(into, from->v[i]);
 }
 
 /* "p50 X  p99 Y (n)" in ms */
-static const char *s_lat_ms(lat_t *l, char *buf, size_t len)
+static const char *s_lat_ms(bench_series_t *l, char *buf, size_t len)
 {
-    qsort(l->v, l->n, sizeof *l->v, s_cmp_i64);
-    snprintf(buf, len, "p50 %.2f  p99 %.2f  max %.2f ms (%zu)", s_quantile_us(l->v, l->n, .5) / 1e3,
-             s_quantile_us(l->v, l->n, .99) / 1e3, l->n ? (double)l->v[l->n - 1] / 1e6 : 0.0, l->n);
+    bench_sort(l);
+    snprintf(buf, len, "p50 %.2f  p99 %.2f  max %.2f ms (%zu)", bench_pct(l, .5), bench_pct(l, .99),
+             bench_max(l), l->n);
     return buf;
 }
 
@@ -1437,7 +1427,8 @@ static const char s_small_job[] = "{\"prompt\":\"bench/api: a quick sketch\","
  * cancels it and reads it back until it is user_cancelled. */
 typedef struct {
     double until;
-    lat_t response, observed, stop; /* cancel answered; server: requested -> observed, stopped */
+    bench_series_t response, observed,
+        stop; /* cancel answered; server: requested -> observed, stopped */
     uint64_t cycles, success_true, success_false, never_ran, not_cancelled, inconsistent;
 } flow_t;
 
@@ -1459,7 +1450,7 @@ static void *s_flow(void *arg)
         int status;
         int64_t t0 = s_now_ns();
         doc = s_json_request(&b, "POST", path, NULL, &status);
-        s_lat_push(&f->response, s_now_ns() - t0);
+        s_lat_push(&f->response, t0);
         if (status == 200 && json_is_true(json_object_get(doc, "success")))
             f->success_true++;
         else
@@ -1479,8 +1470,8 @@ static void *s_flow(void *arg)
             || (size_t)done != json_array_size(json_object_get(doc, "generated_attach_ids")))
             f->inconsistent++;
         else {
-            s_lat_push(&f->observed, (obs - req) * 1000);
-            s_lat_push(&f->stop, (stop - req) * 1000);
+            bench_push(&f->observed, (double)(obs - req) / 1e3);
+            bench_push(&f->stop, (double)(stop - req) / 1e3);
         }
         json_decref(doc);
     }
@@ -1496,7 +1487,7 @@ typedef struct {
     pthread_mutex_t mu;
     char (*made)[40];
     size_t nmade, cap, cancelled;
-    lat_t create, cancel;
+    bench_series_t create, cancel;
     uint64_t create_errors, cancel_errors, cancel_true, cancel_false;
     int nstreams, streams_open, streams_failed;
     uint64_t events, events_min, events_max;
@@ -1516,7 +1507,7 @@ static void *s_mixed_creator(void *arg)
             m->create_errors++;
             continue;
         }
-        s_lat_push(&m->create, s_now_ns() - t0);
+        s_lat_push(&m->create, t0);
         pthread_mutex_lock(&m->mu);
         if (m->nmade == m->cap) {
             m->cap = m->cap ? m->cap * 2 : 1024;
@@ -1552,7 +1543,7 @@ static void *s_mixed_canceller(void *arg)
         int status;
         int64_t t0 = s_now_ns();
         json_t *doc = s_json_request(&b, "POST", path, NULL, &status);
-        s_lat_push(&m->cancel, s_now_ns() - t0);
+        s_lat_push(&m->cancel, t0);
         if (status != 200)
             m->cancel_errors++;
         else if (json_is_true(json_object_get(doc, "success")))
