@@ -120,6 +120,7 @@ typedef struct {
     bool refill;          /* behind waits for a read of the feed begun after it */
     uint64_t arrivals;    /* GETs so far */
     view_read_t *reads;   /* reads of documents with the store */
+    ev_timer grace;       /* behind: the feed reads the gap when it fires */
 } view_t;
 
 struct hub {

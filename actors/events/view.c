@@ -16,7 +16,8 @@
  *   the GET arrived. One barrier is in flight at a time; GETs that arrive
  *   meanwhile wait for the next, whose snapshot postdates them. So a write
  *   acknowledged on any instance before the GET is in the answer;
- * - when the feed is behind the barrier it reads the gap from PostgreSQL
+ * - when the feed is behind the barrier and the events do not arrive by
+ *   themselves within VIEW_GRACE_S, it reads the gap from PostgreSQL
  *   (Redis slow or down: the same path); a GET the feed cannot bring up
  *   to date is read from PostgreSQL around the view.
  *
@@ -35,6 +36,10 @@
 #include <string.h>
 
 #define VIEW_BUCKETS_MIN 1024
+/* How long GETs wait for the events of their barrier to arrive by
+ * themselves (the bus: tens of µs; Redis: well under a millisecond)
+ * before the feed reads them from PostgreSQL. */
+#define VIEW_GRACE_S 0.002
 
 /* ------------------------------------------------------------ the map */
 
@@ -359,13 +364,14 @@ static void s_on_barrier(actor_t *self, int status, msg_t *reply, void *arg)
         }
     }
     if (v->behind.head) {
-        /* the gap: PostgreSQL has it. A read already under way may have
-         * begun before this clock: one more follows it. */
+        /* A read of the feed already under way may have begun before this
+         * clock: one more follows it. Otherwise the events are most likely
+         * on their way (the bus, Redis): a read of the gap only if they
+         * are not here within VIEW_GRACE_S. */
         if (hub->feed.filling)
             v->refill = true;
-        feed_fill(hub);
-        if (!hub->feed.filling)
-            view_progress(hub, true); /* no read could start: around the view */
+        else if (!ev_is_active(&v->grace))
+            ev_timer_start(hub->loop, &v->grace);
     }
     if (v->arrived.head)
         s_barrier(hub);
@@ -395,6 +401,18 @@ static void s_barrier(hub_t *hub)
             hub->cfg.error(g->x, 503, "database unavailable");
         s_done(g);
     }
+}
+
+/* The events a barrier waits for did not come by themselves: the feed
+ * reads the gap from PostgreSQL. */
+static void s_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hub_t *hub = w->data;
+    if (!hub->view.behind.head || hub->feed.filling)
+        return;
+    feed_fill(hub);
+    if (!hub->feed.filling)
+        view_progress(hub, true); /* no read could start: around the view */
 }
 
 void hub_job_get(hub_t *hub, http_exchange_t *x, const char *job_id, uint64_t owner)
@@ -432,6 +450,8 @@ void view_progress(hub_t *hub, bool read_done)
     /* needs are in barrier order, so the head waits longest */
     while (v->behind.head && v->behind.head->need <= hub->feed.pos && hub->feed.anchored)
         s_serve(s_pop(&v->behind));
+    if (!v->behind.head && ev_is_active(&v->grace))
+        ev_timer_stop(hub->loop, &v->grace);
     if (!read_done || hub->feed.filling || !v->behind.head)
         return;
     if (v->refill && hub->feed.anchored) {
@@ -463,6 +483,8 @@ void view_init(hub_t *hub, size_t limit)
     s_queue_init(&v->arrived);
     s_queue_init(&v->batch);
     s_queue_init(&v->behind);
+    ev_timer_init(&v->grace, s_grace_cb, VIEW_GRACE_S, 0.);
+    v->grace.data = hub;
     if (!limit)
         return;
     v->nbuckets = VIEW_BUCKETS_MIN;
@@ -474,6 +496,7 @@ void view_init(hub_t *hub, size_t limit)
 void view_fini(hub_t *hub)
 {
     view_t *v = &hub->view;
+    ev_timer_stop(hub->loop, &v->grace);
     view_queue_t *qs[] = {&v->arrived, &v->batch, &v->behind};
     for (size_t i = 0; i < sizeof qs / sizeof *qs; i++) {
         view_get_t *g;
