@@ -35,6 +35,7 @@
 #include "actors/generator.h"
 
 #include "actors/generator/png.h"
+#include "actors/generator/pool.h"
 #include "actors/generator/recent.h"
 #include "actors/generator/wishes.h"
 #include "runtime/backoff.h"
@@ -49,12 +50,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-/* Nice value of generator threads (the rest of the process stays at 0). */
-#define GENERATOR_NICE 10
 /* A recording or a stop the store could not take is sent again after
  * RETRY_FIRST_S, doubling up to RETRY_MAX_S. */
 #define RETRY_FIRST_S 0.2
@@ -454,6 +451,7 @@ static void s_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void s_encode_work(void *job)
 {
     encode_t *e = job;
+    gen_pool_nice_self(GEN_POOL_NICE); /* batch work, like the compute pool's */
     if (e->before)
         e->before(e->before_arg);
     e->rc = gen_png_encode(e->rgb, e->width, e->height, &e->png, &e->len, e->err, sizeof e->err);
@@ -754,16 +752,13 @@ static int s_init(actor_t *self, void *arg)
     backoff_init(&g->backoff, RETRY_FIRST_S, RETRY_MAX_S, 0);
     actor_set_state(self, g);
 
-    /* Generation is batch work: the control path (HTTP, store, Redis,
-     * PostgreSQL, the cancel itself) must get a core the moment it wakes,
-     * not after a slice of a busy generator. Linux keeps nice values per
-     * thread, and the backend's helper threads inherit this one. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GENERATOR_NICE) < 0)
-        log_debug("cannot lower the generator's priority: %s", strerror(errno));
-
+    /* This thread does control work only and stays at nice 0, so that it
+     * preempts the compute pool (GEN_POOL_NICE) the moment a cancel comes;
+     * its encoder lowers itself (s_encode_work). On an inline pool the
+     * backend lowers this thread, which then computes (backend.c). */
     char err[256];
-    g->backend = gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->cpu_threads, err,
-                                      sizeof err);
+    g->backend =
+        gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->pool, err, sizeof err);
     if (!g->backend) {
         actor_fail(self, "%s", err);
         free(g);
