@@ -1,13 +1,14 @@
 /*
  * generator.c - the generator actor.
  *
- * The work runs from the actor's own loop in slices: an ev_idle watcher
- * calls gen_advance() once per loop iteration (one band of rows on the CPU,
- * one queued step on CUDA). Between two slices the loop turns, the inbox
- * watcher runs, and a JOB_CANCEL for the running job is handled before the
- * next slice: in immediate mode the in-flight image is dropped at once, in
- * after_current_image mode it is finished and recorded first. On CUDA,
- * gen_advance() returns GEN_WAIT while a step runs; the backend's host
+ * The work is driven from the actor's own loop: an ev_idle watcher calls
+ * gen_advance() once per loop iteration, which queues one step (on the CPU
+ * compute pool or the CUDA stream; one band of rows on an inline pool).
+ * Between two calls the loop turns, the inbox watcher runs, and a
+ * JOB_CANCEL for the running job is handled at once: in immediate mode the
+ * in-flight image is dropped (gen_abort never waits), in
+ * after_current_image mode it is finished and recorded first. While a step
+ * runs gen_advance() returns GEN_WAIT; the pool's last tile or CUDA's host
  * callback wakes the loop through an ev_async, so the loop never spins.
  *
  * A cancel can also arrive durably, from the store: in the reply to each

@@ -1,7 +1,7 @@
 /*
  * generator.h - a generator actor: takes one combination at a time from the
- * store, renders its images slice by slice on its backend, records each one,
- * and stops between two slices when a cancel event for its job arrives.
+ * store, renders its images step by step on its backend, records each one,
+ * and stops at once when a cancel event for its job arrives.
  *
  * Messages handled: WORK_AVAILABLE (bus "work": ask the store for work now),
  * JOB_CANCEL (bus "cancel": stop), CANCEL_RECHECK (bus "cancel": re-read the

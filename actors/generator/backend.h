@@ -5,9 +5,10 @@
  * A backend belongs to one generator actor and is used from that actor's
  * thread only. gen_begin() starts an image; the actor then calls
  * gen_advance() from its loop, one slice per call, checking its sockets for
- * a cancel in between: on the CPU a slice is one band of rows of one step
- * (a few ms at 512x512), on CUDA a call enqueues at most one step and never
- * blocks. The per-pixel math (sampler.h) is shared by both backends, so the
+ * a cancel in between: on the CPU a call queues one step's tiles on the
+ * process's compute pool (pool.h) and never computes (on an inline pool:
+ * one band of rows, ~0.5 ms), on CUDA a call enqueues at most one step;
+ * neither blocks. The per-pixel math (sampler.h) is shared by both backends, so the
  * same parameters give the same picture on either (within 2/255).
  *
  * A third engine runs a plugin (include/imagejobs/backend.h) loaded at
@@ -120,7 +121,8 @@ gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, gen_po
  * outlive the backend) opened on its worker thread with device. */
 gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t *plugin, int device,
                                     gen_pool_t *pool, char *err, size_t errlen);
-/* Stops helpers / waits for the device, frees everything, NULLs *bp. */
+/* Leaves the pool (waiting for a tile still running) / waits for the
+ * device, frees everything, NULLs *bp. Never from an actor's loop. */
 void gen_backend_close(gen_backend_t **bp);
 /* "cpu", "cuda" or "plugin:NAME" (NAME: what the plugin calls itself). */
 const char *gen_backend_name(const gen_backend_t *b);
