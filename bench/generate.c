@@ -187,6 +187,9 @@ static int s_bench_combinations(int k, uint32_t steps, int repeat)
         with[r] = s_combinations_once(NULL, k, size, steps, images);
         without[r] = s_combinations_once(none, k, size, steps, images);
     }
+    double ratio[16];
+    for (int r = 0; r < repeat; r++)
+        ratio[r] = with[r] / without[r];
     double w = s_median(with, repeat), wo = s_median(without, repeat);
     printf("\n%d combinations at once, %ux%u, %u steps, %d images each, median of %d rounds:\n", k,
            size, size, steps, images, repeat);
@@ -195,7 +198,8 @@ static int s_bench_combinations(int k, uint32_t steps, int repeat)
     printf("| pool (%2u threads, shared)         | %8.2f |\n", gen_pool_threads(gen_pool_process()),
            w);
     printf("| none (each combination's thread)  | %8.2f |\n", wo);
-    printf("pool / none: %.3f\n", w / wo);
+    printf("pool / none: %.3f (median of the %d rounds' own ratios: %.3f)\n", w / wo, repeat,
+           s_median(ratio, repeat));
     gen_pool_destroy(&none);
     return 0;
 }
