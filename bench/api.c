@@ -19,6 +19,20 @@
  * The load generator is one thread sharing the machine's cores with the
  * server, Redis and PostgreSQL: the table says how the CPU time was split.
  *
+ * Then, unless --live-generators 0, a live round against a server with
+ * generators (`--generators 2` by default):
+ *   - GET /healthz (the HTTP layer alone), GET of ended jobs, and nginx
+ *     serving the very bytes of an ended job's document (the floor, same
+ *     load generator, same run), with the generators idle; then GET of the
+ *     running jobs (one per generator), of the ended ones, and nginx again
+ *     while the generators work: each GET as a ratio of nginx's req/s;
+ *   - real cancels of running jobs: one flow per generator makes a job,
+ *     waits until it runs, cancels it and reads it back until it is
+ *     user_cancelled (the answer's latency, and the server's requested ->
+ *     observed -> stopped times; counts checked);
+ *   - a mixed load: paced creates, every other job cancelled as soon as it
+ *     is made, N event streams on GET /api/events, and the GET load.
+ *
  * With --auth both (the default when it starts the server) the GET and
  * cancel loads run twice in the same run: against `serve --auth off`, then
  * against `serve --auth required` with every request carrying a key's
@@ -27,6 +41,7 @@
  *
  *   bench/api [--connections N] [--depth N] [--duration S] [--warmup S]
  *             [--jobs N] [--idle N] [--auth off|required|both]
+ *             [--live-generators N] [--create-rate R] [--streams N]
  *             [--url http://127.0.0.1:PORT --pid PID]
  */
 #include "config.h"
@@ -38,11 +53,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -54,6 +71,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,8 +93,13 @@ static struct {
     int connections, depth, jobs, idle;
     double duration, warmup;
     const char *url;
+    int generators;          /* of the server it starts: 0 but in the live round */
+    int live_generators;     /* the live round's (0: no live round) */
+    double create_rps;       /* the mixed load's paced creates */
+    int streams;             /* the mixed load's event streams */
     pid_t pid;               /* the server's, started or attached */
     pid_t pg_pid, redis_pid; /* cmd/imagejobs-local's services, when known */
+    pid_t nginx_pid;         /* the floor's, while it runs */
     bool started;            /* we started it (and stop it) */
     struct sockaddr_in addr;
     char log_path[512];
@@ -89,7 +112,10 @@ static struct {
            .idle = 10000,
            .duration = 5.0,
            .warmup = 1.0,
-           .auth = "both"};
+           .auth = "both",
+           .live_generators = 2,
+           .create_rps = 200,
+           .streams = 100};
 
 /* ------------------------------------------------------------ helpers */
 
@@ -114,6 +140,8 @@ static void s_die(const char *fmt, ...)
         waitpid(s_cfg.pid, NULL, 0);
         fprintf(stderr, "bench/api: server log: %s\n", s_cfg.log_path);
     }
+    if (s_cfg.nginx_pid > 0)
+        kill(s_cfg.nginx_pid, SIGTERM);
     exit(1);
 }
 
@@ -314,9 +342,10 @@ typedef struct {
     int fd;
     char *buf;
     size_t len, cap;
+    const struct sockaddr_in *addr; /* NULL: the server */
 } bconn_t;
 
-static int s_connect_blocking(void)
+static int s_connect_to(const struct sockaddr_in *addr)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -326,7 +355,7 @@ static int s_connect_blocking(void)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&s_cfg.addr, sizeof s_cfg.addr) < 0) {
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) < 0) {
         close(fd);
         return -1;
     }
@@ -345,7 +374,7 @@ static void s_bconn_close(bconn_t *b)
  * until the next call. 0, or -1 (the connection is then closed). */
 static int s_bconn_request(bconn_t *b, const char *req, resp_t *r)
 {
-    if (b->fd < 0 && (b->fd = s_connect_blocking()) < 0)
+    if (b->fd < 0 && (b->fd = s_connect_to(b->addr ? b->addr : &s_cfg.addr)) < 0)
         return -1;
     size_t n = strlen(req), off = 0;
     while (off < n) {
@@ -386,6 +415,20 @@ fail:
 
 /* ------------------------------------------------------------ the server */
 
+/* A free loopback port: bound to port 0 and let go. */
+static void s_free_addr(struct sockaddr_in *out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0
+        || getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+        s_die("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    *out = a;
+}
+
 static void s_server_start(void)
 {
     const char *bin = getenv("IMAGEJOBS_BIN");
@@ -395,18 +438,10 @@ static void s_server_start(void)
         s_die("IMAGEJOBS_BIN, IMAGEJOBS_BENCH_REDIS and IMAGEJOBS_BENCH_DATABASE must be set "
               "(run it as `cmd/imagejobs-local bench api`), or use --url and --pid");
 
-    /* a free port: bind to port 0 and let it go */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t alen = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0
-        || getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
-        s_die("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    s_cfg.addr = a;
-    char listen_at[64];
-    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", ntohs(a.sin_port));
+    s_free_addr(&s_cfg.addr);
+    char listen_at[64], generators[16];
+    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", ntohs(s_cfg.addr.sin_port));
+    snprintf(generators, sizeof generators, "%d", s_cfg.generators);
 
     const char *dir = getenv("IMAGEJOBS_BENCH_PG_DIR");
     if (dir)
@@ -429,7 +464,7 @@ static void s_server_start(void)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execl(bin, bin, "serve", "--listen", listen_at, "--redis", redis, "--database", db,
-              "--generators", "0", "--instance", "bench", "--auth",
+              "--generators", generators, "--instance", "bench", "--auth",
               s_cfg.auth_on ? "required" : "off", (char *)NULL);
         _exit(127);
     }
@@ -525,7 +560,11 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    bool cancel;      /* POST .../cancel, else GET */
+    bool cancel;                    /* POST .../cancel, else GET */
+    const char *path;               /* GET this path (nginx's document, /healthz), not a job */
+    const struct sockaddr_in *addr; /* NULL: the server */
+    char (*ids)[40];                /* the jobs to rotate over (NULL: s_ids) */
+    size_t nids;
     uint64_t next_id; /* rotation over the jobs */
     /* what the window saw */
     int64_t *lat;
@@ -557,9 +596,9 @@ static void s_lconn_arm(lconn_t *c, bool write)
     c->want_write = write;
 }
 
-static int s_lconn_open(lconn_t *c)
+static int s_lconn_open(const phase_t *ph, lconn_t *c)
 {
-    c->fd = s_connect_blocking(); /* loopback: immediate */
+    c->fd = s_connect_to(ph->addr ? ph->addr : &s_cfg.addr); /* loopback: immediate */
     if (c->fd < 0)
         return -1;
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
@@ -598,9 +637,12 @@ static int s_lconn_flush(lconn_t *c)
 static int s_lconn_fill(phase_t *ph, lconn_t *c)
 {
     while (c->inflight < s_cfg.depth) {
-        const char *id = s_ids[ph->next_id++ % s_nids];
+        const char *id =
+            ph->ids ? ph->ids[ph->next_id++ % ph->nids] : s_ids[ph->next_id++ % s_nids];
         size_t room = sizeof c->out - c->out_len;
-        int n = ph->cancel
+        int n = ph->path ? snprintf(c->out + c->out_len, room,
+                                    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", ph->path)
+                : ph->cancel
                     ? snprintf(c->out + c->out_len, room,
                                "POST /api/jobs/%s/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", id,
                                s_cfg.auth_hdr)
@@ -714,7 +756,7 @@ static void s_load(phase_t *ph)
     int64_t t_meas = t0 + (int64_t)(s_cfg.warmup * 1e9);
     int64_t t_end = t_meas + (int64_t)(s_cfg.duration * 1e9);
     for (int i = 0; i < nc; i++) {
-        if (s_lconn_open(&conns[i]) < 0)
+        if (s_lconn_open(ph, &conns[i]) < 0)
             s_die("cannot connect to the server: %s", strerror(errno));
         if (s_lconn_fill(ph, &conns[i]) < 0)
             s_lconn_drop(ph, &conns[i]);
@@ -736,7 +778,7 @@ static void s_load(phase_t *ph)
             lconn_t *c = &conns[i];
             /* a failed connection is replaced while the run lasts */
             if (c->fd < 0 && !ended) {
-                if (s_lconn_open(c) < 0 || s_lconn_fill(ph, c) < 0) {
+                if (s_lconn_open(ph, c) < 0 || s_lconn_fill(ph, c) < 0) {
                     if (c->fd >= 0)
                         s_lconn_drop(ph, c);
                     else
@@ -982,8 +1024,11 @@ static void s_cpu_line(const char *what, const phase_t *ph)
 
 static void s_phase_rows(const char *route, const phase_t *ph, double aim)
 {
-    printf("%-34s %12.0f req/s   >= %6.0f req/s   %s\n", route, ph->rps, aim,
-           s_verdict(ph->rps >= aim));
+    if (aim > 0)
+        printf("%-34s %12.0f req/s   >= %6.0f req/s   %s\n", route, ph->rps, aim,
+               s_verdict(ph->rps >= aim));
+    else
+        printf("%-34s %12.0f req/s\n", route, ph->rps);
     printf("  latency µs  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f   (%zu requests)\n", ph->p50,
            ph->p99, ph->p999, ph->max, ph->nlat);
     printf("  status      2xx %llu  4xx %llu  5xx %llu  other %llu;  errors: non-2xx %llu, "
@@ -1012,6 +1057,11 @@ static void s_usage(FILE *f)
             "  --idle N         idle keep-alive connections for the memory figure (10000)\n"
             "  --auth MODE      off, required (every request with a key's token) or both:\n"
             "                   the loads against each, in one run (both; off with --url)\n"
+            "  --live-generators N  the live round's generators (2; 0: no live round):\n"
+            "                   GETs of running and ended jobs beside nginx serving the\n"
+            "                   same document, real cancels of running jobs, the mixed load\n"
+            "  --create-rate R  the mixed load's creates per second (200)\n"
+            "  --streams N      the mixed load's GET /api/events streams (100)\n"
             "  --url URL        attach to a running server instead of starting one\n"
             "  --pid PID        its process, for RSS and CPU (without it: not measured)\n"
             "Without --url it starts $IMAGEJOBS_BIN serve --generators 0 against\n"
@@ -1146,6 +1196,659 @@ static void s_round(idle_t *idle, long long *rss_idle, phase_t *get, phase_t *ca
     }
 }
 
+/* ------------------------------------------------------------ nginx, the floor */
+
+/* nginx serving one fixed document on a free loopback port, started the
+ * same way as the server (a child of the bench), with as many workers as
+ * CPUs (its usual set-up) and keep-alive without a request limit. */
+typedef struct {
+    pid_t pid;
+    char dir[64];
+    struct sockaddr_in addr;
+    size_t doc_len;
+} nginx_t;
+
+static int s_write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && w == len ? 0 : -1;
+}
+
+static int s_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void s_nginx_stop(nginx_t *n)
+{
+    if (n->pid > 0) {
+        kill(n->pid, SIGTERM);
+        waitpid(n->pid, NULL, 0);
+        n->pid = s_cfg.nginx_pid = 0;
+    }
+    if (n->dir[0])
+        nftw(n->dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    n->dir[0] = '\0';
+}
+
+/* false (with the reason printed) when there is no nginx to run */
+static bool s_nginx_start(nginx_t *n, const char *doc, size_t len)
+{
+    const char *bin = getenv("IMAGEJOBS_BENCH_NGINX");
+    if (!bin)
+        bin = "/usr/sbin/nginx";
+    if (access(bin, X_OK) != 0) {
+        printf("note: no nginx at %s (cmd/imagejobs-local bench installs nginx-light): "
+               "no floor measured\n",
+               bin);
+        return false;
+    }
+    memset(n, 0, sizeof *n);
+    snprintf(n->dir, sizeof n->dir, "/tmp/imagejobs-bench-nginx.XXXXXX");
+    if (!mkdtemp(n->dir))
+        s_die("mkdtemp: %s", strerror(errno));
+    s_free_addr(&n->addr);
+    char path[128], conf[2048];
+    snprintf(path, sizeof path, "%s/root", n->dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/root/job.json", n->dir);
+    if (s_write_file(path, doc, len) < 0)
+        s_die("cannot write %s", path);
+    n->doc_len = len;
+    snprintf(conf, sizeof conf,
+             "%s"
+             "worker_processes auto;\n"
+             "daemon off;\n"
+             "pid %s/nginx.pid;\n"
+             "error_log %s/error.log;\n"
+             "events { worker_connections 4096; }\n"
+             "http {\n"
+             "  access_log off;\n"
+             "  client_body_temp_path %s/body;\n"
+             "  proxy_temp_path %s/proxy;\n"
+             "  fastcgi_temp_path %s/fastcgi;\n"
+             "  keepalive_requests 1000000000;\n"
+             "  open_file_cache max=16 inactive=3600s;\n"
+             "  open_file_cache_valid 3600s;\n"
+             "  keepalive_timeout 300s;\n"
+             "  types { application/json json; }\n"
+             "  server { listen 127.0.0.1:%d; root %s/root; }\n"
+             "}\n",
+             geteuid() == 0 ? "user root;\n" : "", n->dir, n->dir, n->dir, n->dir, n->dir,
+             ntohs(n->addr.sin_port), n->dir);
+    snprintf(path, sizeof path, "%s/nginx.conf", n->dir);
+    if (s_write_file(path, conf, strlen(conf)) < 0)
+        s_die("cannot write %s", path);
+    pid_t pid = fork();
+    if (pid < 0)
+        s_die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        char log[128];
+        snprintf(log, sizeof log, "%s/stderr.log", n->dir);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        signal(SIGPIPE, SIG_DFL);
+        execl(bin, bin, "-p", n->dir, "-c", path, "-e", "stderr", (char *)NULL);
+        _exit(127);
+    }
+    n->pid = s_cfg.nginx_pid = pid;
+    int64_t deadline = s_now_ns() + 10 * 1000000000LL;
+    bconn_t b = {.fd = -1, .addr = &n->addr};
+    while (s_now_ns() < deadline) {
+        resp_t r;
+        if (s_bconn_request(&b, "GET /job.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", &r) == 0
+            && r.status == 200 && r.body_len == len) {
+            s_bconn_close(&b);
+            free(b.buf);
+            return true;
+        }
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            n->pid = s_cfg.nginx_pid = 0;
+            s_die("nginx exited at start-up; see %s/stderr.log", n->dir);
+        }
+        bench_sleep(0.02); /* polling a condition with a deadline */
+    }
+    s_die("nginx did not answer within 10 s; see %s/stderr.log", n->dir);
+}
+
+/* ------------------------------------------------------------ the live round */
+
+/* A thread's latencies, in ms: ns since t0 */
+static void s_lat_push(bench_series_t *l, int64_t t0)
+{
+    bench_push(l, (double)(s_now_ns() - t0) / 1e6);
+}
+
+static void s_lat_merge(bench_series_t *into, const bench_series_t *from)
+{
+    for (size_t i = 0; i < from->n; i++)
+        bench_push(into, from->v[i]);
+}
+
+/* "p50 X  p99 Y (n)" in ms */
+static const char *s_lat_ms(bench_series_t *l, char *buf, size_t len)
+{
+    bench_sort(l);
+    snprintf(buf, len, "p50 %.2f  p99 %.2f  max %.2f ms (%zu)", bench_pct(l, .5), bench_pct(l, .99),
+             bench_max(l), l->n);
+    return buf;
+}
+
+/* "2026-11-26T13:32:08.418054Z" -> µs since the epoch; -1 when absent. */
+static int64_t s_iso_us(json_t *v)
+{
+    const char *s = json_string_value(v);
+    struct tm tm = {0};
+    int us = 0, n = 0;
+    if (!s
+        || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us, &n)
+               != 7
+        || s[n] != 'Z')
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000000 + us;
+}
+
+/* A request whose answer is JSON: the document (caller decrefs), NULL on
+ * any failure; *status gets the HTTP status (0: no answer). */
+static json_t *s_json_request(bconn_t *b, const char *method, const char *path, const char *body,
+                              int *status)
+{
+    char req[1024];
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%zu\r\n\r\n%s", method,
+             path, body ? "Content-Type: application/json\r\n" : "",
+             "Content-Length: ", body ? strlen(body) : 0, body ? body : "");
+    resp_t r;
+    *status = 0;
+    if (s_bconn_request(b, req, &r) < 0)
+        return NULL;
+    *status = r.status;
+    return json_loadb(b->buf + r.head_len, r.body_len, 0, NULL);
+}
+
+/* POSTs a job; its id into id (40 bytes), 0, or -1. */
+static int s_create(bconn_t *b, const char *body, char *id)
+{
+    int status;
+    json_t *doc = s_json_request(b, "POST", "/api/jobs", body, &status);
+    const char *s = json_string_value(json_object_get(doc, "job_id"));
+    int rc = status == 201 && s && strlen(s) < 40 ? 0 : -1;
+    if (rc == 0)
+        strcpy(id, s);
+    json_decref(doc);
+    return rc;
+}
+
+/* GETs job id until its job_status is want (or, with want "processing",
+ * its first combination is), within timeout_s: the document, or NULL. */
+static json_t *s_await(bconn_t *b, const char *id, const char *want, double timeout_s)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/api/jobs/%s", id);
+    double until = bench_mono() + timeout_s;
+    while (bench_mono() < until) {
+        int status;
+        json_t *doc = s_json_request(b, "GET", path, NULL, &status);
+        const char *st = json_string_value(json_object_get(doc, "job_status"));
+        json_t *c0 = json_array_get(json_object_get(doc, "combinations"), 0);
+        const char *cst = json_string_value(json_object_get(c0, "status"));
+        if (st && (!strcmp(st, want) || (cst && !strcmp(cst, want))))
+            return doc;
+        bool ended = st && strcmp(st, "pending") && strcmp(st, "processing");
+        json_decref(doc);
+        if (ended)
+            return NULL;    /* it will never be what we wait for */
+        bench_sleep(0.001); /* polling a condition with a deadline */
+    }
+    return NULL;
+}
+
+/* A job that keeps a generator busy until it is cancelled. */
+static const char s_long_job[] = "{\"prompt\":\"bench/api: a long night\","
+                                 "\"combinations\":[{\"style\":\"ink\"}],"
+                                 "\"images_per_combination\":100,\"width\":256,\"height\":256,"
+                                 "\"steps\":50}";
+/* A job the mixed load makes: done in a few ms of generation. */
+static const char s_small_job[] = "{\"prompt\":\"bench/api: a quick sketch\","
+                                  "\"combinations\":[{\"style\":\"pencil\"}],"
+                                  "\"images_per_combination\":2,\"width\":64,\"height\":64,"
+                                  "\"steps\":8}";
+
+/* Real cancels: one thread per generator makes a job, waits until it runs,
+ * cancels it and reads it back until it is user_cancelled. */
+typedef struct {
+    double until;
+    bench_series_t response, observed,
+        stop; /* cancel answered; server: requested -> observed, stopped */
+    uint64_t cycles, success_true, success_false, never_ran, not_cancelled, inconsistent;
+} flow_t;
+
+static void *s_flow(void *arg)
+{
+    flow_t *f = arg;
+    bconn_t b = {.fd = -1};
+    while (bench_mono() < f->until) {
+        char id[40], path[128];
+        if (s_create(&b, s_long_job, id) < 0)
+            s_die("POST /api/jobs failed in the cancel flow");
+        json_t *doc = s_await(&b, id, "processing", 30);
+        if (!doc) {
+            f->never_ran++;
+            continue;
+        }
+        json_decref(doc);
+        snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+        int status;
+        int64_t t0 = s_now_ns();
+        doc = s_json_request(&b, "POST", path, NULL, &status);
+        s_lat_push(&f->response, t0);
+        if (status == 200 && json_is_true(json_object_get(doc, "success")))
+            f->success_true++;
+        else
+            f->success_false++;
+        json_decref(doc);
+        f->cycles++;
+        if (!(doc = s_await(&b, id, "user_cancelled", 30))) {
+            f->not_cancelled++;
+            continue;
+        }
+        json_t *c0 = json_array_get(json_object_get(doc, "combinations"), 0);
+        int64_t req = s_iso_us(json_object_get(doc, "cancel_requested_at"));
+        int64_t obs = s_iso_us(json_object_get(c0, "cancel_observed_at"));
+        int64_t stop = s_iso_us(json_object_get(c0, "stopped_at"));
+        json_int_t done = json_integer_value(json_object_get(doc, "completed_images"));
+        if (req < 0 || obs < req || stop < obs
+            || (size_t)done != json_array_size(json_object_get(doc, "generated_attach_ids")))
+            f->inconsistent++;
+        else {
+            bench_push(&f->observed, (double)(obs - req) / 1e3);
+            bench_push(&f->stop, (double)(stop - req) / 1e3);
+        }
+        json_decref(doc);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    return NULL;
+}
+
+/* The mixed load's other parts: paced creates, cancels of what was made,
+ * and event streams, beside the GET load of the main thread. */
+typedef struct {
+    double until, create_rps;
+    pthread_mutex_t mu;
+    char (*made)[40];
+    size_t nmade, cap, cancelled;
+    bench_series_t create, cancel;
+    uint64_t create_errors, cancel_errors, cancel_true, cancel_false;
+    int nstreams, streams_open, streams_failed;
+    uint64_t events, events_min, events_max;
+} mixed_t;
+
+static void *s_mixed_creator(void *arg)
+{
+    mixed_t *m = arg;
+    bconn_t b = {.fd = -1};
+    double next = bench_mono();
+    while (next < m->until) {
+        bench_sleep(next - bench_mono()); /* pacing the load */
+        next += 1.0 / m->create_rps;
+        char id[40];
+        int64_t t0 = s_now_ns();
+        if (s_create(&b, s_small_job, id) < 0) {
+            m->create_errors++;
+            continue;
+        }
+        s_lat_push(&m->create, t0);
+        pthread_mutex_lock(&m->mu);
+        if (m->nmade == m->cap) {
+            m->cap = m->cap ? m->cap * 2 : 1024;
+            if (!(m->made = realloc(m->made, m->cap * sizeof *m->made)))
+                abort();
+        }
+        strcpy(m->made[m->nmade++], id);
+        pthread_mutex_unlock(&m->mu);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    return NULL;
+}
+
+/* Cancels every other job made, as soon as it is made: pending ones, and
+ * those a generator already took. */
+static void *s_mixed_canceller(void *arg)
+{
+    mixed_t *m = arg;
+    bconn_t b = {.fd = -1};
+    while (bench_mono() < m->until) {
+        char id[40] = "";
+        pthread_mutex_lock(&m->mu);
+        if (m->cancelled * 2 < m->nmade)
+            strcpy(id, m->made[m->cancelled++ * 2]);
+        pthread_mutex_unlock(&m->mu);
+        if (!id[0]) {
+            bench_sleep(0.001); /* nothing made yet: polling, bounded by until */
+            continue;
+        }
+        char path[96];
+        snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+        int status;
+        int64_t t0 = s_now_ns();
+        json_t *doc = s_json_request(&b, "POST", path, NULL, &status);
+        s_lat_push(&m->cancel, t0);
+        if (status != 200)
+            m->cancel_errors++;
+        else if (json_is_true(json_object_get(doc, "success")))
+            m->cancel_true++;
+        else
+            m->cancel_false++;
+        json_decref(doc);
+    }
+    s_bconn_close(&b);
+    free(b.buf);
+    return NULL;
+}
+
+/* nstreams GET /api/events read until the end; events counted by their
+ * "event:" lines (a stream's first is its hello). */
+static void *s_mixed_streams(void *arg)
+{
+    mixed_t *m = arg;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int *fds = calloc((size_t)m->nstreams, sizeof *fds);
+    uint64_t *count = calloc((size_t)m->nstreams, sizeof *count);
+    if (ep < 0 || !fds || !count)
+        abort();
+    static const char req[] = "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Accept: text/event-stream\r\n\r\n";
+    for (int i = 0; i < m->nstreams; i++) {
+        fds[i] = s_connect_to(&s_cfg.addr);
+        if (fds[i] < 0 || send(fds[i], req, sizeof req - 1, MSG_NOSIGNAL) != sizeof req - 1) {
+            m->streams_failed++;
+            if (fds[i] >= 0)
+                close(fds[i]);
+            fds[i] = -1;
+            continue;
+        }
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    /* "\nevent:" never spans two reads by more than its length: keep the
+     * last 6 bytes of each read in front of the next */
+    char(*tail)[8] = calloc((size_t)m->nstreams, sizeof *tail);
+    char buf[65536 + 8];
+    while (tail && bench_mono() < m->until) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(ep, evs, 64, 50);
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u32;
+            size_t keep = strlen(tail[i]);
+            memcpy(buf, tail[i], keep);
+            ssize_t rd = recv(fds[i], buf + keep, sizeof buf - 8 - keep, 0);
+            if (rd <= 0) {
+                if (rd < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                m->streams_failed++;
+                epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            size_t len = keep + (size_t)rd;
+            for (char *p = buf; (p = memmem(p, len - (size_t)(p - buf), "\nevent:", 7)); p += 7)
+                count[i]++;
+            size_t t = len < 6 ? len : 6;
+            memcpy(tail[i], buf + len - t, t);
+            tail[i][t] = '\0';
+        }
+    }
+    m->events_min = UINT64_MAX;
+    for (int i = 0; i < m->nstreams; i++) {
+        if (fds[i] < 0)
+            continue;
+        m->streams_open++;
+        m->events += count[i];
+        m->events_min = count[i] < m->events_min ? count[i] : m->events_min;
+        m->events_max = count[i] > m->events_max ? count[i] : m->events_max;
+        close(fds[i]);
+    }
+    if (m->streams_open == 0)
+        m->events_min = 0;
+    free(tail);
+    free(count);
+    free(fds);
+    close(ep);
+    return NULL;
+}
+
+/* What the live round measured. */
+typedef struct {
+    int generators;
+    phase_t healthz, nginx_idle, get_ended_idle; /* the generators idle */
+    phase_t get_running, get_ended, nginx_busy;  /* two of them generating */
+    phase_t mixed_get;
+    flow_t flow;
+    mixed_t mixed;
+    size_t nrunning, nended;
+    bool floor;
+} live_t;
+
+/* POSTs a job per slot of ids and cancels it while it waits: ended jobs. */
+static void s_ended_jobs(bconn_t *b, char (*ids)[40], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[96];
+        int status;
+        if (s_create(b, s_long_job, ids[i]) < 0)
+            s_die("POST /api/jobs failed");
+        snprintf(path, sizeof path, "/api/jobs/%s/cancel", ids[i]);
+        json_decref(s_json_request(b, "POST", path, NULL, &status));
+        json_t *doc = s_await(b, ids[i], "user_cancelled", 30);
+        if (!doc)
+            s_die("job %s did not end user_cancelled", ids[i]);
+        json_decref(doc);
+    }
+}
+
+/* A server with generators: GETs of running and of ended jobs (and nginx
+ * measured at the same time, the generators busy), real cancels of
+ * running jobs, then the mixed load. */
+static void s_live(live_t *L, int *exit_status, double *stop_s)
+{
+    nginx_t nginx_s = {0}, *nginx = &nginx_s;
+    s_cfg.auth_on = false;
+    s_cfg.auth_hdr[0] = '\0';
+    s_cfg.generators = L->generators;
+    s_sql("TRUNCATE jobs CASCADE");
+    s_server_start();
+    bconn_t b = {.fd = -1};
+    L->nrunning = (size_t)L->generators;
+    char(*running)[40] = calloc(L->nrunning, sizeof *running);
+    L->nended = 50;
+    char(*ended)[40] = calloc(L->nended, sizeof *ended);
+    if (!running || !ended)
+        abort();
+    s_ended_jobs(&b, ended, L->nended);
+    /* nginx serves the bytes the server answers for an ended job */
+    char req[256];
+    resp_t r;
+    snprintf(req, sizeof req, "GET /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", ended[0]);
+    if (s_bconn_request(&b, req, &r) < 0 || r.status != 200)
+        s_die("GET /api/jobs/%s failed", ended[0]);
+    L->floor = s_nginx_start(nginx, b.buf + r.head_len, r.body_len);
+
+    L->healthz = (phase_t){.name = "healthz", .path = "/healthz"};
+    s_load(&L->healthz);
+    L->get_ended_idle = (phase_t){.name = "GET ended", .ids = ended, .nids = L->nended};
+    s_load(&L->get_ended_idle);
+    if (L->floor) {
+        L->nginx_idle = (phase_t){.name = "nginx", .path = "/job.json", .addr = &nginx->addr};
+        s_load(&L->nginx_idle);
+    }
+
+    for (size_t i = 0; i < L->nrunning; i++)
+        if (s_create(&b, s_long_job, running[i]) < 0)
+            s_die("POST /api/jobs failed");
+    for (size_t i = 0; i < L->nrunning; i++) {
+        json_t *doc = s_await(&b, running[i], "processing", 60);
+        if (!doc)
+            s_die("job %s never ran", running[i]);
+        json_decref(doc);
+    }
+    L->get_running = (phase_t){.name = "GET running", .ids = running, .nids = L->nrunning};
+    L->get_ended = (phase_t){.name = "GET ended", .ids = ended, .nids = L->nended};
+    s_load(&L->get_running);
+    s_load(&L->get_ended);
+    if (L->floor) {
+        L->nginx_busy = (phase_t){.name = "nginx", .path = "/job.json", .addr = &nginx->addr};
+        s_load(&L->nginx_busy);
+    }
+    s_nginx_stop(nginx);
+    for (size_t i = 0; i < L->nrunning; i++) {
+        char path[96];
+        int status;
+        json_t *doc = s_await(&b, running[i], "processing", 1);
+        if (!doc)
+            s_die("job %s stopped running during the GET load", running[i]);
+        json_decref(doc);
+        snprintf(path, sizeof path, "/api/jobs/%s/cancel", running[i]);
+        json_decref(s_json_request(&b, "POST", path, NULL, &status));
+        if (!(doc = s_await(&b, running[i], "user_cancelled", 30)))
+            s_die("job %s did not end user_cancelled", running[i]);
+        json_decref(doc);
+    }
+
+    /* real cancels: as many flows as generators, so each job runs at once */
+    pthread_t th[64];
+    flow_t flows[64];
+    int nflows = L->generators < 64 ? L->generators : 64;
+    double until = bench_mono() + s_cfg.duration;
+    for (int i = 0; i < nflows; i++) {
+        flows[i] = (flow_t){.until = until};
+        if (pthread_create(&th[i], NULL, s_flow, &flows[i]) != 0)
+            s_die("pthread_create failed");
+    }
+    L->flow = (flow_t){0};
+    for (int i = 0; i < nflows; i++) {
+        pthread_join(th[i], NULL);
+        flow_t *f = &flows[i];
+        s_lat_merge(&L->flow.response, &f->response);
+        s_lat_merge(&L->flow.observed, &f->observed);
+        s_lat_merge(&L->flow.stop, &f->stop);
+        L->flow.cycles += f->cycles;
+        L->flow.success_true += f->success_true;
+        L->flow.success_false += f->success_false;
+        L->flow.never_ran += f->never_ran;
+        L->flow.not_cancelled += f->not_cancelled;
+        L->flow.inconsistent += f->inconsistent;
+        free(f->response.v), free(f->observed.v), free(f->stop.v);
+    }
+
+    /* mixed: creates, cancels, streams and GETs at once */
+    mixed_t *m = &L->mixed;
+    m->until = bench_mono() + s_cfg.warmup + s_cfg.duration;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_t mt[3];
+    if (pthread_create(&mt[0], NULL, s_mixed_streams, m) != 0
+        || pthread_create(&mt[1], NULL, s_mixed_creator, m) != 0
+        || pthread_create(&mt[2], NULL, s_mixed_canceller, m) != 0)
+        s_die("pthread_create failed");
+    L->mixed_get = (phase_t){.name = "GET mixed", .ids = ended, .nids = L->nended};
+    s_load(&L->mixed_get);
+    for (int i = 0; i < 3; i++)
+        pthread_join(mt[i], NULL);
+    pthread_mutex_destroy(&m->mu);
+
+    s_bconn_close(&b);
+    free(b.buf);
+    double took = 0;
+    int st = s_server_stop(&took);
+    if (*exit_status == 0)
+        *exit_status = st;
+    if (took > *stop_s)
+        *stop_s = took;
+    /* the phases keep pointers to these until printed: freed at exit */
+}
+
+static void s_ratio(const char *what, const phase_t *ph, const phase_t *floor)
+{
+    if (floor && floor->rps > 0)
+        printf("  %-32s %8.0f req/s = %.2f x nginx (%.0f req/s)   aim >= 0.5 x: %s\n", what,
+               ph->rps, ph->rps / floor->rps, floor->rps, s_verdict(ph->rps >= 0.5 * floor->rps));
+}
+
+static void s_live_rows(live_t *L, const phase_t *get_pending)
+{
+    char a[128], c[128], d[128];
+    printf("\nlive round: serve --generators %d (CPU), auth off\n", L->generators);
+    printf("the generators idle:\n");
+    s_phase_rows("GET /healthz", &L->healthz, 0);
+    s_phase_rows("GET /api/jobs/{id} (ended)", &L->get_ended_idle, AIM_GET_RPS);
+    s_cpu_line("GET:", &L->get_ended_idle);
+    if (L->floor) {
+        s_phase_rows("nginx GET /job.json", &L->nginx_idle, 0);
+        s_cpu_line("nginx:", &L->nginx_idle);
+    }
+    printf("%zu jobs running (one per generator):\n", L->nrunning);
+    s_phase_rows("GET /api/jobs/{id} (running)", &L->get_running, AIM_GET_RPS);
+    s_cpu_line("GET:", &L->get_running);
+    s_phase_rows("GET /api/jobs/{id} (ended)", &L->get_ended, AIM_GET_RPS);
+    if (L->floor) {
+        s_phase_rows("nginx GET /job.json", &L->nginx_busy, 0);
+        s_cpu_line("nginx:", &L->nginx_busy);
+    }
+    printf("\nthe job view against nginx serving a job document (%s) in the same run:\n",
+           L->floor ? "same bytes" : "no nginx: not measured");
+    const phase_t *idle = L->floor ? &L->nginx_idle : NULL;
+    s_ratio("GET /healthz, generators idle", &L->healthz, idle);
+    s_ratio("GET ended job, generators idle", &L->get_ended_idle, idle);
+    s_ratio("GET pending job (first round)", get_pending, idle);
+    s_ratio("GET running job, generating", &L->get_running, L->floor ? &L->nginx_busy : NULL);
+    s_ratio("GET ended job, generating", &L->get_ended, L->floor ? &L->nginx_busy : NULL);
+
+    flow_t *f = &L->flow;
+    printf("\nreal cancels of running jobs (%d flows: create, wait until it runs, cancel, read "
+           "it back until user_cancelled), %.1f s:\n",
+           L->generators, s_cfg.duration);
+    printf("  %llu cancels (%.1f/s), \"success\":true %llu, other %llu; never ran %llu, not "
+           "user_cancelled %llu, inconsistent counts %llu\n",
+           (unsigned long long)f->cycles, (double)f->cycles / s_cfg.duration,
+           (unsigned long long)f->success_true, (unsigned long long)f->success_false,
+           (unsigned long long)f->never_ran, (unsigned long long)f->not_cancelled,
+           (unsigned long long)f->inconsistent);
+    printf("  cancel answered (client)          %s\n", s_lat_ms(&f->response, a, sizeof a));
+    printf("  requested -> observed (server)    %s\n", s_lat_ms(&f->observed, c, sizeof c));
+    printf("  requested -> stopped (server)     %s\n", s_lat_ms(&f->stop, d, sizeof d));
+
+    mixed_t *m = &L->mixed;
+    printf("\nmixed load, %.1f s (+%.1f s warm-up): creates paced at %.0f/s, every other one "
+           "cancelled at once, %d event streams, and the GET load over ended jobs:\n",
+           s_cfg.duration, s_cfg.warmup, m->create_rps, m->nstreams);
+    printf("  POST /api/jobs          %7.0f/s  %s; errors %llu\n",
+           (double)m->create.n / (s_cfg.duration + s_cfg.warmup), s_lat_ms(&m->create, a, sizeof a),
+           (unsigned long long)m->create_errors);
+    printf("  POST .../cancel         %7.0f/s  %s; \"success\":true %llu, false %llu, "
+           "errors %llu\n",
+           (double)m->cancel.n / (s_cfg.duration + s_cfg.warmup), s_lat_ms(&m->cancel, c, sizeof c),
+           (unsigned long long)m->cancel_true, (unsigned long long)m->cancel_false,
+           (unsigned long long)m->cancel_errors);
+    printf("  GET /api/events         %d streams open to the end (%d failed), events each: "
+           "min %llu max %llu (total %llu)\n",
+           m->streams_open, m->streams_failed, (unsigned long long)m->events_min,
+           (unsigned long long)m->events_max, (unsigned long long)m->events);
+    s_phase_rows("  GET /api/jobs/{id} (mixed)", &L->mixed_get, AIM_GET_RPS);
+    s_cpu_line("mixed:", &L->mixed_get);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -1168,6 +1871,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--auth") && v
                  && (!strcmp(v, "off") || !strcmp(v, "required") || !strcmp(v, "both")))
             s_cfg.auth = v, i++;
+        else if (!strcmp(a, "--live-generators"))
+            s_cfg.live_generators = (int)s_num(a, v, 0, 64), i++;
+        else if (!strcmp(a, "--create-rate"))
+            s_cfg.create_rps = s_num(a, v, 1, 100000), i++;
+        else if (!strcmp(a, "--streams"))
+            s_cfg.streams = (int)s_num(a, v, 0, 10000), i++;
         else if (!strcmp(a, "--url") && v)
             s_cfg.url = v, i++;
         else if (!strcmp(a, "--pid"))
@@ -1237,6 +1946,15 @@ int main(int argc, char **argv)
         s_round(round == 0 ? &idle : NULL, &rss_idle, &gets[round], &cancels[round], &exit_status,
                 &stop_s);
     }
+    size_t pending_jobs = s_nids;
+    static live_t live;
+    bool live_round = !s_cfg.url && s_cfg.live_generators > 0;
+    if (live_round) {
+        live.generators = s_cfg.live_generators;
+        live.mixed.create_rps = s_cfg.create_rps;
+        live.mixed.nstreams = s_cfg.streams;
+        s_live(&live, &exit_status, &stop_s);
+    }
 
     /* ------------------------------------------------------------ table */
     printf("\nbench/api: server pid %d, %s, http://127.0.0.1:%d\n", (int)s_cfg.pid,
@@ -1245,7 +1963,7 @@ int main(int argc, char **argv)
     printf("load: %d keep-alive connections, %d request%s in flight each, closed loop; "
            "%.1f s warm-up + %.1f s measured per route; %zu pending jobs\n",
            s_cfg.connections, s_cfg.depth, s_cfg.depth > 1 ? "s" : "", s_cfg.warmup, s_cfg.duration,
-           s_nids);
+           pending_jobs);
     printf("note: the load generator (one thread), the server, Redis and PostgreSQL share "
            "this machine's %ld CPUs\n\n",
            sysconf(_SC_NPROCESSORS_ONLN));
@@ -1276,6 +1994,8 @@ int main(int argc, char **argv)
                "(%.3f x), cancel %.1f %% fewer (%.3f x); aim <= 10 %%: %s, %s\n",
                (1 - g) * 100, g, (1 - c) * 100, c, s_verdict(g >= 0.9), s_verdict(c >= 0.9));
     }
+    if (live_round)
+        s_live_rows(&live, get);
     printf("\n");
     if (rss_idle >= 0)
         printf("%-34s %12.1f MB      <= %6.1f MB      %s\n", "server RSS idle (after warm-up)",

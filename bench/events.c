@@ -212,34 +212,6 @@ static int64_t s_real_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-typedef struct {
-    double *v;
-    size_t n, cap;
-} series_t;
-
-static void s_push(series_t *s, double v)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 1024;
-        s->v = s_xrealloc(s->v, s->cap * sizeof *s->v);
-    }
-    s->v[s->n++] = v;
-}
-
-static void s_sort(series_t *s)
-{
-    qsort(s->v, s->n, sizeof *s->v, bench_cmp_double);
-}
-
-/* Nearest-rank percentile (p in 0..1) of a sorted series. */
-static double s_pct(const series_t *s, double p)
-{
-    if (!s->n)
-        return NAN;
-    size_t k = (size_t)ceil(p * (double)s->n);
-    return s->v[k ? k - 1 : 0];
-}
-
 /* One statement with text parameters; the result (caller clears), or dies. */
 static PGresult *s_sql(PGconn *db, const char *sql, int n, const char *const *params)
 {
@@ -950,12 +922,12 @@ static long long s_event_clock(int port)
 typedef struct {
     int streams;
     bool cross;
-    size_t images;   /* the job's attachments */
-    series_t lat;    /* ms, every (stream, image) */
-    double span_ms;  /* first to last created_at */
-    double open_s;   /* opening every stream, to its snapshot */
-    long rss0, rss1; /* serving instance before / with the streams idle */
-    double wall_s;   /* delivery: the blocker's cancel to every stream's end */
+    size_t images;      /* the job's attachments */
+    bench_series_t lat; /* ms, every (stream, image) */
+    double span_ms;     /* first to last created_at */
+    double open_s;      /* opening every stream, to its snapshot */
+    long rss0, rss1;    /* serving instance before / with the streams idle */
+    double wall_s;      /* delivery: the blocker's cancel to every stream's end */
     double cpu_a, cpu_b, cpu_bench, cpu_other; /* % of one core during delivery */
     double per_stream;                         /* bytes */
     bool ok;
@@ -1095,7 +1067,7 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
             if (count[idx]++)
                 dup++;
             else
-                s_push(&row->lat, (double)(c->recs[e].us - created[idx]) / 1000.0);
+                bench_push(&row->lat, (double)(c->recs[e].us - created[idx]) / 1000.0);
             if (s_csv)
                 fprintf(s_csv, "%d,%s,%zu,%d,%lld,%lld\n", nstreams, cross ? "cross" : "same", i,
                         rank[idx], (long long)created[idx], (long long)c->recs[e].us);
@@ -1113,7 +1085,7 @@ static void s_run_row(PGconn *db, int nstreams, bool cross, row_t *row)
     }
     if (bad_streams > 5)
         s_fail("%s: %zu streams in all failed", label, bad_streams);
-    s_sort(&row->lat);
+    bench_sort(&row->lat);
     free(created);
     free(db_idx);
     free(rank);
@@ -1138,7 +1110,7 @@ static redisContext *s_redis_connect(void)
  * every interval_s; the send time (CLOCK_REALTIME) in the payload. One
  * thread: PUBLISH returns once Redis has queued the message to the
  * subscriber, whose socket is then read. */
-static void s_redis_floor(series_t *out, double interval_s)
+static void s_redis_floor(bench_series_t *out, double interval_s)
 {
     char channel[64];
     snprintf(channel, sizeof channel, "events-bench:floor:%d", (int)getpid());
@@ -1165,12 +1137,12 @@ static void s_redis_floor(series_t *out, double interval_s)
             s_die("subscriber: an unexpected reply");
         freeReplyObject(r);
         if (i >= warm)
-            s_push(out, (double)(now - sent) / 1000.0);
+            bench_push(out, (double)(now - sent) / 1000.0);
         bench_sleep(interval_s);
     }
     redisFree(pub);
     redisFree(sub);
-    s_sort(out);
+    bench_sort(out);
 }
 
 /* ================================================================ main */
@@ -1242,7 +1214,7 @@ int main(int argc, char **argv)
         interval = 0.05;
     fprintf(stderr, "events: Redis floor, %d messages, one every %.2f ms...\n", s_opt.floor_n,
             interval * 1000);
-    series_t floor = {0};
+    bench_series_t floor = {0};
     s_redis_floor(&floor, interval);
 
     PQfinish(db);
@@ -1271,14 +1243,15 @@ int main(int argc, char **argv)
         printf("| %d | %s | %zu | %zu | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f / %.0f / %.0f / "
                "%.0f |%s\n",
                w->streams, w->cross ? "B (cross)" : "A (same)", w->images, w->lat.n,
-               s_pct(&w->lat, 0.5), s_pct(&w->lat, 0.99), w->lat.n ? w->lat.v[w->lat.n - 1] : NAN,
+               bench_pct(&w->lat, 0.5), bench_pct(&w->lat, 0.99),
+               w->lat.n ? w->lat.v[w->lat.n - 1] : NAN,
                w->span_ms > 0 ? (double)(w->images - 1) / (w->span_ms / 1000.0) : NAN,
                w->wall_s > 0 ? (double)w->lat.n / w->wall_s : NAN, w->cpu_a, w->cpu_b, w->cpu_bench,
                w->cpu_other, w->ok ? "" : " FAILED");
     }
     printf("| floor | Redis PUBLISH -> subscriber | 1 per %.2f ms | %zu | %.3f | %.3f | %.3f | | | "
            "|\n",
-           interval * 1000, floor.n, s_pct(&floor, 0.5), s_pct(&floor, 0.99),
+           interval * 1000, floor.n, bench_pct(&floor, 0.5), bench_pct(&floor, 0.99),
            floor.n ? floor.v[floor.n - 1] : NAN);
 
     printf("\nevents/s: stream events delivered / delivery wall time (the blocker's cancel to "
@@ -1297,8 +1270,8 @@ int main(int argc, char **argv)
                w->rss1 / 1e6, w->per_stream, w->open_s);
     }
 
-    double floor99 = s_pct(&floor, 0.99);
-    double cross1 = s_pct(&rows[1].lat, 0.99);
+    double floor99 = bench_pct(&floor, 0.99);
+    double cross1 = bench_pct(&rows[1].lat, 0.99);
     double aim_lat = 2 * floor99 + 1.0;
     double mem1000 = rows[2 * NROWS_N - 1].per_stream;
     printf("\naims:\n");

@@ -206,42 +206,6 @@ static void s_fail(const char *fmt, ...)
     s_failures++;
 }
 
-typedef struct {
-    double *v;
-    size_t n, cap;
-} series_t;
-
-static void s_push(series_t *s, double x)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 64;
-        s->v = realloc(s->v, s->cap * sizeof *s->v);
-        if (!s->v)
-            abort();
-    }
-    s->v[s->n++] = x;
-}
-
-static void s_sort(series_t *s)
-{
-    if (s->n)
-        qsort(s->v, s->n, sizeof *s->v, bench_cmp_double);
-}
-
-/* Nearest-rank percentile (p in 0..1) of a sorted series. */
-static double s_pct(const series_t *s, double p)
-{
-    if (!s->n)
-        return NAN;
-    size_t k = (size_t)ceil(p * (double)s->n);
-    return s->v[k ? k - 1 : 0];
-}
-
-static double s_max(const series_t *s)
-{
-    return s->n ? s->v[s->n - 1] : NAN;
-}
-
 /* One statement with text parameters; the result (caller clears), or dies. */
 static PGresult *s_sql(PGconn *db, const char *sql, int n, const char *const *params)
 {
@@ -403,9 +367,9 @@ static const char *const SQL_SAMPLES =
     "  AND t.cancel_observed_at IS NOT NULL AND t.started_at < j.cancel_requested_at";
 
 typedef struct {
-    series_t latency, propagation, stop; /* ms */
-    series_t all_observed;               /* bulk: a round's largest propagation */
-    series_t by_round;                   /* bulk: latency per round, in order */
+    bench_series_t latency, propagation, stop; /* ms */
+    bench_series_t all_observed;               /* bulk: a round's largest propagation */
+    bench_series_t by_round;                   /* bulk: latency per round, in order */
 } cancel_rows_t;
 
 /* Adds the samples of SQL_SAMPLES to row; returns how many, and the
@@ -418,8 +382,8 @@ static size_t s_samples(PGconn *db, const char *ids, const char *except, cancel_
     *max = NAN;
     for (int i = 0; i < PQntuples(r); i++) {
         double prop = atof(PQgetvalue(r, i, 0));
-        s_push(&row->propagation, prop);
-        s_push(&row->stop, atof(PQgetvalue(r, i, 1)));
+        bench_push(&row->propagation, prop);
+        bench_push(&row->stop, atof(PQgetvalue(r, i, 1)));
         if (i == 0 || prop > *max)
             *max = prop;
     }
@@ -465,7 +429,7 @@ static void s_single(PGconn *db, cancel_rows_t *row, char *id, size_t idlen)
         || strcmp(cur, "processing") != 0)
         s_fail("single cancel of running %s: HTTP %d %s", id, a.status, a.body ? a.body : "");
     else
-        s_push(&row->latency, ms);
+        bench_push(&row->latency, ms);
     api_response_free(&a);
     if (s_wait(db, SQL_JOB_ENDED, id, 1, 30, "single-cancelled job ended") < 0)
         return;
@@ -606,8 +570,8 @@ static void s_run_cancel(PGconn *admin, cancel_rows_t *bulk, cancel_rows_t *sing
         if (rc < 0)
             s_fail("bulk cancel: no answer");
         else
-            s_push(&bulk->latency, ms);
-        s_push(&bulk->by_round, ms);
+            bench_push(&bulk->latency, ms);
+        bench_push(&bulk->by_round, ms);
         s_check_bulk(&a, ids, s_opt.jobs, singles, s_opt.singles);
         api_response_free(&a);
         if (s_wait(db, SQL_OPEN_JOBS, NULL, 0, 60, "open jobs after the bulk cancel") < 0)
@@ -622,7 +586,7 @@ static void s_run_cancel(PGconn *admin, cancel_rows_t *bulk, cancel_rows_t *sing
             s_fail("round %d: %zu generators observed the bulk cancel, %d were running", round + 1,
                    got, RUNNING);
         if (got)
-            s_push(&bulk->all_observed, max);
+            bench_push(&bulk->all_observed, max);
     }
     s_check_cancelled(db, created);
 out:
@@ -631,13 +595,13 @@ out:
     free(singles);
     PQfinish(db);
     s_stop(INSTANCES);
-    s_sort(&bulk->latency);
-    s_sort(&bulk->propagation);
-    s_sort(&bulk->stop);
-    s_sort(&bulk->all_observed);
-    s_sort(&single->latency);
-    s_sort(&single->propagation);
-    s_sort(&single->stop);
+    bench_sort(&bulk->latency);
+    bench_sort(&bulk->propagation);
+    bench_sort(&bulk->stop);
+    bench_sort(&bulk->all_observed);
+    bench_sort(&single->latency);
+    bench_sort(&single->propagation);
+    bench_sort(&single->stop);
 }
 
 /* ================================================================ list */
@@ -744,7 +708,7 @@ typedef struct {
     int pages;
     long jobs;
     double seconds;
-    series_t page_ms;
+    bench_series_t page_ms;
 } walk_t;
 
 /* Percent-encodes s into out for a query string. */
@@ -792,7 +756,7 @@ static void s_walk(kconn_t *c, const char *query, long expect, walk_t *w)
         double p0 = bench_mono();
         if (s_kget(c, path, &status, &body, &blen) < 0)
             s_die("%s: no answer (or one this client cannot read)", path);
-        s_push(&w->page_ms, (bench_mono() - p0) * 1000);
+        bench_push(&w->page_ms, (bench_mono() - p0) * 1000);
         w->pages++;
         json_error_t err;
         json_t *page = json_loadb(body, blen, 0, &err);
@@ -867,12 +831,12 @@ static void s_walk(kconn_t *c, const char *query, long expect, walk_t *w)
     for (long i = 0; i < m; i++)
         free(seen[i]);
     free(seen);
-    s_sort(&w->page_ms);
+    bench_sort(&w->page_ms);
 }
 
 typedef struct {
     double rps;
-    series_t us;
+    bench_series_t us;
 } healthz_t;
 
 typedef struct {
@@ -897,10 +861,10 @@ static void s_healthz(kconn_t *c, healthz_t *h)
             s_fail("GET /healthz: HTTP %d", status);
             break;
         }
-        s_push(&h->us, (bench_mono() - r0) * 1e6);
+        bench_push(&h->us, (bench_mono() - r0) * 1e6);
     }
     h->rps = (double)h->us.n / (bench_mono() - t0);
-    s_sort(&h->us);
+    bench_sort(&h->us);
 }
 
 static void s_run_list(PGconn *admin, list_rows_t *out)
@@ -965,9 +929,10 @@ static const char *s_loadavg(char *buf, size_t len)
 static void s_cancel_line(const char *what, const cancel_rows_t *r, const char *note)
 {
     printf("| %s | %zu | %.2f | %.2f | %.2f | %zu | %.2f | %.2f | %.2f | %.2f | %.2f |%s\n", what,
-           r->latency.n, s_pct(&r->latency, 0.5), s_pct(&r->latency, 0.99), s_max(&r->latency),
-           r->propagation.n, s_pct(&r->propagation, 0.5), s_pct(&r->propagation, 0.99),
-           s_max(&r->propagation), s_pct(&r->stop, 0.5), s_pct(&r->stop, 0.99), note);
+           r->latency.n, bench_pct(&r->latency, 0.5), bench_pct(&r->latency, 0.99),
+           bench_max(&r->latency), r->propagation.n, bench_pct(&r->propagation, 0.5),
+           bench_pct(&r->propagation, 0.99), bench_max(&r->propagation), bench_pct(&r->stop, 0.5),
+           bench_pct(&r->stop, 0.99), note);
 }
 
 int main(int argc, char **argv)
@@ -1014,7 +979,8 @@ int main(int argc, char **argv)
         printf(" %.0f", bulk.by_round.v[i]);
     printf("\nall %d generators observed the bulk cancel, per round (ms): p50 %.2f, max %.2f "
            "(%zu rounds)\n\n",
-           RUNNING, s_pct(&bulk.all_observed, 0.5), s_max(&bulk.all_observed), bulk.all_observed.n);
+           RUNNING, bench_pct(&bulk.all_observed, 0.5), bench_max(&bulk.all_observed),
+           bulk.all_observed.n);
 
     printf("list: %d pending jobs (inserted in %.2f s), one keep-alive connection, closed loop\n\n",
            s_opt.list_jobs, list.insert_s);
@@ -1024,15 +990,15 @@ int main(int argc, char **argv)
         walk_t *w = &list.walks[i];
         printf("| /api/jobs?%s | %d | %ld | %.1f | %.0f | %.2f | %.2f | %.2f |\n", w->name,
                w->pages, w->jobs, w->seconds > 0 ? w->pages / w->seconds : NAN,
-               w->seconds > 0 ? (double)w->jobs / w->seconds : NAN, s_pct(&w->page_ms, 0.5),
-               s_pct(&w->page_ms, 0.99), s_max(&w->page_ms));
+               w->seconds > 0 ? (double)w->jobs / w->seconds : NAN, bench_pct(&w->page_ms, 0.5),
+               bench_pct(&w->page_ms, 0.99), bench_max(&w->page_ms));
     }
     for (int i = 0; i < 2; i++) {
         healthz_t *h = &list.healthz[i];
         printf("| floor: /healthz, %s the walks | %zu requests | | %.0f req/s | | %.3f | %.3f | "
                "%.3f |\n",
-               i ? "after" : "before", h->us.n, h->rps, s_pct(&h->us, 0.5) / 1000,
-               s_pct(&h->us, 0.99) / 1000, s_max(&h->us) / 1000);
+               i ? "after" : "before", h->us.n, h->rps, bench_pct(&h->us, 0.5) / 1000,
+               bench_pct(&h->us, 0.99) / 1000, bench_max(&h->us) / 1000);
         free(h->us.v);
     }
 

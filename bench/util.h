@@ -1,13 +1,15 @@
 /*
  * bench/util.h - the few helpers every benchmark program needs: a
  * monotonic clock in seconds, a sleep that survives signals, the
- * comparison for sorting samples, and a synchronous Redis connection.
+ * comparison for sorting samples, a series of samples with its
+ * percentiles, and a synchronous Redis connection.
  */
 #ifndef IMAGEJOBS_BENCH_UTIL_H
 #define IMAGEJOBS_BENCH_UTIL_H
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,43 @@ static inline int bench_cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* A growable array of samples, in whatever unit the bench reports. */
+typedef struct {
+    double *v;
+    size_t n, cap;
+} bench_series_t;
+
+static inline void bench_push(bench_series_t *s, double x)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        if (!s->v)
+            abort();
+    }
+    s->v[s->n++] = x;
+}
+
+static inline void bench_sort(bench_series_t *s)
+{
+    if (s->n)
+        qsort(s->v, s->n, sizeof *s->v, bench_cmp_double);
+}
+
+/* Nearest-rank percentile (p in 0..1) of a sorted series; NAN when empty. */
+static inline double bench_pct(const bench_series_t *s, double p)
+{
+    if (!s->n)
+        return NAN;
+    size_t k = (size_t)ceil(p * (double)s->n);
+    return s->v[k ? k - 1 : 0];
+}
+
+static inline double bench_max(const bench_series_t *s)
+{
+    return s->n ? s->v[s->n - 1] : NAN;
 }
 
 /* A synchronous hiredis connection to url ("redis://HOST:PORT" or a unix
