@@ -1,13 +1,14 @@
 /*
  * generator.c - the generator actor.
  *
- * The work runs from the actor's own loop in slices: an ev_idle watcher
- * calls gen_advance() once per loop iteration (one band of rows on the CPU,
- * one queued step on CUDA). Between two slices the loop turns, the inbox
- * watcher runs, and a JOB_CANCEL for the running job is handled before the
- * next slice: in immediate mode the in-flight image is dropped at once, in
- * after_current_image mode it is finished and recorded first. On CUDA,
- * gen_advance() returns GEN_WAIT while a step runs; the backend's host
+ * The work is driven from the actor's own loop: an ev_idle watcher calls
+ * gen_advance() once per loop iteration, which queues one step (on the CPU
+ * compute pool or the CUDA stream; one band of rows on an inline pool).
+ * Between two calls the loop turns, the inbox watcher runs, and a
+ * JOB_CANCEL for the running job is handled at once: in immediate mode the
+ * in-flight image is dropped (gen_abort never waits), in
+ * after_current_image mode it is finished and recorded first. While a step
+ * runs gen_advance() returns GEN_WAIT; the pool's last tile or CUDA's host
  * callback wakes the loop through an ev_async, so the loop never spins.
  *
  * A cancel can also arrive durably, from the store: in the reply to each
@@ -35,6 +36,7 @@
 #include "actors/generator.h"
 
 #include "actors/generator/png.h"
+#include "actors/generator/pool.h"
 #include "actors/generator/recent.h"
 #include "actors/generator/wishes.h"
 #include "runtime/backoff.h"
@@ -49,12 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-/* Nice value of generator threads (the rest of the process stays at 0). */
-#define GENERATOR_NICE 10
 /* A recording or a stop the store could not take is sent again after
  * RETRY_FIRST_S, doubling up to RETRY_MAX_S. */
 #define RETRY_FIRST_S 0.2
@@ -454,6 +452,7 @@ static void s_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void s_encode_work(void *job)
 {
     encode_t *e = job;
+    gen_pool_nice_self(GEN_POOL_NICE); /* batch work, like the compute pool's */
     if (e->before)
         e->before(e->before_arg);
     e->rc = gen_png_encode(e->rgb, e->width, e->height, &e->png, &e->len, e->err, sizeof e->err);
@@ -754,16 +753,13 @@ static int s_init(actor_t *self, void *arg)
     backoff_init(&g->backoff, RETRY_FIRST_S, RETRY_MAX_S, 0);
     actor_set_state(self, g);
 
-    /* Generation is batch work: the control path (HTTP, store, Redis,
-     * PostgreSQL, the cancel itself) must get a core the moment it wakes,
-     * not after a slice of a busy generator. Linux keeps nice values per
-     * thread, and the backend's helper threads inherit this one. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GENERATOR_NICE) < 0)
-        log_debug("cannot lower the generator's priority: %s", strerror(errno));
-
+    /* This thread does control work only and stays at nice 0, so that it
+     * preempts the compute pool (GEN_POOL_NICE) the moment a cancel comes;
+     * its encoder lowers itself (s_encode_work). On an inline pool the
+     * backend lowers this thread, which then computes (backend.c). */
     char err[256];
-    g->backend = gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->cpu_threads, err,
-                                      sizeof err);
+    g->backend =
+        gen_backend_open_for(cfg->backend, cfg->plugin, cfg->device, cfg->pool, err, sizeof err);
     if (!g->backend) {
         actor_fail(self, "%s", err);
         free(g);

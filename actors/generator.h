@@ -1,7 +1,7 @@
 /*
  * generator.h - a generator actor: takes one combination at a time from the
- * store, renders its images slice by slice on its backend, records each one,
- * and stops between two slices when a cancel event for its job arrives.
+ * store, renders its images step by step on its backend, records each one,
+ * and stops at once when a cancel event for its job arrives.
  *
  * Messages handled: WORK_AVAILABLE (bus "work": ask the store for work now),
  * JOB_CANCEL (bus "cancel": stop), CANCEL_RECHECK (bus "cancel": re-read the
@@ -30,11 +30,11 @@ typedef struct {
     gen_backend_kind_t backend;
     const gen_plugin_t *plugin; /* GEN_BACKEND_PLUGIN: loaded by the caller, outlives the actor */
     int device;                 /* CUDA device (a plugin's: its open's device) */
-    unsigned cpu_threads;       /* CPU backend threads; 0: all cores */
-    bool poll_mode;             /* --cancel-check=poll: the seed's design, no events */
-    double sweep_s;             /* ask for work this often when idle; default 2 */
-    double lease_renew_s;       /* renew the claim this often; default 5 */
-    double request_timeout_s;   /* store/redis replies; default 10 */
+    gen_pool_t *pool;     /* CPU backend's compute pool (outlives the actor); NULL: the process's */
+    bool poll_mode;       /* --cancel-check=poll: the seed's design, no events */
+    double sweep_s;       /* ask for work this often when idle; default 2 */
+    double lease_renew_s; /* renew the claim this often; default 5 */
+    double request_timeout_s; /* store/redis replies; default 10 */
     /* Called on the encoder thread before each PNG encode (NULL: none):
      * lets a test hold an encode to show the loop keeps reading meanwhile. */
     void (*before_encode)(void *arg);

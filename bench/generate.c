@@ -3,18 +3,26 @@
  * 256x256, 512x512 and 1024x1024 (30 steps) on each backend this machine
  * has, plus the PNG encode time. Prints one table.
  *
- *   bench/generate [--steps N] [--repeat N] [--backend cpu|cuda|all]
+ *   bench/generate [--steps N] [--repeat N] [--backend cpu|cuda|all] [--combinations K]
  *
  * Each figure is the median over --repeat images (default 3) of a landscape
  * and an abstract prompt alternately, after one warm-up image per backend
  * (the first CUDA launch loads the module). ns/px is the step cost divided
  * by the pixel count: flat means the cost grows linearly with the size.
+ *
+ * --combinations K (CPU) adds the throughput of K combinations rendered at
+ * once, each by its own thread with its own backend, as K generators do:
+ * images/s over all of them, with the process's compute pool (one thread
+ * per core, tiles round-robin) and without it (each backend on an inline
+ * pool: its thread computes itself, as before the pool), in alternating
+ * rounds of the same images.
  */
 #include "config.h"
 
 #include "actors/generator/backend.h"
 #include "actors/generator/png.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +68,7 @@ static int s_bench_backend(gen_backend_kind_t kind, uint32_t steps, int repeat)
     free(rgb);
     char name[32];
     if (kind == GEN_BACKEND_CPU)
-        snprintf(name, sizeof name, "cpu (%u thr)", gen_cpu_threads());
+        snprintf(name, sizeof name, "cpu (%u thr)", gen_pool_threads(gen_pool_process()));
     else
         snprintf(name, sizeof name, "%s", gen_backend_name(b));
 
@@ -103,11 +111,105 @@ static int s_bench_backend(gen_backend_kind_t kind, uint32_t steps, int repeat)
     return 0;
 }
 
+/* ------------------------------------------------------------ K at once */
+
+typedef struct {
+    gen_pool_t *pool; /* NULL: the process's */
+    uint32_t size, steps;
+    int images, index;
+    int rc;
+} s_comb_t;
+
+static void *s_comb_thread(void *arg)
+{
+    s_comb_t *c = arg;
+    char err[256];
+    gen_backend_t *b = gen_backend_open_with(GEN_BACKEND_CPU, 0, c->pool, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "generate: %s\n", err);
+        c->rc = -1;
+        return NULL;
+    }
+    for (int i = 0; i < c->images && c->rc == 0; i++) {
+        gen_params_t p = {.prompt = i % 2 ? "abstract neon swirl" : "mountains at sunset",
+                          .seed = 200 + (uint64_t)c->index,
+                          .image_index = (uint32_t)i,
+                          .width = c->size,
+                          .height = c->size,
+                          .steps = c->steps};
+        uint8_t *rgb = NULL;
+        if (gen_render_sync(b, &p, &rgb, NULL, err, sizeof err) < 0) {
+            fprintf(stderr, "generate: %s\n", err);
+            c->rc = -1;
+        }
+        free(rgb);
+    }
+    gen_backend_close(&b);
+    return NULL;
+}
+
+/* images/s of k combinations at once on pool (NULL: the process's). */
+static double s_combinations_once(gen_pool_t *pool, int k, uint32_t size, uint32_t steps,
+                                  int images)
+{
+    s_comb_t c[64];
+    pthread_t t[64];
+    double t0 = s_now_ms();
+    for (int i = 0; i < k; i++) {
+        c[i] = (s_comb_t){.pool = pool, .size = size, .steps = steps, .images = images, .index = i};
+        if (pthread_create(&t[i], NULL, s_comb_thread, &c[i]) != 0) {
+            fprintf(stderr, "generate: cannot start a thread\n");
+            exit(1);
+        }
+    }
+    int rc = 0;
+    for (int i = 0; i < k; i++) {
+        pthread_join(t[i], NULL);
+        rc |= c[i].rc;
+    }
+    if (rc)
+        exit(1);
+    return k * images / ((s_now_ms() - t0) / 1000.0);
+}
+
+static int s_bench_combinations(int k, uint32_t steps, int repeat)
+{
+    char err[256];
+    gen_pool_t *none = gen_pool_new(0, GEN_POOL_NICE, err, sizeof err);
+    if (!none || !gen_pool_process()) {
+        fprintf(stderr, "generate: %s\n", none ? "no compute pool" : err);
+        return -1;
+    }
+    const uint32_t size = 256;
+    const int images = 4;
+    double with[16], without[16];
+    for (int r = 0; r < repeat; r++) { /* alternating, so that noise falls on both */
+        with[r] = s_combinations_once(NULL, k, size, steps, images);
+        without[r] = s_combinations_once(none, k, size, steps, images);
+    }
+    double ratio[16];
+    for (int r = 0; r < repeat; r++)
+        ratio[r] = with[r] / without[r];
+    double w = s_median(with, repeat), wo = s_median(without, repeat);
+    printf("\n%d combinations at once, %ux%u, %u steps, %d images each, median of %d rounds:\n", k,
+           size, size, steps, images, repeat);
+    printf("| compute                           | images/s |\n");
+    printf("|-----------------------------------|----------|\n");
+    printf("| pool (%2u threads, shared)         | %8.2f |\n", gen_pool_threads(gen_pool_process()),
+           w);
+    printf("| none (each combination's thread)  | %8.2f |\n", wo);
+    printf("pool / none: %.3f (median of the %d rounds' own ratios: %.3f)\n", w / wo, repeat,
+           s_median(ratio, repeat));
+    gen_pool_destroy(&none);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     uint32_t steps = 30;
     int repeat = 3;
     const char *which = "all";
+    int combinations = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = (uint32_t)atoi(argv[++i]);
@@ -115,14 +217,18 @@ int main(int argc, char **argv)
             repeat = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
             which = argv[++i];
+        else if (!strcmp(argv[i], "--combinations") && i + 1 < argc)
+            combinations = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: bench/generate [--steps N] [--repeat N] [--backend cpu|cuda|all]\n");
+                    "usage: bench/generate [--steps N] [--repeat N] [--backend cpu|cuda|all] "
+                    "[--combinations K]\n");
             return 2;
         }
     }
-    if (steps < 1 || steps > 200 || repeat < 1 || repeat > 16) {
-        fprintf(stderr, "generate: --steps 1..200, --repeat 1..16\n");
+    if (steps < 1 || steps > 200 || repeat < 1 || repeat > 16 || combinations < 0
+        || combinations > 64) {
+        fprintf(stderr, "generate: --steps 1..200, --repeat 1..16, --combinations 0..64\n");
         return 2;
     }
     int devices = gen_cuda_device_count();
@@ -144,5 +250,7 @@ int main(int argc, char **argv)
         } else
             printf("| cuda         | (no CUDA device: skipped) |\n");
     }
+    if (combinations > 0 && (!strcmp(which, "all") || !strcmp(which, "cpu")))
+        rc |= s_bench_combinations(combinations, steps, repeat);
     return rc ? 1 : 0;
 }

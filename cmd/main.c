@@ -39,6 +39,8 @@ enum {
     SERVE_DATABASE,
     SERVE_GENERATORS,
     SERVE_BACKEND,
+    SERVE_COMPUTE_THREADS,
+    SERVE_COMPUTE_POOL,
     SERVE_PLUGIN_DIR,
     SERVE_BACKEND_OPTIONS,
     SERVE_INSTANCE,
@@ -74,6 +76,14 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
     [SERVE_BACKEND] = {"backend", "IMAGEJOBS_BACKEND", NULL, "BACKEND", "auto",
                        "generation backend: auto, cpu, cuda, or plugin:PATH / plugin:NAME, a "
                        "shared object implementing imagejobs/backend.h (docs/backends.md)"},
+    [SERVE_COMPUTE_THREADS] = {"compute-threads", "IMAGEJOBS_COMPUTE_THREADS", NULL, "N", "auto",
+                               "threads of the compute pool every CPU generator shares (auto: "
+                               "one per online CPU)"},
+    [SERVE_COMPUTE_POOL] = {"compute-pool", "IMAGEJOBS_COMPUTE_POOL", NULL, "shared|per-generator",
+                            "shared",
+                            "shared: one pool for the process; per-generator: each CPU "
+                            "generator computes on its own thread, as before the pool "
+                            "(for comparison)"},
     [SERVE_PLUGIN_DIR] = {"plugin-dir", "IMAGEJOBS_PLUGIN_DIR", NULL, "DIR", IMAGEJOBS_PLUGIN_DIR,
                           "where plugin:NAME is looked up (NAME.so, imagejobs-backend-NAME.so)"},
     [SERVE_BACKEND_OPTIONS] = {"backend-options", "IMAGEJOBS_BACKEND_OPTIONS", NULL, "STRING", NULL,
@@ -132,6 +142,7 @@ typedef struct {
     actor_t *store, *redis, *http, *webhook;
     actor_t *generators[GENERATORS_MAX];
     int ngenerators;
+    gen_pool_t *pool; /* the CPU generators' compute pool */
 } service_t;
 
 /* Stops in the reverse order of the flow: no new requests first, then the
@@ -143,6 +154,7 @@ static void s_service_stop(service_t *svc)
     webhook_destroy(&svc->webhook);
     for (int i = svc->ngenerators; i-- > 0;)
         generator_destroy(&svc->generators[i]);
+    gen_pool_destroy(&svc->pool); /* after the generators: their engines left it */
     redis_destroy(&svc->redis);
     store_destroy(&svc->store);
     runtime_destroy(&svc->rt);
@@ -305,6 +317,19 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
+    long compute_threads = cores;
+    if (strcmp(v[SERVE_COMPUTE_THREADS], "auto") != 0
+        && options_long("compute-threads", v[SERVE_COMPUTE_THREADS], 1, 256, &compute_threads, err,
+                        sizeof err)
+               < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
+    bool per_generator = strcmp(v[SERVE_COMPUTE_POOL], "per-generator") == 0;
+    if (!per_generator && strcmp(v[SERVE_COMPUTE_POOL], "shared") != 0) {
+        fprintf(stderr, "imagejobs serve: --compute-pool must be shared or per-generator\n");
+        return 2;
+    }
     char instance[64];
     if (v[SERVE_INSTANCE]) {
         snprintf(instance, sizeof instance, "%s", v[SERVE_INSTANCE]);
@@ -367,8 +392,20 @@ static int s_serve(int argc, char **argv)
         gen_plugin_unload(&plugin);
         return 1;
     }
-    /* share the cores among CPU generators rather than oversubscribe them */
-    unsigned threads = (unsigned)(ngen > 0 && cores / ngen > 1 ? cores / ngen : 1);
+    /* one pool for every CPU generator: as many compute threads as cores,
+     * whatever the number of generators (an inline pool: none) */
+    if (backend == GEN_BACKEND_CPU || (backend == GEN_BACKEND_AUTO && gpus == 0)) {
+        if (!(svc.pool = gen_pool_new(per_generator ? 0 : (unsigned)compute_threads, GEN_POOL_NICE,
+                                      err, sizeof err))) {
+            log_error("%s", err);
+            s_service_stop(&svc);
+            return 1;
+        }
+        if (per_generator)
+            log_info("no compute pool: each CPU generator computes on its own thread");
+        else
+            log_info("compute pool: %ld threads shared by %ld generators", compute_threads, ngen);
+    }
     for (long i = 0; i < ngen; i++) {
         char name[32];
         snprintf(name, sizeof name, ACTOR_GENERATOR_PREFIX "%ld", i);
@@ -378,7 +415,7 @@ static int s_serve(int argc, char **argv)
             .backend = backend,
             .plugin = plugin,
             .device = gpus > 0 ? (int)(i % gpus) : 0,
-            .cpu_threads = threads,
+            .pool = svc.pool,
             .poll_mode = poll_mode,
             .lease_renew_s = (double)lease / 3.,
         };

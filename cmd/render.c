@@ -118,7 +118,7 @@ int render_main(int argc, char **argv)
         fprintf(stderr, "imagejobs render: %s\n", err);
         return 2;
     }
-    gen_backend_t *b = gen_backend_open_for(kind, plugin, 0, 0, err, sizeof err);
+    gen_backend_t *b = gen_backend_open_for(kind, plugin, 0, NULL, err, sizeof err);
     if (!b) {
         fprintf(stderr, "imagejobs render: %s\n", err);
         int status = plugin ? 2 : 1; /* a plugin that cannot open: a start-up error */

@@ -35,6 +35,27 @@ static gen_backend_t *s_open(gen_backend_kind_t kind)
     return b;
 }
 
+/* A CPU backend on a pool of its own with `threads` threads (0: inline);
+ * *pool is the caller's to destroy after the backend. */
+static gen_backend_t *s_open_on(unsigned threads, gen_pool_t **pool)
+{
+    char err[256] = "";
+    ck_assert_msg((*pool = gen_pool_new(threads, 0, err, sizeof err)) != NULL, "pool: %s", err);
+    gen_backend_t *b = gen_backend_open_with(GEN_BACKEND_CPU, 0, *pool, err, sizeof err);
+    ck_assert_msg(b != NULL, "gen_backend_open_with: %s", err);
+    return b;
+}
+
+/* gen_advance, waiting out GEN_WAIT as render does: on the pool, one call
+ * is one step (GEN_MORE once it has run). */
+static gen_status_t s_advance(gen_backend_t *b)
+{
+    gen_status_t st;
+    while ((st = gen_advance(b)) == GEN_WAIT)
+        ck_assert_int_eq(gen_wait(b), 0);
+    return st;
+}
+
 static gen_params_t s_params(const char *prompt, uint64_t seed, uint32_t w, uint32_t h,
                              uint32_t steps)
 {
@@ -364,7 +385,7 @@ START_TEST(test_each_step_changes_state)
     for (uint32_t k = 1; k <= steps; k++) {
         gen_status_t st;
         do
-            st = gen_advance(b);
+            st = s_advance(b);
         while (st == GEN_MORE && gen_steps_done(b) < k);
         ck_assert_int_ne(st, GEN_ERROR);
         ck_assert_uint_eq(gen_steps_done(b), k);
@@ -385,15 +406,23 @@ START_TEST(test_each_step_changes_state)
 }
 END_TEST
 
-/* A 512x512 CPU step is cut into several slices; an abort in the middle of
- * a step leaves the backend reusable, and the next image is unaffected. */
+/* A 512x512 CPU step is cut into several tiles on the pool, several
+ * slices inline; an abort in the middle of a step leaves the backend
+ * reusable, and the next image is unaffected, on either. */
 START_TEST(test_slices_and_abort)
 {
     const uint32_t w = 512, h = 512;
-    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
-    ck_assert_uint_gt(gen_slices_per_step(b, w, h), 1);
     gen_params_t p = s_params("mountains at sunset", 9, w, h, 3);
+    gen_params_t small = s_params("abstract", 2, 64, 64, 2);
     char err[256];
+    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
+    uint8_t *fresh = s_render(b, &p);
+    gen_backend_close(&b);
+
+    /* inline: one band per call, on this thread */
+    gen_pool_t *inl;
+    b = s_open_on(0, &inl);
+    ck_assert_uint_gt(gen_slices_per_step(b, w, h), 1);
     ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
     uint32_t slices = 0;
     while (gen_steps_done(b) == 0) {
@@ -403,27 +432,79 @@ START_TEST(test_slices_and_abort)
     ck_assert_uint_gt(slices, 1);
     ck_assert_uint_eq(slices, gen_slices_per_step(b, w, h));
     printf("slices: %u per 512x512 CPU step\n", slices);
-
-    /* half-way through the second step */
-    for (uint32_t i = 0; i < slices / 2; i++)
+    for (uint32_t i = 0; i < slices / 2; i++) /* half-way through the second step */
         ck_assert_int_eq(gen_advance(b), GEN_MORE);
     gen_abort(b);
     ck_assert_uint_eq(gen_steps_done(b), 0);
     ck_assert_ptr_null(gen_pixels(b));
     ck_assert_int_eq(gen_advance(b), GEN_ERROR);
-
-    /* reusable: a smaller image, then the same one again from scratch */
-    gen_params_t small = s_params("abstract", 2, 64, 64, 2);
     uint8_t *s1 = s_render(b, &small);
     uint8_t *again = s_render(b, &p);
+    ck_assert_int_eq(memcmp(again, fresh, (size_t)w * h * 3), 0);
+    free(again);
+    free(s1);
     gen_backend_close(&b);
-    b = s_open(GEN_BACKEND_CPU);
-    uint8_t *fresh = s_render(b, &p);
+    gen_pool_destroy(&inl);
+
+    /* on a pool: a step is queued whole and the call returns; aborted
+     * with its tiles queued or running, again and again */
+    gen_pool_t *pool;
+    b = s_open_on(2, &pool);
+    ck_assert_uint_gt(gen_slices_per_step(b, w, h), 1);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+        if (i % 2)
+            ck_assert_int_eq(s_advance(b), GEN_MORE); /* step 1 done */
+        ck_assert_int_eq(gen_advance(b), GEN_WAIT);   /* a step queued */
+        gen_abort(b);
+        ck_assert_uint_eq(gen_steps_done(b), 0);
+        ck_assert_ptr_null(gen_pixels(b));
+        ck_assert_int_eq(gen_advance(b), GEN_ERROR);
+    }
+    s1 = s_render(b, &small);
+    again = s_render(b, &p);
     ck_assert_int_eq(memcmp(again, fresh, (size_t)w * h * 3), 0);
     gen_backend_close(&b);
+    gen_pool_destroy(&pool);
     free(s1);
     free(again);
     free(fresh);
+}
+END_TEST
+
+static atomic_int s_cpu_wakeups;
+
+static void s_cpu_wakeup(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* On the pool, the wakeup comes once per step, from the pool, and every
+ * GEN_WAIT is followed by one (a loop that waits for it never hangs). */
+START_TEST(test_cpu_wakeup_per_step)
+{
+    gen_backend_t *b = s_open(GEN_BACKEND_CPU);
+    gen_backend_set_wakeup(b, s_cpu_wakeup, &s_cpu_wakeups);
+    gen_params_t p = s_params("a quiet lake", 4, 256, 128, 5);
+    char err[256];
+    ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
+    int waits = 0;
+    gen_status_t st;
+    while ((st = gen_advance(b)) != GEN_DONE) {
+        ck_assert_int_ne(st, GEN_ERROR);
+        if (st == GEN_WAIT) {
+            ck_assert_int_eq(gen_wait(b), 0);
+            waits++;
+            ck_assert_int_eq(atomic_load(&s_cpu_wakeups), waits);
+        }
+    }
+    ck_assert_int_eq(waits, 5);
+    ck_assert_uint_eq(gen_steps_done(b), 5);
+    uint8_t *again = s_render(b, &p);
+    ck_assert_int_eq(memcmp(again, gen_pixels(b), 256 * 128 * 3), 0);
+    ck_assert_int_eq(atomic_load(&s_cpu_wakeups), 10);
+    free(again);
+    gen_backend_close(&b);
 }
 END_TEST
 
@@ -471,7 +552,8 @@ static uint8_t *s_box(const uint8_t *img, uint32_t w, uint32_t h, uint32_t f)
 static void s_advance_to_step(gen_backend_t *b, uint32_t k)
 {
     while (gen_steps_done(b) < k)
-        ck_assert_int_ne(gen_advance(b), GEN_ERROR);
+        ck_assert_int_ne(s_advance(b), GEN_ERROR);
+    ck_assert_uint_eq(gen_steps_done(b), k);
 }
 
 /* The preview of a 512x256 image is 128x64, and it is the snapshot of the
@@ -491,8 +573,9 @@ START_TEST(test_preview_is_a_downsample)
     gen_params_t p = s_params("mountains at sunset", 8, w, h, steps);
     ck_assert_int_eq(gen_begin(b, &p, err, sizeof err), 0);
     ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* no step yet */
-    ck_assert_int_eq(gen_advance(b), GEN_MORE);
-    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* step 1 half done */
+    ck_assert_int_eq(gen_advance(b), GEN_WAIT);
+    ck_assert_int_eq(gen_preview(b, PREVIEW_SIZE_MAX, prev, &pw, &ph), -1); /* step 1 queued */
+    ck_assert_int_eq(gen_snapshot(b, full), -1); /* the pool's meanwhile */
 
     const uint32_t at[] = {1, 3, steps};
     for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
@@ -794,6 +877,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_each_step_changes_state);
     tcase_add_test(tc, test_slices_and_abort);
     tcase_add_test(tc, test_begin_drops_in_flight);
+    tcase_add_test(tc, test_cpu_wakeup_per_step);
     tcase_add_test(tc, test_png_roundtrip);
     tcase_add_test(tc, test_preview_is_a_downsample);
     tcase_add_test(tc, test_preview_sizes);

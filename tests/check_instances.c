@@ -317,6 +317,33 @@ END_TEST
 
 /* ------------------------------------------------------------ cancel */
 
+/* Cancels job id through `via` and reads it through `reader` until it
+ * ends: user_cancelled, with every combination cancelled, observed and
+ * stopped. The job's document (caller frees). */
+static json_t *s_cancel_until_ended(inst_t *via, inst_t *reader, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
+    api_response_t r = api_check_call(via->port, "POST", path, NULL, NULL);
+    ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
+    ck_assert(json_is_true(json_object_get(r.json, "success")));
+    api_response_free(&r);
+
+    json_t *job = api_check_wait_final(reader->port, id, 30, 20);
+    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
+    ck_assert(json_is_string(json_object_get(job, "finished_at")));
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(job, "combinations"), i, c)
+    {
+        ck_assert_str_eq(api_check_str(c, "status"), "cancelled");
+        ck_assert_msg(json_is_string(json_object_get(c, "cancel_observed_at")),
+                      "combination %zu: no cancel_observed_at", i);
+        ck_assert(json_is_string(json_object_get(c, "stopped_at")));
+    }
+    return job;
+}
+
 START_TEST(test_cancel_through_one_instance_stops_all)
 {
     s_make_database();
@@ -335,29 +362,66 @@ START_TEST(test_cancel_through_one_instance_stops_all)
                                         "job_id = $1 and status = 'processing'",
                                         id),
                      3);
-    char path[128];
-    snprintf(path, sizeof path, "/api/jobs/%s/cancel", id);
-    api_response_t r = api_check_call(in[0]->port, "POST", path, NULL, NULL);
-    ck_assert_msg(r.status == 200, "cancel: %d %s", r.status, r.body);
-    ck_assert(json_is_true(json_object_get(r.json, "success")));
-    api_response_free(&r);
-
-    json_t *job = api_check_wait_final(in[2]->port, id, 30, 50);
-    ck_assert_str_eq(api_check_str(job, "job_status"), "user_cancelled");
-    ck_assert(json_is_string(json_object_get(job, "finished_at")));
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(job, "combinations"), i, c)
-    {
-        ck_assert_str_eq(api_check_str(c, "status"), "cancelled");
-        ck_assert_msg(json_is_string(json_object_get(c, "cancel_observed_at")),
-                      "combination %zu: no cancel_observed_at", i);
-        ck_assert(json_is_string(json_object_get(c, "stopped_at")));
-    }
+    json_t *job = s_cancel_until_ended(in[0], in[2], id);
     ck_assert_int_lt(api_check_int(job, "completed_images"), 60);
     s_assert_consistent(db, id, job);
     json_decref(job);
     s_wait_flag(atoi(getenv("IMAGEJOBS_TEST_REDIS_PORT")), id, 10);
+    PQfinish(db);
+    free(id);
+    s_stop_all();
+    s_cleanup();
+}
+END_TEST
+
+/* Eight busy CPU generators on one instance (more than this machine's
+ * cores), all sharing its compute pool: one cancel stops every one of
+ * them, and every image made before it is kept. */
+START_TEST(test_cancel_with_eight_busy_generators_stops_every_one)
+{
+    setenv("IMAGEJOBS_BACKEND", "cpu", 1); /* the pool is the CPU backend's */
+    s_make_database();
+    inst_t *in = s_spawn_with("A", NULL, "3", "8");
+    s_ready(in);
+    char *id = s_create(in, 8, 128, 20, 100);
+    /* every combination runs and has recorded an image */
+    double deadline = fixture_now() + 60;
+    json_int_t before[8];
+    for (;;) {
+        json_t *j = api_check_job(in->port, id);
+        json_t *combos = json_object_get(j, "combinations");
+        ck_assert_int_eq(json_array_size(combos), 8);
+        int ready = 0;
+        size_t i;
+        json_t *c;
+        json_array_foreach(combos, i, c)
+        {
+            before[i] = api_check_int(c, "completed_images");
+            ready += !strcmp(api_check_str(c, "status"), "processing") && before[i] >= 1;
+        }
+        json_decref(j);
+        if (ready == 8)
+            break;
+        ck_assert_msg(fixture_now() < deadline, "the 8 combinations never all ran and recorded");
+        fixture_pause_ms(20);
+    }
+    json_t *job = s_cancel_until_ended(in, in, id);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(job, "combinations"), i, c)
+    {
+        json_int_t n = api_check_int(c, "completed_images");
+        ck_assert_msg(n >= before[i] && n < 100, "combination %zu: %lld images, %lld before", i,
+                      (long long)n, (long long)before[i]);
+    }
+    PGconn *db = api_check_db(s_conninfo);
+    s_assert_consistent(db, id, job);
+    ck_assert_int_eq(api_check_sql_long(db,
+                                        "select count(*) from job_tasks where job_id = $1 and "
+                                        "status <> 'cancelled'",
+                                        id),
+                     0);
+    json_decref(job);
     PQfinish(db);
     free(id);
     s_stop_all();
@@ -1062,6 +1126,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_two_instances_started_together_migrate_once);
     tcase_add_test(tc, test_six_combinations_spread_over_three_instances);
     tcase_add_test(tc, test_cancel_through_one_instance_stops_all);
+    tcase_add_test(tc, test_cancel_with_eight_busy_generators_stops_every_one);
     tcase_add_test(tc, test_kill9_one_instance_job_still_completes_once);
     tcase_add_test(tc, test_cancel_after_kill9_ends_the_job);
     tcase_add_test(tc, test_kill9_after_cancel_ends_the_job);

@@ -622,7 +622,7 @@ START_TEST(test_engine_matches_cpu_after_an_abort_in_flight)
     gen_backend_close(&cpu);
 
     gen_plugin_t *pl = s_load(PROCEDURAL_PLUGIN, "preview=1");
-    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, 0, err, sizeof err);
+    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, NULL, err, sizeof err);
     ck_assert_msg(b != NULL, "%s", err);
     ck_assert_str_eq(gen_backend_name(b), "plugin:procedural");
     atomic_store(&s_wakeups, 0);
@@ -677,7 +677,7 @@ START_TEST(test_engine_abort_and_close_do_not_wait_for_a_slow_step)
     unlink(log);
     snprintf(options, sizeof options, "step_ms=600000,log=%s", log);
     gen_plugin_t *pl = s_load(TEST_PLUGIN_DIR "/slow.so", options);
-    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, 0, err, sizeof err);
+    gen_backend_t *b = gen_backend_open_for(GEN_BACKEND_PLUGIN, pl, 0, NULL, err, sizeof err);
     ck_assert_msg(b != NULL, "%s", err);
     gen_params_t p = {.prompt = "slow", .width = 64, .height = 64, .steps = 2};
     for (int round = 1; round <= 2; round++) {
@@ -718,7 +718,7 @@ START_TEST(test_loader_checks_the_table)
     ck_assert_int_eq(k, GEN_BACKEND_PLUGIN);
     ck_assert_str_eq(gen_backend_plugin_spec("plugin:/a/b.so"), "/a/b.so");
     ck_assert_ptr_null(gen_backend_plugin_spec("cpu"));
-    ck_assert_ptr_null(gen_backend_open_for(GEN_BACKEND_PLUGIN, NULL, 0, 0, err, sizeof err));
+    ck_assert_ptr_null(gen_backend_open_for(GEN_BACKEND_PLUGIN, NULL, 0, NULL, err, sizeof err));
 }
 END_TEST
 

@@ -11,6 +11,7 @@
 #include "actors/generator/backend.h"
 
 #include "actors/generator/engines.h"
+#include "actors/generator/pool.h"
 #include "runtime/clock.h"
 #include "runtime/log.h"
 
@@ -112,14 +113,14 @@ gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char
     return gen_backend_open_with(kind, device, 0, err, errlen);
 }
 
-gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
+gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, gen_pool_t *pool,
                                      char *err, size_t errlen)
 {
-    return gen_backend_open_for(kind, NULL, device, cpu_threads, err, errlen);
+    return gen_backend_open_for(kind, NULL, device, pool, err, errlen);
 }
 
 gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t *plugin, int device,
-                                    unsigned cpu_threads, char *err, size_t errlen)
+                                    gen_pool_t *pool, char *err, size_t errlen)
 {
     if (kind == GEN_BACKEND_PLUGIN && !plugin) {
         snprintf(err, errlen, "the plugin backend needs a plugin loaded (gen_plugin_load)");
@@ -157,8 +158,15 @@ gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t 
     }
     b->kind = kind;
     if (kind == GEN_BACKEND_CPU) {
-        b->cpu = gen_cpu_open(cpu_threads ? cpu_threads : gen_cpu_threads(), err, errlen);
-        if (!b->cpu) {
+        if (!pool && !(pool = gen_pool_process())) {
+            snprintf(err, errlen, "the CPU backend has no compute pool (threads refused)");
+            free(b);
+            return NULL;
+        }
+        /* inline, this thread computes: batch work, below the control path */
+        if (gen_pool_threads(pool) == 0)
+            gen_pool_nice_self(GEN_POOL_NICE);
+        if (!(b->cpu = gen_cpu_open(pool, err, errlen))) {
             free(b);
             return NULL;
         }
@@ -191,6 +199,8 @@ void gen_backend_set_wakeup(gen_backend_t *b, void (*fn)(void *arg), void *arg)
         gen_cuda_set_wakeup(b->cuda, fn, arg);
     if (b->plug)
         gen_plug_set_wakeup(b->plug, fn, arg);
+    if (b->cpu)
+        gen_cpu_set_wakeup(b->cpu, fn, arg);
 }
 
 int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen)
@@ -350,6 +360,19 @@ uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t he
     return (height + rows - 1) / rows;
 }
 
+int gen_wait(gen_backend_t *b)
+{
+    if (b->cuda && gen_cuda_wait(b->cuda) < 0) {
+        snprintf(b->err, sizeof b->err, "%s", gen_cuda_error(b->cuda));
+        return -1;
+    }
+    if (b->plug)
+        gen_plug_wait(b->plug);
+    if (b->cpu)
+        gen_cpu_wait(b->cpu);
+    return 0;
+}
+
 int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, double *ms_per_step,
                     char *err, size_t errlen)
 {
@@ -374,15 +397,13 @@ int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, 
             gen_abort(b);
             return -1;
         }
-        /* a GPU step is queued: here (not in an actor) we may simply wait */
-        if (st == GEN_WAIT && b->cuda && gen_cuda_wait(b->cuda) < 0) {
-            snprintf(err, errlen, "%s", gen_cuda_error(b->cuda));
+        /* a step is queued: here (not in an actor) we may simply wait */
+        if (st == GEN_WAIT && gen_wait(b) < 0) {
+            snprintf(err, errlen, "%s", b->err);
             free(rgb);
             gen_abort(b);
             return -1;
         }
-        if (st == GEN_WAIT && b->plug)
-            gen_plug_wait(b->plug);
     }
     if (ms_per_step)
         *ms_per_step = (clock_mono_ms() - t0) / p->steps;

@@ -5,9 +5,10 @@
  * A backend belongs to one generator actor and is used from that actor's
  * thread only. gen_begin() starts an image; the actor then calls
  * gen_advance() from its loop, one slice per call, checking its sockets for
- * a cancel in between: on the CPU a slice is one band of rows of one step
- * (a few ms at 512x512), on CUDA a call enqueues at most one step and never
- * blocks. The per-pixel math (sampler.h) is shared by both backends, so the
+ * a cancel in between: on the CPU a call queues one step's tiles on the
+ * process's compute pool (pool.h) and never computes (on an inline pool:
+ * one band of rows, ~0.5 ms), on CUDA a call enqueues at most one step;
+ * neither blocks. The per-pixel math (sampler.h) is shared by both backends, so the
  * same parameters give the same picture on either (within 2/255).
  *
  * A third engine runs a plugin (include/imagejobs/backend.h) loaded at
@@ -85,38 +86,59 @@ int gen_params_check(const gen_params_t *p, char *err, size_t errlen);
 
 typedef struct gen_backend gen_backend_t;
 
+/* The compute pool CPU engines run their tiles on (actors/generator/pool.h):
+ * threads shared by every CPU backend opened on it, which run the tiles of
+ * all of them round-robin, at nice `nice` (GEN_POOL_NICE: batch work, below
+ * the control path). A pool of 0 threads is "inline": its engines compute
+ * on the thread that calls gen_advance, one band of rows per call, as
+ * every engine did before the pool (--compute-pool per-generator). NULL
+ * with the reason in err. */
+typedef struct gen_pool gen_pool_t;
+#define GEN_POOL_NICE 10
+gen_pool_t *gen_pool_new(unsigned threads, int nice, char *err, size_t errlen);
+/* Joins the threads, frees; NULLs *pp. After every backend on it is closed. */
+void gen_pool_destroy(gen_pool_t **pp);
+unsigned gen_pool_threads(const gen_pool_t *p);
+/* The process's own pool, made on first use with gen_cpu_threads() threads
+ * at GEN_POOL_NICE and never freed (NULL if it could not start): the pool
+ * of backends opened without one. */
+gen_pool_t *gen_pool_process(void);
+
 /* Opens a backend. AUTO picks CUDA when a device exists and opens, else the
  * CPU (with one log line saying why); CUDA with no usable device fails.
- * NULL with the reason in err. The CPU backend starts gen_cpu_threads() - 1
- * helper threads. gen_backend_open_device: the same on CUDA device `device`
- * (one generator actor per GPU); gen_backend_open uses device 0. */
+ * NULL with the reason in err. The CPU backend runs on gen_pool_process().
+ * gen_backend_open_device: the same on CUDA device `device` (one generator
+ * actor per GPU); gen_backend_open uses device 0. */
 gen_backend_t *gen_backend_open(gen_backend_kind_t kind, char *err, size_t errlen);
 gen_backend_t *gen_backend_open_device(gen_backend_kind_t kind, int device, char *err,
                                        size_t errlen);
-/* The same with the CPU backend's thread count chosen by the caller (0:
- * gen_cpu_threads()): a service running several CPU generators shares the
- * cores between them. */
-gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, unsigned cpu_threads,
+/* The same with the CPU backend on the caller's pool (NULL: the process's;
+ * it must outlive the backend): a service shares one pool between its
+ * generators. */
+gen_backend_t *gen_backend_open_with(gen_backend_kind_t kind, int device, gen_pool_t *pool,
                                      char *err, size_t errlen);
 /* The same, and for GEN_BACKEND_PLUGIN an instance of plugin (which must
  * outlive the backend) opened on its worker thread with device. */
 gen_backend_t *gen_backend_open_for(gen_backend_kind_t kind, const gen_plugin_t *plugin, int device,
-                                    unsigned cpu_threads, char *err, size_t errlen);
-/* Stops helpers / waits for the device, frees everything, NULLs *bp. */
+                                    gen_pool_t *pool, char *err, size_t errlen);
+/* Leaves the pool (waiting for a tile still running) / waits for the
+ * device, frees everything, NULLs *bp. Never from an actor's loop. */
 void gen_backend_close(gen_backend_t **bp);
 /* "cpu", "cuda" or "plugin:NAME" (NAME: what the plugin calls itself). */
 const char *gen_backend_name(const gen_backend_t *b);
 
-/* Threads a CPU backend opened now will use: IMAGEJOBS_GEN_THREADS when set
- * (1..64), else the online CPUs (at most 16). A service running one CPU
- * generator per core should set it to 1. */
+/* Threads of the process's compute pool: IMAGEJOBS_GEN_THREADS when set
+ * (1..64), else the online CPUs (at most 16). */
 unsigned gen_cpu_threads(void);
 
 /* CUDA: fn(arg) is called from a CUDA host-callback thread each time a
  * queued step (or the final copy) completes; it must only do something
  * thread-safe such as ev_async_send(). Set it before the first gen_begin.
  * Plugin: the same, from the backend's worker thread after each call into
- * the plugin. CPU: never called (gen_advance never returns GEN_WAIT). */
+ * the plugin. CPU: the same, from the pool thread that ran the last tile of
+ * a step (never on an inline pool, where gen_advance never waits). A
+ * wakeup may come late, for an image aborted since: gen_advance then just
+ * says GEN_WAIT or goes on with the current image. */
 void gen_backend_set_wakeup(gen_backend_t *b, void (*fn)(void *arg), void *arg);
 
 /* Starts an image, dropping any in-flight one. -1 with the reason in err
@@ -126,8 +148,12 @@ int gen_begin(gen_backend_t *b, const gen_params_t *p, char *err, size_t errlen)
 typedef enum { GEN_MORE = 0, GEN_WAIT = 1, GEN_DONE = 2, GEN_ERROR = -1 } gen_status_t;
 
 /* Does one bounded slice of work.
- *   CPU:  one band of rows of the current step, synchronously (~1-3 ms);
- *         GEN_MORE until the last band of the last step, then GEN_DONE.
+ *   CPU:  queues the tiles of the next step on the pool and returns
+ *         GEN_WAIT; once they have all run, GEN_MORE (the state is
+ *         quiescent until the next call: progress, previews, snapshots),
+ *         and GEN_DONE after the last step. Never computes on the caller.
+ *         On an inline pool: one band of rows of the current step,
+ *         synchronously (~0.5 ms), GEN_MORE until the last band.
  *   CUDA: finds the in-flight step finished (cudaEventQuery) and/or
  *         enqueues the next one; GEN_WAIT while the device is busy (wait
  *         for the wakeup callback, or poll). Never blocks.
@@ -169,8 +195,15 @@ int gen_preview(gen_backend_t *b, uint32_t max_side, uint8_t *rgb_out, uint32_t 
 bool gen_preview_pending(const gen_backend_t *b);
 
 /* Drops the in-flight image at once (a queued GPU step finishes on its own,
- * unobserved); the backend is ready for gen_begin. */
+ * unobserved; a CPU step's queued tiles are taken off the pool and the
+ * ones running, at most one per pool thread, finish on their own, on
+ * buffers the next image does not use); the backend is ready for
+ * gen_begin. Never waits. */
 void gen_abort(gen_backend_t *b);
+
+/* After GEN_WAIT: blocks until the backend has something to say (render,
+ * tests, benches; never from an actor's loop). 0, or -1 with gen_error. */
+int gen_wait(gen_backend_t *b);
 
 /* The last error ("" when none). Owned by the backend. */
 const char *gen_error(const gen_backend_t *b);
@@ -182,8 +215,9 @@ const char *gen_error(const gen_backend_t *b);
 int gen_render_sync(gen_backend_t *b, const gen_params_t *p, uint8_t **rgb_out, double *ms_per_step,
                     char *err, size_t errlen);
 
-/* Slices the CPU backend cuts a step of width x height into (1 for CUDA):
- * lets tests check that a step is not one unbounded block of work. */
+/* Tiles (or, on an inline pool, slices) the CPU backend cuts a step of
+ * width x height into (1 for CUDA): lets tests check that a step is not
+ * one unbounded block of work. */
 uint32_t gen_slices_per_step(const gen_backend_t *b, uint32_t width, uint32_t height);
 
 #ifdef __cplusplus

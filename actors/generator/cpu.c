@@ -1,133 +1,125 @@
 /*
- * cpu.c - the CPU engine: plain C loops over sampler.h, in slices.
+ * cpu.c - the CPU engine: plain C loops over sampler.h, in tiles run by
+ * the process's compute pool (pool.h).
  *
- * A slice is one band of rows of the current step, sized so it takes a few
- * milliseconds whatever the width: the generator actor gets control back
- * between slices and can see a cancel. Inside a slice the rows are shared
- * (interleaved, so sky rows and mountain rows balance) between the calling
- * thread and a small pool of helper threads owned by this engine; the call
- * returns only when the whole band is done, so between slices no helper is
- * touching the state and the caller may abort, snapshot or start over.
+ * Each pixel's update reads only that pixel's state, so a whole step can be
+ * queued at once: gen_cpu_advance() submits the step's tiles (bands of rows,
+ * each ~0.3-0.6 ms) and returns GEN_WAIT; the pool thread that runs the
+ * last tile marks the step done and calls the wakeup; the next
+ * gen_cpu_advance() finds it done and returns GEN_MORE without submitting,
+ * so between steps (until the next call) no thread touches the state:
+ * progress, previews and snapshots read it then.
  *
- * Each pixel's update reads only that pixel's state, so a step is done in
- * place, band after band.
+ * An abort takes the queued tiles off the pool and returns; a tile already
+ * running finishes on its own. That is why the buffers live in an image
+ * (s_image_t) with a reference count: the engine holds one, a batch in the
+ * pool holds one until its done callback, and the last one frees it. The
+ * next gen_cpu_begin reuses an image only when the pool no longer holds it,
+ * else it takes fresh buffers, so a cancel never waits for a tile. A late
+ * wakeup from an aborted step is harmless: "done" is a flag of that image,
+ * never of the new one.
+ *
+ * On an inline pool (no threads: --compute-pool per-generator) the engine
+ * computes on the calling thread instead, one band of rows per call, as it
+ * did before the pool.
  */
 #include "config.h"
 
 #include "actors/generator/engines.h"
+#include "actors/generator/pool.h"
 
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Pixels one thread does per slice: ~0.3-0.6 ms at the sampler's cost, the
- * longest a cancel waits on a busy generator (helper wake-ups per slice cost
- * ~3% of throughput at this size). */
-#define S_PIXELS_PER_THREAD 2048
+/* Pixels per tile: ~0.3-0.6 ms at the sampler's cost, the longest a cancel
+ * waits for a running tile, and short enough that the round-robin turns
+ * often between the engines sharing the pool. */
+#define S_PIXELS_PER_TILE 2048
 
-struct gen_cpu {
-    unsigned nthreads; /* including the caller */
-    pthread_t *helpers;
-    unsigned nhelpers;
-
-    /* the slice being worked on, published under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv; /* helpers: a new slice (or stop) */
-    pthread_cond_t done_cv; /* caller: the last helper finished */
-    uint64_t generation;    /* bumped per slice */
-    unsigned pending;       /* helpers still in the current slice */
-    int stop;
-    sampler_step_t step;
-    uint32_t y0, y1;
-
-    /* the image */
+/* One image's buffers and the step being run on them. */
+typedef struct {
+    gen_pool_batch_t batch; /* first: the pool hands it back */
+    atomic_int refs;        /* the engine's, and the pool's while a batch is out */
+    atomic_bool step_done;  /* set by the last tile's done, read by advance */
+    void (*wake)(void *arg);
+    void *wake_arg;
     sampler_scene_t scene;
-    uint32_t steps, k, next_row;
-    int active;
+    sampler_step_t step; /* of the batch in the pool; fixed while it is there */
+    uint32_t rows;       /* per tile */
     float *state;
     uint8_t *rgb;
     size_t cap_px;
+} s_image_t;
+
+struct gen_cpu {
+    gen_pool_t *pool;
+    gen_pool_client_t *client; /* NULL on an inline pool */
+    void (*wake)(void *arg);
+    void *wake_arg;
+
+    s_image_t *im;    /* the image begun (finished too), NULL after an abort */
+    s_image_t *spare; /* an image no tile uses any more, for the next begin */
+    uint32_t steps, k, next_row;
+    bool queued; /* step k is in the pool */
+    int active;
 };
 
-typedef struct {
-    gen_cpu_t *c;
-    unsigned index; /* 1.. (the caller is 0) */
-} s_helper_arg_t;
-
-/* Thread `t` of `nthreads` does rows y0 + t, y0 + t + nthreads, ... */
-static void s_rows(gen_cpu_t *c, const sampler_step_t *st, uint32_t y0, uint32_t y1, unsigned t)
+static void s_image_unref(s_image_t *im)
 {
-    const sampler_scene_t *sc = &c->scene;
+    if (im && atomic_fetch_sub(&im->refs, 1) == 1) {
+        free(im->state);
+        free(im->rgb);
+        free(im);
+    }
+}
+
+static void s_rows(const s_image_t *im, const sampler_step_t *st, uint32_t y0, uint32_t y1)
+{
+    const sampler_scene_t *sc = &im->scene;
     uint32_t w = sc->width;
-    for (uint32_t y = y0 + t; y < y1; y += c->nthreads) {
-        float *s = c->state + (size_t)y * w * 3;
-        uint8_t *p = c->rgb + (size_t)y * w * 3;
+    for (uint32_t y = y0; y < y1; y++) {
+        float *s = im->state + (size_t)y * w * 3;
+        uint8_t *p = im->rgb + (size_t)y * w * 3;
         for (uint32_t x = 0; x < w; x++)
             sampler_step_pixel(sc, st, x, y, s + 3 * x, p + 3 * x);
     }
 }
 
-static void *s_helper(void *arg)
+/* On a pool thread. */
+static void s_tile(gen_pool_batch_t *b, uint32_t tile)
 {
-    s_helper_arg_t *ha = arg;
-    gen_cpu_t *c = ha->c;
-    unsigned index = ha->index;
-    free(ha);
-    uint64_t seen = 0;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->stop && c->generation == seen)
-            pthread_cond_wait(&c->work_cv, &c->mu);
-        if (c->stop)
-            break;
-        seen = c->generation;
-        sampler_step_t st = c->step;
-        uint32_t y0 = c->y0, y1 = c->y1;
-        pthread_mutex_unlock(&c->mu);
-        s_rows(c, &st, y0, y1, index);
-        pthread_mutex_lock(&c->mu);
-        if (--c->pending == 0)
-            pthread_cond_signal(&c->done_cv);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
+    s_image_t *im = (s_image_t *)b;
+    uint32_t y0 = tile * im->rows, y1 = y0 + im->rows;
+    s_rows(im, &im->step, y0, y1 < im->scene.height ? y1 : im->scene.height);
 }
 
-gen_cpu_t *gen_cpu_open(unsigned threads, char *err, size_t errlen)
+/* On the pool thread of the last tile (or in gen_pool_abort). */
+static void s_tiles_done(gen_pool_batch_t *b, bool completed)
+{
+    s_image_t *im = (s_image_t *)b;
+    void (*wake)(void *) = im->wake;
+    void *arg = im->wake_arg;
+    if (completed) /* release: the tiles' writes before the flag */
+        atomic_store_explicit(&im->step_done, true, memory_order_release);
+    s_image_unref(im); /* the engine still holds it, unless it was aborted */
+    if (completed && wake)
+        wake(arg);
+}
+
+gen_cpu_t *gen_cpu_open(gen_pool_t *pool, char *err, size_t errlen)
 {
     gen_cpu_t *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    c->nthreads = threads < 1 ? 1 : threads;
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->work_cv, NULL);
-    pthread_cond_init(&c->done_cv, NULL);
-    c->helpers = calloc(c->nthreads, sizeof *c->helpers);
-    if (!c->helpers) {
+    c->pool = pool;
+    if (gen_pool_threads(pool) > 0 && !(c->client = gen_pool_join(pool))) {
         snprintf(err, errlen, "out of memory");
-        gen_cpu_close(&c);
+        free(c);
         return NULL;
-    }
-    for (unsigned i = 1; i < c->nthreads; i++) {
-        s_helper_arg_t *ha = malloc(sizeof *ha);
-        if (!ha) {
-            snprintf(err, errlen, "out of memory");
-            gen_cpu_close(&c);
-            return NULL;
-        }
-        ha->c = c;
-        ha->index = i;
-        int rc = pthread_create(&c->helpers[c->nhelpers], NULL, s_helper, ha);
-        if (rc != 0) {
-            free(ha);
-            snprintf(err, errlen, "cannot start a helper thread: %s", strerror(rc));
-            gen_cpu_close(&c);
-            return NULL;
-        }
-        c->nhelpers++;
     }
     return c;
 }
@@ -137,43 +129,47 @@ void gen_cpu_close(gen_cpu_t **cp)
     gen_cpu_t *c = *cp;
     if (!c)
         return;
-    pthread_mutex_lock(&c->mu);
-    c->stop = 1;
-    pthread_cond_broadcast(&c->work_cv);
-    pthread_mutex_unlock(&c->mu);
-    for (unsigned i = 0; i < c->nhelpers; i++)
-        pthread_join(c->helpers[i], NULL);
-    free(c->helpers);
-    pthread_cond_destroy(&c->done_cv);
-    pthread_cond_destroy(&c->work_cv);
-    pthread_mutex_destroy(&c->mu);
-    free(c->state);
-    free(c->rgb);
+    gen_cpu_abort(c);
+    gen_pool_leave(&c->client); /* waits for a tile still running */
+    s_image_unref(c->spare);
     free(c);
     *cp = NULL;
 }
 
+void gen_cpu_set_wakeup(gen_cpu_t *c, void (*fn)(void *arg), void *arg)
+{
+    c->wake = fn;
+    c->wake_arg = arg;
+}
+
 int gen_cpu_begin(gen_cpu_t *c, const sampler_scene_t *sc, uint32_t steps, char *err, size_t errlen)
 {
+    gen_cpu_abort(c);
     size_t px = (size_t)sc->width * sc->height;
-    if (px > c->cap_px) {
+    s_image_t *im = c->spare;
+    c->spare = NULL;
+    if (!im || px > im->cap_px) {
+        s_image_unref(im);
         /* no memset: the first step draws the noise and never reads the state */
+        im = calloc(1, sizeof *im);
         float *state = malloc(px * 3 * sizeof *state);
         uint8_t *rgb = malloc(px * 3);
-        if (!state || !rgb) {
+        if (!im || !state || !rgb) {
+            free(im);
             free(state);
             free(rgb);
             snprintf(err, errlen, "out of memory for a %ux%u image", sc->width, sc->height);
-            c->active = 0;
             return -1;
         }
-        free(c->state);
-        free(c->rgb);
-        c->state = state;
-        c->rgb = rgb;
-        c->cap_px = px;
+        im->state = state;
+        im->rgb = rgb;
+        im->cap_px = px;
+        atomic_init(&im->refs, 1);
     }
-    c->scene = *sc;
+    im->scene = *sc;
+    im->batch.run = s_tile;
+    im->batch.done = s_tiles_done;
+    c->im = im;
     c->steps = steps;
     c->k = 0;
     c->next_row = 0;
@@ -183,8 +179,29 @@ int gen_cpu_begin(gen_cpu_t *c, const sampler_scene_t *sc, uint32_t steps, char 
 
 uint32_t gen_cpu_band_rows(const gen_cpu_t *c, uint32_t width)
 {
-    uint32_t rows = (uint32_t)((size_t)S_PIXELS_PER_THREAD * c->nthreads / width);
-    return rows < c->nthreads ? c->nthreads : rows;
+    uint32_t rows = (uint32_t)(S_PIXELS_PER_TILE / width);
+    return rows < 1 ? 1 : rows;
+}
+
+/* Inline: one band of rows of step k, here. */
+static gen_status_t s_advance_inline(gen_cpu_t *c)
+{
+    s_image_t *im = c->im;
+    sampler_step_t st;
+    sampler_step_init(c->k, c->steps, &st);
+    uint32_t y0 = c->next_row;
+    uint32_t y1 = y0 + gen_cpu_band_rows(c, im->scene.width);
+    if (y1 > im->scene.height)
+        y1 = im->scene.height;
+    s_rows(im, &st, y0, y1);
+    c->next_row = y1;
+    if (y1 == im->scene.height) {
+        c->next_row = 0;
+        c->k++;
+        if (c->k == c->steps)
+            return GEN_DONE;
+    }
+    return GEN_MORE;
 }
 
 gen_status_t gen_cpu_advance(gen_cpu_t *c)
@@ -193,40 +210,36 @@ gen_status_t gen_cpu_advance(gen_cpu_t *c)
         return GEN_ERROR;
     if (c->k == c->steps)
         return GEN_DONE;
-    sampler_step_t st;
-    sampler_step_init(c->k, c->steps, &st);
-    uint32_t y0 = c->next_row;
-    uint32_t y1 = y0 + gen_cpu_band_rows(c, c->scene.width);
-    if (y1 > c->scene.height)
-        y1 = c->scene.height;
-
-    /* publish the slice; helpers take rows t = 1.. and the caller t = 0 */
-    if (c->nhelpers > 0) {
-        pthread_mutex_lock(&c->mu);
-        c->step = st;
-        c->y0 = y0;
-        c->y1 = y1;
-        c->pending = c->nhelpers;
-        c->generation++;
-        pthread_cond_broadcast(&c->work_cv);
-        pthread_mutex_unlock(&c->mu);
-    }
-    s_rows(c, &st, y0, y1, 0);
-    if (c->nhelpers > 0) {
-        pthread_mutex_lock(&c->mu);
-        while (c->pending > 0)
-            pthread_cond_wait(&c->done_cv, &c->mu);
-        pthread_mutex_unlock(&c->mu);
-    }
-
-    c->next_row = y1;
-    if (y1 == c->scene.height) {
-        c->next_row = 0;
+    if (!c->client)
+        return s_advance_inline(c);
+    s_image_t *im = c->im;
+    if (c->queued) {
+        if (!atomic_load_explicit(&im->step_done, memory_order_acquire))
+            return GEN_WAIT; /* the wakeup comes when it is */
+        c->queued = false;
         c->k++;
-        if (c->k == c->steps)
-            return GEN_DONE;
+        /* not the next step yet: until the next call the state is quiescent */
+        return c->k == c->steps ? GEN_DONE : GEN_MORE;
     }
-    return GEN_MORE;
+    sampler_step_init(c->k, c->steps, &im->step);
+    im->rows = gen_cpu_band_rows(c, im->scene.width);
+    im->batch.ntiles = (im->scene.height + im->rows - 1) / im->rows;
+    im->wake = c->wake;
+    im->wake_arg = c->wake_arg;
+    atomic_store_explicit(&im->step_done, false, memory_order_relaxed);
+    atomic_fetch_add(&im->refs, 1); /* the pool's, dropped by s_tiles_done */
+    if (gen_pool_submit(c->client, &im->batch) < 0) {
+        atomic_fetch_sub(&im->refs, 1);
+        return GEN_ERROR; /* cannot happen: one batch at a time */
+    }
+    c->queued = true;
+    return GEN_WAIT;
+}
+
+void gen_cpu_wait(gen_cpu_t *c)
+{
+    if (c->client && c->queued)
+        gen_pool_wait(c->client);
 }
 
 uint32_t gen_cpu_steps_done(const gen_cpu_t *c)
@@ -236,14 +249,15 @@ uint32_t gen_cpu_steps_done(const gen_cpu_t *c)
 
 const uint8_t *gen_cpu_pixels(const gen_cpu_t *c)
 {
-    return c->active && c->k == c->steps ? c->rgb : NULL;
+    return c->active && c->k == c->steps ? c->im->rgb : NULL;
 }
 
 int gen_cpu_snapshot(const gen_cpu_t *c, uint8_t *rgb_out)
 {
-    if (!c->active)
+    if (!c->active || c->queued)
         return -1;
-    const sampler_scene_t *sc = &c->scene;
+    const sampler_scene_t *sc = &c->im->scene;
+    const float *state = c->im->state;
     for (uint32_t y = 0; y < sc->height; y++)
         for (uint32_t x = 0; x < sc->width; x++) {
             size_t i = ((size_t)y * sc->width + x) * 3;
@@ -252,7 +266,7 @@ int gen_cpu_snapshot(const gen_cpu_t *c, uint8_t *rgb_out)
             if (c->k == 0 && y >= c->next_row)
                 sampler_noise(sc, x, y, v);
             else
-                memcpy(v, c->state + i, sizeof v);
+                memcpy(v, state + i, sizeof v);
             for (int ch = 0; ch < 3; ch++)
                 rgb_out[i + ch] = sampler_to_u8(v[ch]);
         }
@@ -287,9 +301,10 @@ static inline uint32_t s_tap(uint32_t lo, uint32_t hi, uint32_t i, uint32_t taps
  * (a full read took ~15 ms at 2048x2048: a cancel would wait that long). */
 int gen_cpu_preview(const gen_cpu_t *c, uint32_t out_w, uint32_t out_h, uint8_t *rgb_out)
 {
-    if (!c->active || c->k == 0) /* the state is not all written yet */
+    if (!c->active || c->k == 0 || c->queued) /* not all written yet, or being written */
         return -1;
-    const uint32_t w = c->scene.width, h = c->scene.height;
+    const uint32_t w = c->im->scene.width, h = c->im->scene.height;
+    const float *state = c->im->state;
     for (uint32_t oy = 0; oy < out_h; oy++) {
         uint32_t y0 = (uint32_t)((uint64_t)oy * h / out_h);
         uint32_t y1 = (uint32_t)((uint64_t)(oy + 1) * h / out_h);
@@ -300,7 +315,7 @@ int gen_cpu_preview(const gen_cpu_t *c, uint32_t out_w, uint32_t out_h, uint8_t 
             uint32_t tx = x1 - x0 < S_PREVIEW_TAPS ? x1 - x0 : S_PREVIEW_TAPS;
             uint32_t sum[3] = {0, 0, 0};
             for (uint32_t j = 0; j < ty; j++) {
-                const float *row = c->state + (size_t)s_tap(y0, y1, j, ty) * w * 3;
+                const float *row = state + (size_t)s_tap(y0, y1, j, ty) * w * 3;
                 for (uint32_t i = 0; i < tx; i++) {
                     const float *px = row + (size_t)s_tap(x0, x1, i, tx) * 3;
                     sum[0] += s_to_u8(px[0]);
@@ -319,8 +334,19 @@ int gen_cpu_preview(const gen_cpu_t *c, uint32_t out_w, uint32_t out_h, uint8_t 
 
 void gen_cpu_abort(gen_cpu_t *c)
 {
-    /* nothing runs between slices: dropping the image is forgetting it */
+    s_image_t *im = c->im;
+    if (c->queued)
+        gen_pool_abort(c->client); /* the queued tiles go; a running one finishes alone */
+    c->queued = false;
+    c->im = NULL;
     c->active = 0;
     c->k = 0;
     c->next_row = 0;
+    if (!im)
+        return;
+    /* the only holder: its buffers are free for the next image */
+    if (atomic_load(&im->refs) == 1 && !c->spare)
+        c->spare = im;
+    else
+        s_image_unref(im);
 }

@@ -26,22 +26,31 @@ extern "C" {
 
 typedef struct gen_cpu gen_cpu_t;
 
-/* threads >= 1: the calling thread plus threads - 1 helpers. */
-gen_cpu_t *gen_cpu_open(unsigned threads, char *err, size_t errlen);
+/* An engine on pool (an inline pool: computes on the caller's thread). */
+gen_cpu_t *gen_cpu_open(gen_pool_t *pool, char *err, size_t errlen);
+/* Aborts, waits for the engine's tiles still running, frees. */
 void gen_cpu_close(gen_cpu_t **cp);
+/* From a pool thread when a step's tiles have all run (backend.h). */
+void gen_cpu_set_wakeup(gen_cpu_t *c, void (*fn)(void *arg), void *arg);
 /* Takes a copy of *sc; allocates the state for its size. 0 or -1. */
 int gen_cpu_begin(gen_cpu_t *c, const sampler_scene_t *sc, uint32_t steps, char *err,
                   size_t errlen);
-/* One band of rows of the current step: GEN_MORE or GEN_DONE. */
+/* Queues the next step (GEN_WAIT), finds it done (GEN_MORE, GEN_DONE);
+ * inline: one band of rows, GEN_MORE or GEN_DONE. */
 gen_status_t gen_cpu_advance(gen_cpu_t *c);
+/* Blocks until the queued step has run (render, tests, benches). */
+void gen_cpu_wait(gen_cpu_t *c);
 uint32_t gen_cpu_steps_done(const gen_cpu_t *c);
 const uint8_t *gen_cpu_pixels(const gen_cpu_t *c);
+/* -1 also while a step is queued or running (the state is the pool's). */
 int gen_cpu_snapshot(const gen_cpu_t *c, uint8_t *rgb_out);
+/* Takes the queued tiles off the pool; never waits. */
 void gen_cpu_abort(gen_cpu_t *c);
 /* The current state box-averaged to out_w x out_h (each at most the
- * image's size) into rgb_out. -1 before the first step is done. */
+ * image's size) into rgb_out. -1 before the first step is done, and while
+ * a step is queued or running. */
 int gen_cpu_preview(const gen_cpu_t *c, uint32_t out_w, uint32_t out_h, uint8_t *rgb_out);
-/* Rows per slice for an image of this width. */
+/* Rows per tile (per slice, inline) for an image of this width. */
 uint32_t gen_cpu_band_rows(const gen_cpu_t *c, uint32_t width);
 
 /* ---------------------------------------------------- cuda.cu / cuda_none.c */

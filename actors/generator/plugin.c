@@ -29,6 +29,7 @@
 #include "config.h"
 
 #include "actors/generator/engines.h"
+#include "actors/generator/pool.h"
 
 #include "imagejobs/backend.h"
 #include "runtime/clock.h"
@@ -411,6 +412,9 @@ static void *s_worker(void *arg)
     snprintf(name, sizeof name, "plugin-%u", p->index);
     log_set_thread_name(name);
     s_call_path = p->lib->path;
+    /* the plugin's steps are batch work, like the compute pool's: below the
+     * generator's loop (nice 0), which must take a cancel at once */
+    gen_pool_nice_self(GEN_POOL_NICE);
 
     /* open and describe here: every call of the instance on this thread */
     imagejobs_backend_open_args_t oa = {.size = sizeof oa,
