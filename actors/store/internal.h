@@ -23,6 +23,8 @@ struct store {
     actor_t *self;
     pgpipe_t *pipe;
     pgpipe_config_t pipe_cfg;
+    pgpipe_t *clock_pipe; /* the job view's barriers (Q_CLOCK), on a connection of their own */
+    char clock_app_name[80];
     char *conninfo;
     char *instance;
     double lease_s;
@@ -51,7 +53,7 @@ struct store {
 /* ---------------------------------------------------------- the query table */
 
 /* QUERY flags (queries.def) */
-enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4 };
+enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4, Q_CLOCK = 8 };
 
 #define S_LIST(...) __VA_ARGS__
 
