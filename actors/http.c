@@ -353,6 +353,10 @@ static void s_job_get(actor_t *self, http_exchange_t *x, const http_request_t *r
 {
     if (!api_check_id(x, id, "jobId"))
         return;
+    if (api_config(self)->view_bytes) { /* from memory when it is exact (docs/store.md) */
+        hub_job_get(((http_actor_t *)actor_state(self))->hub, x, id, api_scope(self));
+        return;
+    }
     msg_t *m = msg_new(MSG_JOB_GET);
     msg_set_str(&m->job_get.job_id, id);
     m->job_get.owner = api_scope(self);
@@ -488,6 +492,11 @@ static void s_all_events(actor_t *self, http_exchange_t *x, const http_request_t
 static void s_hub_error(http_exchange_t *x, int status, const char *message)
 {
     api_error(x, status, NULL, "%s", message);
+}
+
+static void s_hub_failed(http_exchange_t *x, int status, const msg_t *reply)
+{
+    api_backend_failed(x, status, reply, "Job not found", "database");
 }
 
 static void s_on_job_event(actor_t *self, msg_t *msg)
@@ -694,6 +703,7 @@ static int s_init(actor_t *self, void *arg)
     st->cfg.request_timeout_s = in->request_timeout_s > 0 ? in->request_timeout_s : 5.;
     st->cfg.stall_timeout_s = in->stall_timeout_s > 0 ? in->stall_timeout_s : 10.;
     st->cfg.keepalive_timeout_s = in->keepalive_timeout_s > 0 ? in->keepalive_timeout_s : 60.;
+    st->cfg.view_bytes = in->view_bytes;
     if (strpbrk(st->cfg.cors_origin, "\r\n")) {
         actor_fail(self, "the CORS origin must be one header value");
         s_state_free(st);
@@ -768,6 +778,8 @@ static int s_init(actor_t *self, void *arg)
                                ? in->stream_buffer / 4
                                : HUB_COALESCE_QUEUED,
         .error = s_hub_error,
+        .failed = s_hub_failed,
+        .view_bytes = in->view_bytes,
     };
     st->hub = hub_new(self, &hcfg);
     st->auth = auth_new(self, st->cfg.auth_required, st->cfg.store, st->cfg.request_timeout_s);

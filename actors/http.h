@@ -56,6 +56,10 @@ typedef struct {
     size_t stream_buffer;
     /* A stream silent this long gets a ": keep-alive" comment. Default 15 s. */
     double keepalive_s;
+    /* The job view's bound in bytes (--view-cache-mb): GET /api/jobs/{id}
+     * from memory, kept exact by the job events (docs/store.md). 0: off,
+     * every GET reads PostgreSQL. */
+    size_t view_bytes;
 } http_config_t;
 
 /* Starts the http actor: binds and listens on cfg->listen before returning

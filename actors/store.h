@@ -67,6 +67,6 @@ int store_migrate(const char *conninfo, char *err, size_t errlen);
 #define STORE_MIGRATE_LOCK_KEY "7596553454011015010"
 
 /* The schema version this binary creates. */
-#define STORE_SCHEMA_VERSION 11
+#define STORE_SCHEMA_VERSION 12
 
 #endif

@@ -51,6 +51,7 @@ enum {
     SERVE_MAX_STREAMS,
     SERVE_STREAM_BUFFER,
     SERVE_STREAM_KEEPALIVE,
+    SERVE_VIEW_CACHE_MB,
     SERVE_AUTH,
     SERVE_LOG_FORMAT,
     SERVE_WEBHOOK_SECRET,
@@ -108,6 +109,9 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
                                 "15",
                                 "a \": keep-alive\" comment on an event stream silent this long "
                                 "(below your proxies' idle timeout)"},
+    [SERVE_VIEW_CACHE_MB] = {"view-cache-mb", "IMAGEJOBS_VIEW_CACHE_MB", NULL, "MB", "64",
+                             "job documents GET /api/jobs/{id} answers from memory, kept exact "
+                             "by the job events (0: every GET reads PostgreSQL)"},
     [SERVE_AUTH] = {"auth", "IMAGEJOBS_AUTH", NULL, "required|off", "required",
                     "required: every /api/ route needs an API key (imagejobs keys create); "
                     "off: anyone who reaches the port may do anything"},
@@ -264,6 +268,13 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
+    long view_mb;
+    if (options_long("view-cache-mb", v[SERVE_VIEW_CACHE_MB], 0, 1L << 20, &view_mb, err,
+                     sizeof err)
+        < 0) {
+        fprintf(stderr, "imagejobs serve: %s\n", err);
+        return 2;
+    }
     long keepalive;
     if (options_long("stream-keepalive", v[SERVE_STREAM_KEEPALIVE], 1, 3600, &keepalive, err,
                      sizeof err)
@@ -372,7 +383,8 @@ static int s_serve(int argc, char **argv)
                               .instance = instance,
                               .max_streams = (size_t)max_streams,
                               .stream_buffer = (size_t)stream_buffer,
-                              .keepalive_s = (double)keepalive};
+                              .keepalive_s = (double)keepalive,
+                              .view_bytes = (size_t)view_mb << 20};
     if (!(svc.store = store_start(svc.rt, &store_cfg, err, sizeof err))
         || !(svc.redis = redis_start(svc.rt, &redis_cfg, err, sizeof err))) {
         log_error("%s", err);

@@ -219,6 +219,19 @@ size_t metrics_render(char **out)
             (long long)atomic_load(&metrics.redis_up));
     s_gauge(&o, "imagejobs_store_pipeline_depth", "requests in the store's PostgreSQL pipeline",
             (long long)atomic_load(&metrics.store_pipeline_depth));
+    s_counter(&o, "imagejobs_view_hits_total",
+              "GET /api/jobs/{id} answered from this instance's job view", &metrics.view_hits);
+    s_counter(&o, "imagejobs_view_misses_total",
+              "GET /api/jobs/{id} read from PostgreSQL into the job view (not in it, or stale)",
+              &metrics.view_misses);
+    s_counter(&o, "imagejobs_view_bypasses_total",
+              "GET /api/jobs/{id} read from PostgreSQL around the job view (its feed could not "
+              "be brought up to date)",
+              &metrics.view_bypasses);
+    s_gauge(&o, "imagejobs_view_bytes", "bytes the job view holds (at most --view-cache-mb)",
+            (long long)atomic_load(&metrics.view_bytes));
+    s_gauge(&o, "imagejobs_view_entries", "job documents the job view holds",
+            (long long)atomic_load(&metrics.view_entries));
     s_gauge(&o, "process_resident_memory_bytes", "resident memory of the process", s_rss_bytes());
     s_gauge(&o, "process_open_fds", "open file descriptors of the process", s_open_fds());
     *out = o.p;

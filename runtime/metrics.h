@@ -70,6 +70,10 @@ typedef struct {
     atomic_uint_fast64_t generator_busy_ns; /* claim -> stop, summed over combinations */
     atomic_int_fast64_t postgres_up, redis_up;
     atomic_int_fast64_t store_pipeline_depth; /* requests in the store's pipeline */
+    /* the job view (docs/store.md): GETs answered from memory, read from
+     * PostgreSQL into it, or read from PostgreSQL around it; its size */
+    atomic_uint_fast64_t view_hits, view_misses, view_bypasses;
+    atomic_int_fast64_t view_bytes, view_entries;
 } metrics_t;
 
 extern metrics_t metrics;

@@ -850,8 +850,9 @@ START_TEST(test_events_are_numbered_in_order_published_and_readable)
     free(s_stop(&s_a, id, 0, "completed"));
     free(s_stop(&s_a, id, 1, "completed"));
 
-    static const char *const want[] = {"created", "started", "image",   "image", "image",
-                                       "image",   "stopped", "stopped", "end"};
+    /* each claim's combination as `changed` (the job view's, docs/store.md) */
+    static const char *const want[] = {"created", "started", "changed", "changed", "image", "image",
+                                       "image",   "image",   "stopped", "stopped", "end"};
     enum { N = sizeof want / sizeof *want };
     msg_t *r = s_events_read(&s_a, id, 0, 100, true);
     json_t *a = s_events_json(r);
@@ -961,18 +962,19 @@ START_TEST(test_cancel_events_come_before_the_stops_and_the_end)
     msg_destroy(&r);
     r = s_events_read(&s_a, id, 0, 100, false);
     json_t *a = s_events_json(r);
-    static const char *const want[] = {"created", "started", "cancel", "stopped",
-                                       "stopped", "stopped", "end"};
+    /* the claim's combination as `changed` (the job view's, docs/store.md) */
+    static const char *const want[] = {"created", "started", "changed", "cancel",
+                                       "stopped", "stopped", "stopped", "end"};
     ck_assert_uint_eq(json_array_size(a), sizeof want / sizeof *want);
     for (size_t i = 0; i < json_array_size(a); i++)
         ck_assert_str_eq(s_jstr(json_array_get(a, i), "kind"), want[i]);
-    json_t *c = json_object_get(json_array_get(a, 2), "data");
+    json_t *c = json_object_get(json_array_get(a, 3), "data");
     ck_assert_str_eq(s_jstr(c, "mode"), "immediate");
     ck_assert(s_is_iso(s_jstr(c, "cancel_requested_at")));
-    json_t *last_stop = json_object_get(json_array_get(a, 5), "data");
+    json_t *last_stop = json_object_get(json_array_get(a, 6), "data");
     ck_assert_int_eq(s_jint(last_stop, "combination"), 0);
     ck_assert(s_is_iso(s_jstr(last_stop, "cancel_observed_at")));
-    ck_assert_str_eq(s_jstr(json_object_get(json_array_get(a, 6), "data"), "job_status"),
+    ck_assert_str_eq(s_jstr(json_object_get(json_array_get(a, 7), "data"), "job_status"),
                      "user_cancelled");
     json_decref(a);
     msg_destroy(&r);

@@ -14,7 +14,9 @@
  *
  * The ring keeps the last FEED_RING events dispatched, for a stream that
  * finished reading PostgreSQL a little behind the feed. With no stream open
- * the feed forgets everything and does nothing; the next stream anchors it.
+ * and the job view off the feed forgets everything and does nothing; the
+ * next stream (or the view's first barrier) anchors it. The view (view.c)
+ * sees every event before the streams do, and forgets when the feed does.
  */
 #include "config.h"
 
@@ -35,9 +37,12 @@ void feed_init(hub_t *hub)
         abort();
 }
 
-/* Forgets the log: nothing is open that needs it. */
-static void s_reset(feed_t *f)
+/* Forgets the log: nothing is open that needs it (or it is another
+ * log's); the job view forgets with it. */
+static void s_reset(hub_t *hub)
 {
+    feed_t *f = &hub->feed;
+    view_forget(hub);
     for (size_t i = 0; i < FEED_RING; i++)
         frame_clear(&f->ring[i]);
     for (size_t i = 0; i < f->npending; i++)
@@ -50,7 +55,7 @@ static void s_reset(feed_t *f)
 
 void feed_fini(hub_t *hub)
 {
-    s_reset(&hub->feed);
+    s_reset(hub);
     free(hub->feed.pending);
     hub->feed.pending = NULL;
 }
@@ -67,6 +72,7 @@ static void s_advance(hub_t *hub, frame_t *fr)
     if (f->pos >= FEED_RING && f->ring_lo < f->pos - FEED_RING + 1)
         f->ring_lo = f->pos - FEED_RING + 1;
     hub_dispatch(hub, slot);
+    view_progress(hub, false);
 }
 
 /* Dispatches what pending holds from pos + 1 on; drops what is behind. */
@@ -136,7 +142,7 @@ void feed_learn_log(hub_t *hub, const char *log)
         log_warn("the event log changed (%s, was %s): the database was replaced; streams "
                  "follow the new one",
                  log, hub->log);
-        s_reset(&hub->feed);
+        s_reset(hub);
     }
     snprintf(hub->log, sizeof hub->log, "%s", log);
     s_keep_ours(hub);
@@ -144,13 +150,15 @@ void feed_learn_log(hub_t *hub, const char *log)
 
 void feed_on_event(hub_t *hub, const msg_job_event_t *e)
 {
-    if (hub->nstreams == 0) {
+    if (!hub_feed_wanted(hub)) {
         if (hub->feed.anchored)
-            s_reset(&hub->feed);
+            s_reset(hub);
         return;
     }
     if (!e->log || (hub->log[0] && strcmp(e->log, hub->log) != 0))
         return; /* another deployment's, on the same Redis */
+    if (!hub->feed.anchored && hub->nstreams == 0)
+        return; /* the view's first barrier anchors the feed: nothing to keep */
     frame_t fr = {.seq = e->seq, .kind = e->kind, .status = e->job_status, .owner = e->owner};
     snprintf(fr.job_id, sizeof fr.job_id, "%s", e->job_id);
     snprintf(fr.log, sizeof fr.log, "%s", e->log);
@@ -168,11 +176,14 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
     if (status != 0 || reply->type != MSG_JOB_EVENTS) {
         log_debug("the event feed could not read PostgreSQL (%s): next poll",
                   status ? strerror(-status) : msg_type_name(reply->type));
+        view_progress(hub, true);
         return;
     }
     feed_learn_log(hub, reply->job_events.log);
-    if (hub->nstreams == 0 || !f->anchored)
+    if (!hub_feed_wanted(hub) || !f->anchored) {
+        view_progress(hub, true);
         return;
+    }
     uint64_t was = f->pos;
     json_t *a = json_loads(reply->job_events.events ? reply->job_events.events : "[]", 0, NULL);
     size_t n = json_array_size(a);
@@ -194,12 +205,13 @@ static void s_on_fill(actor_t *self, int status, msg_t *reply, void *arg)
      * rather than spinning on the store */
     if (n == READ_LIMIT || (f->npending && f->pos > was))
         feed_fill(hub);
+    view_progress(hub, !f->filling);
 }
 
 void feed_fill(hub_t *hub)
 {
     feed_t *f = &hub->feed;
-    if (f->filling || !f->anchored || hub->nstreams == 0)
+    if (f->filling || !f->anchored || !hub_feed_wanted(hub))
         return;
     msg_t *m = msg_new(MSG_JOB_EVENTS_READ);
     m->job_events_read.after_seq = f->pos;
@@ -214,17 +226,24 @@ void feed_fill(hub_t *hub)
     msg_destroy(&m);
 }
 
+void feed_anchor(hub_t *hub, uint64_t pos)
+{
+    feed_t *f = &hub->feed;
+    if (f->anchored)
+        return;
+    f->anchored = true;
+    f->pos = pos;
+    f->ring_lo = pos + 1;
+    s_drain(hub);
+    if (f->npending)
+        feed_fill(hub);
+}
+
 void feed_join(hub_t *hub, stream_t *s, uint64_t pos, bool complete)
 {
     feed_t *f = &hub->feed;
-    if (!f->anchored && complete) {
-        f->anchored = true;
-        f->pos = pos;
-        f->ring_lo = pos + 1;
-        s_drain(hub);
-        if (f->npending)
-            feed_fill(hub);
-    }
+    if (!f->anchored && complete)
+        feed_anchor(hub, pos);
     if (!f->anchored) {
         s->pos = pos;
         hub_stream_read_more(s);

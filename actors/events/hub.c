@@ -91,6 +91,8 @@ static void s_write(stream_t *s, const char *data, size_t len)
 
 bool hub_stream_wants(const stream_t *s, const frame_t *f)
 {
+    if (f->kind == JOB_EVENT_CHANGED)
+        return false; /* the job view's, never a stream's */
     if (s->owner && f->owner != s->owner)
         return false; /* another key's job (docs/security.md) */
     if (s->job_id[0])
@@ -113,6 +115,7 @@ void hub_stream_live(stream_t *s)
 
 void hub_dispatch(hub_t *hub, const frame_t *f)
 {
+    view_apply(hub, f);
     for (stream_t *s = hub->streams, *next; s; s = next) {
         next = s->next;
         if (s->over)
@@ -454,6 +457,7 @@ static void s_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* The feed's poll: only while something needs the feed. */
 static void s_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     feed_fill(w->data);
@@ -591,6 +595,7 @@ hub_t *hub_new(actor_t *self, const hub_config_t *cfg)
         hub->cfg.request_timeout_s = 5.;
     hub->loop = actor_loop(self);
     feed_init(hub);
+    view_init(hub, cfg->view_bytes);
     ev_timer_init(&hub->tick, s_tick_cb, TICK_S, TICK_S);
     hub->tick.data = hub;
     ev_timer_start(hub->loop, &hub->tick);
@@ -631,6 +636,7 @@ void hub_destroy(hub_t **hubp)
         s_end(s);
         s_free(s); /* the runtime has failed every read in flight by now */
     }
+    view_fini(hub);
     feed_fini(hub);
     free(hub->store);
     free(hub);

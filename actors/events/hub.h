@@ -31,6 +31,11 @@ typedef struct {
     size_t coalesce_queued;
     /* answers x with a JSON error, as the routes do */
     void (*error)(http_exchange_t *x, int status, const char *message);
+    /* the job view's bound in bytes (--view-cache-mb; 0: off) */
+    size_t view_bytes;
+    /* answers x for a store request that failed (no reply, or an ERROR
+     * reply), as the routes do */
+    void (*failed)(http_exchange_t *x, int status, const msg_t *reply);
 } hub_config_t;
 
 /* Defaults of hub_config_t's zero fields. */
@@ -49,6 +54,13 @@ hub_t *hub_new(actor_t *self, const hub_config_t *cfg);
  * key's jobs (0: every job's); another key's job is 404. */
 void hub_open(hub_t *hub, http_exchange_t *x, const http_request_t *rq, const char *job_id,
               const char *last_event_id, uint64_t owner);
+
+/* Answers GET /api/jobs/{job_id} (a checked, lower-case id) from the job
+ * view when it can, from PostgreSQL when it cannot, never stale
+ * (docs/store.md, "The job view and its consistency rule"). owner: the
+ * caller's key (0: every job's); another key's job is 404. Only with
+ * cfg->view_bytes > 0. */
+void hub_job_get(hub_t *hub, http_exchange_t *x, const char *job_id, uint64_t owner);
 
 /* Events from the bus (borrowed). */
 void hub_on_event(hub_t *hub, msg_t *msg);

@@ -75,6 +75,54 @@ typedef struct {
     bool filling; /* a read of what comes after pos is with the store */
 } feed_t;
 
+/* One cached document of the job view (view.c). */
+typedef struct view_entry view_entry_t;
+struct view_entry {
+    view_entry_t *hnext;       /* the hash chain */
+    view_entry_t *prev, *next; /* the LRU list: head most recent */
+    char job_id[UUID_STR_LEN];
+    uint64_t owner; /* the job's API key (0: none) */
+    uint64_t clock; /* the event clock the document was read at */
+    bool ended;     /* the job's own fields are all it shows */
+    size_t len;
+    char doc[]; /* len bytes and a NUL */
+};
+
+/* A GET /api/jobs/{id} on its way through the view. */
+typedef struct view_get view_get_t;
+struct view_get {
+    view_get_t *next;
+    hub_t *hub;
+    http_exchange_t *x; /* held until answered */
+    char job_id[UUID_STR_LEN];
+    uint64_t scope;   /* the caller's key (0: every job's) */
+    uint64_t need;    /* the feed answers once it has applied up to here */
+    uint64_t arrival; /* its place in the order GETs arrived */
+};
+
+typedef struct view_read view_read_t; /* view.c */
+
+typedef struct {
+    view_get_t *head, **tail;
+} view_queue_t;
+
+/* The job view: documents by job id, LRU by bytes (docs/store.md). */
+typedef struct {
+    size_t limit; /* bytes; 0: off */
+    size_t bytes, entries;
+    view_entry_t **buckets;
+    size_t nbuckets; /* a power of two */
+    view_entry_t *lru_head, *lru_tail;
+    bool barrier;         /* an EVENT_CLOCK_READ is with the store */
+    view_queue_t arrived; /* GETs that wait for the next barrier */
+    view_queue_t batch;   /* GETs that wait for the barrier in flight */
+    view_queue_t behind;  /* GETs that wait for the feed to reach their need */
+    bool refill;          /* behind waits for a read of the feed begun after it */
+    uint64_t arrivals;    /* GETs so far */
+    view_read_t *reads;   /* reads of documents with the store */
+    ev_timer grace;       /* behind: the feed reads the gap when it fires */
+} view_t;
+
 struct hub {
     actor_t *self;
     hub_config_t cfg;
@@ -89,6 +137,7 @@ struct hub {
     /* our database's event log id, from the store's reads: a live event of
      * another log (another deployment on the same Redis) is not ours */
     char log[UUID_STR_LEN];
+    view_t view;
 };
 
 /* ---------------------------------------------------------------- sse.c */
@@ -117,6 +166,24 @@ void feed_fill(hub_t *hub);
 /* A read from the store named the event log: ours from now on (a new one,
  * the database was replaced: the feed starts over). */
 void feed_learn_log(hub_t *hub, const char *log);
+
+/* ---------------------------------------------------------------- view.c */
+
+void view_init(hub_t *hub, size_t limit);
+void view_fini(hub_t *hub);
+/* The feed applies durable event f (before the streams get it). */
+void view_apply(hub_t *hub, const frame_t *f);
+/* The feed has moved on, or a read of it ended: GETs waiting for it go. */
+void view_progress(hub_t *hub, bool read_done);
+/* The feed forgets its log: so does the view. */
+void view_forget(hub_t *hub);
+/* The feed must run even with no stream open. */
+static inline bool hub_feed_wanted(const hub_t *hub)
+{
+    return hub->nstreams > 0 || hub->view.limit > 0;
+}
+/* Anchors the unanchored feed at pos: every event up to it is known. */
+void feed_anchor(hub_t *hub, uint64_t pos);
 
 /* ---------------------------------------------------------------- hub.c */
 

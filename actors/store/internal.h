@@ -23,6 +23,8 @@ struct store {
     actor_t *self;
     pgpipe_t *pipe;
     pgpipe_config_t pipe_cfg;
+    pgpipe_t *clock_pipe; /* the job view's barriers (Q_CLOCK), on a connection of their own */
+    char clock_app_name[80];
     char *conninfo;
     char *instance;
     double lease_s;
@@ -51,7 +53,7 @@ struct store {
 /* ---------------------------------------------------------- the query table */
 
 /* QUERY flags (queries.def) */
-enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4 };
+enum { Q_BINARY = 1, Q_OWN_ERRORS = 2, Q_KEEP = 4, Q_CLOCK = 8 };
 
 #define S_LIST(...) __VA_ARGS__
 
@@ -140,6 +142,9 @@ void store_deadlines_check(store_t *st);
 void store_owner_remember(store_t *st, const char *job_id, uint64_t owner);
 bool store_owner_known(const store_t *st, const char *job_id, uint64_t *owner);
 void store_owners_free(store_t *st);
+/* The job view's reads (view.c). */
+void store_on_job_view_read(actor_t *self, msg_t *msg);
+void store_on_event_clock_read(actor_t *self, msg_t *msg);
 /* Cancel many (batch.c). */
 void store_on_cancel_many(actor_t *self, msg_t *msg);
 void store_on_combination_cancel(actor_t *self, msg_t *msg);

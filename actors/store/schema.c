@@ -544,6 +544,49 @@ static const char *const s_migrations[STORE_SCHEMA_VERSION] = {
     "                   AND (t.created_at, t.job_id) <= (j.created_at, j.id))))\n"
     "      ELSE 0 END) / ij_rate())::numeric, 1)::float8);\n"
     "END$$;\n",
+
+    /* 12: the job view (docs/store.md, "The job view and its consistency
+     * rule") needs every change of a job's GET document on the event
+     * clock. These changed it without an event: a claim of a combination
+     * of a job already running (or a takeover after a lapsed lease), a
+     * release, a combination's cancel mark, the cancel's audit written
+     * after a stop recorded the cancel, and resumed_by set on the
+     * original by a resume. Each now stages a `changed` event (never sent
+     * to a stream), unless the same row change already stages another. */
+    "ALTER TABLE job_events DROP CONSTRAINT job_events_kind_check,"
+    "  ADD CONSTRAINT job_events_kind_check CHECK (kind IN"
+    "    ('created', 'started', 'image', 'cancel', 'stopped', 'end', 'changed'));"
+    "CREATE FUNCTION jobs_changed_events() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  PERFORM job_event_stage(NEW.id, 'changed', jsonb_build_object('job_id', NEW.id));\n"
+    "  RETURN NULL;\n"
+    "END$$;"
+    "CREATE TRIGGER jobs_changed_quietly AFTER UPDATE ON jobs FOR EACH ROW"
+    "  WHEN ((OLD.resumed_by IS DISTINCT FROM NEW.resumed_by"
+    "         OR OLD.cancelled_by IS DISTINCT FROM NEW.cancelled_by"
+    "         OR OLD.cancel_reason IS DISTINCT FROM NEW.cancel_reason)"
+    "        AND OLD.status IS NOT DISTINCT FROM NEW.status"
+    "        AND OLD.cancel_mode IS NOT DISTINCT FROM NEW.cancel_mode"
+    "        AND OLD.cancel_requested_at IS NOT DISTINCT FROM NEW.cancel_requested_at)"
+    "  EXECUTE FUNCTION jobs_changed_events();"
+    "CREATE FUNCTION job_tasks_changed_events() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  PERFORM job_event_stage(NEW.job_id, 'changed', jsonb_build_object('job_id', NEW.job_id,"
+    "    'combination', NEW.combination));\n"
+    "  RETURN NULL;\n"
+    "END$$;"
+    "CREATE TRIGGER job_tasks_changed AFTER UPDATE ON job_tasks FOR EACH ROW"
+    "  WHEN ((OLD.status IS DISTINCT FROM NEW.status"
+    "         OR OLD.claimed_by IS DISTINCT FROM NEW.claimed_by"
+    "         OR OLD.started_at IS DISTINCT FROM NEW.started_at"
+    "         OR OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at"
+    "         OR OLD.cancelled_by IS DISTINCT FROM NEW.cancelled_by"
+    "         OR OLD.cancel_observed_at IS DISTINCT FROM NEW.cancel_observed_at"
+    "         OR OLD.stopped_at IS DISTINCT FROM NEW.stopped_at"
+    "         OR OLD.error IS DISTINCT FROM NEW.error)"
+    "        AND NOT (OLD.status IN ('pending', 'processing')"
+    "                 AND NEW.status IN ('completed', 'cancelled', 'failed')))"
+    "  EXECUTE FUNCTION job_tasks_changed_events();",
 };
 
 static void s_quiet(void *arg, const char *message) {}

@@ -72,7 +72,8 @@ static const query_t s_queries[OP_COUNT] = {
  * claims generators gave back on their way out are written by then). */
 static void s_maybe_stopped(store_t *st)
 {
-    if (st->pipe && actor_is_stopping(st->self) && pgpipe_pending(st->pipe) == 0)
+    if (st->pipe && actor_is_stopping(st->self) && pgpipe_pending(st->pipe) == 0
+        && (!st->clock_pipe || pgpipe_pending(st->clock_pipe) == 0))
         actor_stop_ready(st->self);
 }
 
@@ -159,13 +160,15 @@ op_t *store_op_new(store_t *st, int kind, const msg_t *req, const char *job_id)
 void store_op_submit(op_t *op)
 {
     store_t *st = op->st;
-    if (pgpipe_submit(st->pipe, &op->group) == 0)
+    /* the view's barrier never queues behind the writes (docs/store.md) */
+    pgpipe_t *pipe = (op->q->flags & Q_CLOCK) && st->clock_pipe ? st->clock_pipe : st->pipe;
+    if (pgpipe_submit(pipe, &op->group) == 0)
         return;
     if ((op->q->flags & Q_KEEP) && s_keep(st, op)) { /* the group went with the submit */
         s_op_free(op);
         return;
     }
-    const char *why = pgpipe_last_error(st->pipe);
+    const char *why = pgpipe_last_error(pipe);
     actor_reply_error(st->self, &op->caller, -EAGAIN, "%s: PostgreSQL unavailable (%s)",
                       op->q->what, why[0] ? why : "connecting");
     s_op_free(op);
@@ -768,6 +771,17 @@ static int s_init(actor_t *self, void *arg)
         free(st);
         return -1;
     }
+    /* a second connection for the job view's barriers: one tiny statement
+     * that must not wait behind a create or a claim in the pipeline */
+    snprintf(st->clock_app_name, sizeof st->clock_app_name, "imagejobs-clock/%s", st->instance);
+    pgpipe_config_t clock_cfg = st->pipe_cfg;
+    clock_cfg.application_name = st->clock_app_name;
+    clock_cfg.on_connect = NULL;
+    st->clock_pipe = pgpipe_new(actor_loop(self), &clock_cfg, err, sizeof err);
+    if (!st->clock_pipe)
+        log_warn("no connection of its own for the job view's barriers (%s): they share the "
+                 "pipeline",
+                 err);
     ev_timer_start(actor_loop(self), &st->reap);
     ev_timer_start(actor_loop(self), &st->deadlines);
     return 0;
@@ -781,6 +795,7 @@ static void s_fini(actor_t *self)
     ev_timer_stop(actor_loop(self), &st->reap);
     ev_timer_stop(actor_loop(self), &st->deadlines);
     pgpipe_destroy(&st->pipe); /* what is still queued: "the store is stopping" */
+    pgpipe_destroy(&st->clock_pipe);
     if (st->nkept)
         log_warn("%zu kept cancels not written: PostgreSQL did not come back before the stop",
                  st->nkept);
@@ -795,7 +810,8 @@ static void s_fini(actor_t *self)
 static bool s_stopping(actor_t *self)
 {
     store_t *st = actor_state(self);
-    return pgpipe_pending(st->pipe) == 0;
+    return pgpipe_pending(st->pipe) == 0
+           && (!st->clock_pipe || pgpipe_pending(st->clock_pipe) == 0);
 }
 
 static const actor_spec_t s_spec = {
@@ -821,6 +837,8 @@ static const actor_spec_t s_spec = {
             [MSG_COMBINATION_CANCEL_REQUEST] = store_on_combination_cancel,
             [MSG_WEBHOOK_CLAIM] = store_on_webhook_claim,
             [MSG_WEBHOOK_RESULT] = store_on_webhook_result,
+            [MSG_JOB_VIEW_READ] = store_on_job_view_read,
+            [MSG_EVENT_CLOCK_READ] = store_on_event_clock_read,
         },
 };
 
