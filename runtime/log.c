@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -64,6 +65,11 @@ void log_set_instance(const char *instance)
 void log_set_thread_name(const char *name)
 {
     snprintf(s_thread_name, sizeof s_thread_name, "%s", name ? name : "");
+    /* and the kernel's name of the thread (15 bytes), for top -H, ps -L,
+     * perf and gdb */
+    char comm[16];
+    snprintf(comm, sizeof comm, "%.15s", s_thread_name);
+    pthread_setname_np(pthread_self(), comm);
 }
 
 const char *log_thread_name(void)

@@ -54,6 +54,7 @@ static job_t *s_take_all(fifo_t *f)
 static void *s_thread(void *arg)
 {
     offload_t *o = arg;
+    pthread_setname_np(pthread_self(), "offload");
     pthread_mutex_lock(&o->lock);
     for (;;) {
         while (!o->todo.head && !o->quit)

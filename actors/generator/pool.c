@@ -109,6 +109,7 @@ static void s_finish(gen_pool_t *p, gen_pool_batch_t *b, bool completed)
 static void *s_thread(void *arg)
 {
     gen_pool_t *p = arg;
+    pthread_setname_np(pthread_self(), "compute");
     gen_pool_nice_self(p->nice);
     pthread_mutex_lock(&p->mu);
     for (;;) {
