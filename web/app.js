@@ -358,6 +358,10 @@ function renderList() {
         .filter((j) => !filter || j.job_status === filter)
         .sort((a, b) => (isoUs(b.created_at) - isoUs(a.created_at)) || (a.job_id < b.job_id ? 1 : -1));
     const ul = $('job-list');
+    // the list is drawn anew on every event: a keyboard user's focus on one
+    // of its jobs must survive that, or Enter would land nowhere
+    const focused = ul.contains(document.activeElement)
+        ? document.activeElement.closest('li')?.dataset.job : null;
     ul.replaceChildren(...jobs.map((j) => {
         const b = el('button', { type: 'button', className: 'link' },
             el('span', { class: 'p', text: j.prompt }),
@@ -369,6 +373,8 @@ function renderList() {
             'data-status': j.job_status }, b);
     }));
     $('jobs-empty').hidden = jobs.length > 0;
+    if (focused)
+        ul.querySelector(`li[data-job="${focused}"] button`)?.focus();
 }
 
 async function refreshList() {

@@ -210,6 +210,17 @@ async function pageTest() {
     await phone.waitForSelector('#detail[data-status="completed"]');
     ok(`a job submitted by keyboard on a phone runs to completed (${id3})`);
     await phone.focus(`#job-list li[data-job="${id}"] button`);
+    // an event redraws the list (a job made elsewhere): the focus stays on
+    // the same job, so Enter still opens it
+    const other = await api('/api/jobs', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt: 'made while a list entry has the focus', images_per_combination: 1,
+            width: 64, height: 64, steps: 1 }),
+    });
+    await check(other.status === 201, `a job made by the API (${other.status})`);
+    await phone.waitForSelector(`#job-list li[data-job="${other.body.job_id}"]`);
+    const still = await phone.evaluate(() => document.activeElement?.closest('#job-list li')?.dataset.job);
+    await check(still === id, `the focus stays on the list's job when the list is redrawn (${still})`);
     await phone.keyboard.press('Enter');
     await phone.waitForSelector(`#detail[data-job="${id}"][data-status="user_cancelled"]`);
     ok('a job of the list opens by keyboard');
