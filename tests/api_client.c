@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -279,4 +280,40 @@ int api_kill(pid_t pid)
     if (waitpid(pid, &st, 0) != pid)
         return -1;
     return st;
+}
+
+pid_t api_redis_start(int port, const char *dir, double timeout_s)
+{
+    char portstr[16], log[512];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    snprintf(log, sizeof log, "%s/redis.log", dir);
+    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no",     "--dir", dir,      NULL};
+    pid_t pid = api_exec(argv, NULL, log, false);
+    if (pid < 0)
+        return -1;
+    struct timespec t0, now, pause = {0, 20 * 1000000L};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        redisContext *rc = redisConnect("127.0.0.1", port);
+        bool ok = false;
+        if (rc && !rc->err) {
+            redisReply *r = redisCommand(rc, "PING");
+            ok = r && r->type == REDIS_REPLY_STATUS;
+            if (r)
+                freeReplyObject(r);
+        }
+        if (rc)
+            redisFree(rc);
+        if (ok)
+            return pid;
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return -1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 > timeout_s) {
+            api_kill(pid);
+            return -1;
+        }
+        nanosleep(&pause, NULL); /* polling a process's readiness, with a deadline */
+    }
 }

@@ -54,6 +54,11 @@ int api_wait_ready(int port, pid_t pid, double timeout_s);
  * -1; the child exits 126 or 127 when it cannot change directory or exec. */
 pid_t api_exec(const char *const *argv, const char *dir, const char *log_path, bool truncate);
 
+/* A private redis-server on 127.0.0.1:port (no persistence, its files and
+ * DIR/redis.log in dir), answering PING within timeout_s: its pid, or -1
+ * (it exited, or was killed when the time ran out). */
+pid_t api_redis_start(int port, const char *dir, double timeout_s);
+
 /* SIGKILL and collect; returns the wait status. */
 int api_kill(pid_t pid);
 

@@ -616,34 +616,10 @@ END_TEST
 
 static void s_redis_start(int port, const char *dir)
 {
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    char log[512];
-    snprintf(log, sizeof log, "%s/redis.log", dir);
-    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no",     "--dir", dir,      NULL};
-    pid_t pid = api_exec(argv, NULL, log, false);
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = api_redis_start(port, dir, 10);
+    ck_assert_msg(pid > 0, "redis-server on %d did not start (%s/redis.log)", port, dir);
     s_redis_pid = pid;
     s_redis_port = port;
-    double deadline = fixture_now() + 10;
-    for (;;) {
-        redisContext *rc = redisConnect("127.0.0.1", port);
-        int ok = 0;
-        if (rc && !rc->err) {
-            redisReply *r = redisCommand(rc, "PING");
-            ok = r && r->type == REDIS_REPLY_STATUS;
-            if (r)
-                freeReplyObject(r);
-        }
-        if (rc)
-            redisFree(rc);
-        if (ok)
-            return;
-        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "redis-server exited (%s/redis.log)", dir);
-        ck_assert_msg(fixture_now() < deadline, "redis-server on %d never answered", port);
-        fixture_pause_ms(20);
-    }
 }
 
 static void s_redis_stop(void)

@@ -217,31 +217,8 @@ static pid_t s_redis_pid;
 
 static void s_redis_start(int port, const char *dir)
 {
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    char log[512];
-    snprintf(log, sizeof log, "%s/redis.log", dir);
-    const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no",     "--dir", dir,      NULL};
-    s_redis_pid = api_exec(argv, NULL, log, false);
-    ck_assert_int_gt(s_redis_pid, 0);
-    double deadline = fixture_now() + 10;
-    for (;;) {
-        redisContext *rc = redisConnect("127.0.0.1", port);
-        bool ok = false;
-        if (rc && !rc->err) {
-            redisReply *r = redisCommand(rc, "PING");
-            ok = r && r->type == REDIS_REPLY_STATUS;
-            if (r)
-                freeReplyObject(r);
-        }
-        if (rc)
-            redisFree(rc);
-        if (ok)
-            return;
-        ck_assert_msg(fixture_now() < deadline, "redis-server on %d never answered", port);
-        fixture_pause_ms(20);
-    }
+    s_redis_pid = api_redis_start(port, dir, 10);
+    ck_assert_msg(s_redis_pid > 0, "redis-server on %d did not start (%s/redis.log)", port, dir);
 }
 
 static void s_redis_stop(void)
