@@ -88,6 +88,7 @@ typedef struct {
 
     cancel_mode_t cancel; /* NONE until a cancel is observed */
     int64_t observed_us;
+    int64_t idle_stop_us;        /* an immediate cancel came while no work ran (recording) */
     int64_t cancel_requested_us; /* from the event; 0 when the store told us */
     uint64_t steps_at_stop;
 
@@ -141,7 +142,7 @@ static void s_item_clear(gen_actor_t *g)
     g->have_item = false;
     g->lost = false;
     g->cancel = CANCEL_MODE_NONE;
-    g->observed_us = 0;
+    g->observed_us = g->idle_stop_us = 0;
     g->cancel_requested_us = 0;
     g->steps_at_stop = 0;
     ev_timer_stop(g->loop, &g->lease);
@@ -206,7 +207,10 @@ static void s_cancel(gen_actor_t *g, cancel_mode_t mode, int64_t requested_us)
         break;
     case CHECKING:
     case RECORDING:
-        break; /* acted on when that reply arrives */
+        /* acted on when that reply comes; no work runs meanwhile: stopped */
+        if (mode == CANCEL_MODE_IMMEDIATE)
+            g->idle_stop_us = clock_wall_us();
+        break;
     default:
         break;
     }
@@ -288,7 +292,7 @@ static void s_stop(gen_actor_t *g, task_outcome_t outcome, const char *error)
     m->task_stopped.combination = g->item.combination;
     m->task_stopped.outcome = outcome;
     m->task_stopped.observed_at_us = g->observed_us;
-    m->task_stopped.stopped_at_us = clock_wall_us();
+    m->task_stopped.stopped_at_us = g->idle_stop_us ? g->idle_stop_us : clock_wall_us();
     msg_set_str(&m->task_stopped.error, error);
     m->task_stopped.steps_done = g->steps_at_stop;
     msg_set_str(&m->task_stopped.instance, g->instance);
