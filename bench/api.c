@@ -1341,23 +1341,6 @@ static const char *s_lat_ms(bench_series_t *l, char *buf, size_t len)
     return buf;
 }
 
-/* "2026-11-26T13:32:08.418054Z" -> µs since the epoch; -1 when absent. */
-static int64_t s_iso_us(json_t *v)
-{
-    const char *s = json_string_value(v);
-    struct tm tm = {0};
-    int us = 0, n = 0;
-    if (!s
-        || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us, &n)
-               != 7
-        || s[n] != 'Z')
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000000 + us;
-}
-
 /* A request whose answer is JSON: the document (caller decrefs), NULL on
  * any failure; *status gets the HTTP status (0: no answer). */
 static json_t *s_json_request(bconn_t *b, const char *method, const char *path, const char *body,
@@ -1462,9 +1445,9 @@ static void *s_flow(void *arg)
             continue;
         }
         json_t *c0 = json_array_get(json_object_get(doc, "combinations"), 0);
-        int64_t req = s_iso_us(json_object_get(doc, "cancel_requested_at"));
-        int64_t obs = s_iso_us(json_object_get(c0, "cancel_observed_at"));
-        int64_t stop = s_iso_us(json_object_get(c0, "stopped_at"));
+        int64_t req = bench_iso_us(json_string_value(json_object_get(doc, "cancel_requested_at")));
+        int64_t obs = bench_iso_us(json_string_value(json_object_get(c0, "cancel_observed_at")));
+        int64_t stop = bench_iso_us(json_string_value(json_object_get(c0, "stopped_at")));
         json_int_t done = json_integer_value(json_object_get(doc, "completed_images"));
         if (req < 0 || obs < req || stop < obs
             || (size_t)done != json_array_size(json_object_get(doc, "generated_attach_ids")))

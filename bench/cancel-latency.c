@@ -315,57 +315,6 @@ static void s_die(const char *fmt, ...)
     exit(3);
 }
 
-/* A growable array of samples (ms). */
-typedef struct {
-    double *v;
-    size_t n, cap;
-} series_t;
-
-static void s_push(series_t *s, double x)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 64;
-        s->v = realloc(s->v, s->cap * sizeof *s->v);
-        if (!s->v)
-            abort();
-    }
-    s->v[s->n++] = x;
-}
-
-/* Nearest-rank percentile of a sorted series (p in 0..1). */
-static double s_pct(const series_t *s, double p)
-{
-    if (!s->n)
-        return NAN;
-    size_t k = (size_t)ceil(p * (double)s->n);
-    return s->v[k ? k - 1 : 0];
-}
-
-static void s_sort(series_t *s)
-{
-    if (s->n)
-        qsort(s->v, s->n, sizeof *s->v, bench_cmp_double);
-}
-
-/* "2026-11-26T13:32:08.418054Z" (the GET document's format) -> µs since the
- * epoch; -1 when absent or malformed. */
-static int64_t s_iso_us(json_t *v)
-{
-    const char *s = json_string_value(v);
-    if (!s)
-        return -1;
-    struct tm tm = {0};
-    int us = 0, n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us, &n)
-            != 7
-        || s[n] != 'Z')
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000000 + us;
-}
-
 static const char *s_jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -484,7 +433,7 @@ static void s_start_server(server_t *s)
 typedef struct {
     redisContext *sub;
     size_t n, warm;
-    series_t *out;
+    bench_series_t *out;
     int done_fd[2];
     char error[256];
 } redis_floor_t;
@@ -505,7 +454,7 @@ static void *s_redis_sub_thread(void *arg)
             long long seq, sent;
             if (sscanf(r->element[2]->str, "%lld %lld", &seq, &sent) == 2) {
                 if ((size_t)seq >= f->warm)
-                    s_push(f->out, (double)(now - sent) / 1e6);
+                    bench_push(f->out, (double)(now - sent) / 1e6);
                 got++;
                 if (write(f->done_fd[1], "x", 1) != 1)
                     break;
@@ -526,7 +475,7 @@ static redisContext *s_redis_connect(void)
     return c;
 }
 
-static void s_redis_floor(series_t *out)
+static void s_redis_floor(bench_series_t *out)
 {
     redis_floor_t f = {.n = (size_t)s_opt.floor_samples, .warm = 100, .out = out};
     char channel[64];
@@ -564,7 +513,7 @@ static void s_redis_floor(series_t *out)
  * stamps each ping against the time carried in it. */
 typedef struct {
     size_t n, warm;
-    series_t *out; /* written by the ponger only, read after both are joined */
+    bench_series_t *out; /* written by the ponger only, read after both are joined */
 } inproc_floor_t;
 
 static void s_ping(actor_t *self, uint64_t seq)
@@ -606,7 +555,7 @@ static void s_ponger_on_ping(actor_t *self, msg_t *msg)
     inproc_floor_t *f = actor_state(self);
     int64_t lat = s_mono_ns() - msg->ping.sent_ns;
     if (msg->ping.seq >= f->warm)
-        s_push(f->out, (double)lat / 1e6);
+        bench_push(f->out, (double)lat / 1e6);
     msg_t *pong = msg_new(MSG_PONG);
     pong->pong.seq = msg->ping.seq;
     actor_send(self, msg->sender, pong);
@@ -643,7 +592,7 @@ static void *s_inproc_floor_thread(void *arg)
     return NULL;
 }
 
-static void s_inproc_floor(series_t *out)
+static void s_inproc_floor(bench_series_t *out)
 {
     inproc_floor_t f = {.n = (size_t)s_opt.floor_samples, .warm = 100, .out = out};
     pthread_t t;
@@ -652,7 +601,7 @@ static void s_inproc_floor(series_t *out)
 }
 
 /* One autocommit UPDATE, the shape of the cancel's own write. */
-static void s_pg_floor(PGconn *db, series_t *out)
+static void s_pg_floor(PGconn *db, bench_series_t *out)
 {
     PGresult *r = PQexec(db, "CREATE TEMP TABLE cancel_latency_floor (id int PRIMARY KEY, "
                              "at timestamptz); INSERT INTO cancel_latency_floor VALUES (1, "
@@ -669,7 +618,7 @@ static void s_pg_floor(PGconn *db, series_t *out)
             s_die("PostgreSQL floor: %s", PQerrorMessage(db));
         PQclear(r);
         if (i >= 20)
-            s_push(out, (double)(t1 - t0) / 1e6);
+            bench_push(out, (double)(t1 - t0) / 1e6);
     }
 }
 
@@ -694,7 +643,7 @@ typedef struct {
     bool cross;
     bool on;     /* selected for this run */
     bool broken; /* a job of this mode never stopped: skip the rest */
-    series_t m[M_COUNT];
+    bench_series_t m[M_COUNT];
     int jobs, failed;
 } bench_mode_t;
 
@@ -723,7 +672,7 @@ static int s_failures;
 /* ms per image, from the after_current_image rows: such a combination stops
  * right after recording an image, so (stopped_at - started_at) / images is
  * its own pace under this load */
-static series_t s_image_ms;
+static bench_series_t s_image_ms;
 
 static void s_csv_row(const bench_mode_t *m, int measure, const char *job, int comb, double ms)
 {
@@ -814,8 +763,8 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
                (long long)at_cancel, (long long)done);
         return -1;
     }
-    int64_t req = s_iso_us(json_object_get(job, "cancel_requested_at"));
-    int64_t fin = s_iso_us(json_object_get(job, "finished_at"));
+    int64_t req = bench_iso_us(json_string_value(json_object_get(job, "cancel_requested_at")));
+    int64_t fin = bench_iso_us(json_string_value(json_object_get(job, "finished_at")));
     if (req < 0 || fin < req) {
         s_fail(m, id, job, "cancel_requested_at/finished_at missing or out of order");
         return -1;
@@ -823,8 +772,8 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
     /* check every combination before recording any of them */
     json_array_foreach(combos, i, c)
     {
-        int64_t obs = s_iso_us(json_object_get(c, "cancel_observed_at"));
-        int64_t stop = s_iso_us(json_object_get(c, "stopped_at"));
+        int64_t obs = bench_iso_us(json_string_value(json_object_get(c, "cancel_observed_at")));
+        int64_t stop = bench_iso_us(json_string_value(json_object_get(c, "stopped_at")));
         if (strcmp(s_jstr(c, "status"), "cancelled") != 0 || obs < 0 || stop < 0) {
             s_fail(m, id, job, "combination %zu ended %s, observed %s, stopped %s", i,
                    s_jstr(c, "status"), obs < 0 ? "never" : "yes", stop < 0 ? "never" : "yes");
@@ -841,18 +790,18 @@ static int s_check_and_record(bench_mode_t *m, const char *id, json_t *job, json
     }
     json_array_foreach(combos, i, c)
     {
-        int64_t obs = s_iso_us(json_object_get(c, "cancel_observed_at"));
-        int64_t stop = s_iso_us(json_object_get(c, "stopped_at"));
-        s_push(&m->m[M_PROPAGATION], (double)(obs - req) / 1e3);
-        s_push(&m->m[M_STOP], (double)(stop - req) / 1e3);
+        int64_t obs = bench_iso_us(json_string_value(json_object_get(c, "cancel_observed_at")));
+        int64_t stop = bench_iso_us(json_string_value(json_object_get(c, "stopped_at")));
+        bench_push(&m->m[M_PROPAGATION], (double)(obs - req) / 1e3);
+        bench_push(&m->m[M_STOP], (double)(stop - req) / 1e3);
         s_csv_row(m, M_PROPAGATION, id, (int)i, (double)(obs - req) / 1e3);
         s_csv_row(m, M_STOP, id, (int)i, (double)(stop - req) / 1e3);
-        int64_t started = s_iso_us(json_object_get(c, "started_at"));
+        int64_t started = bench_iso_us(json_string_value(json_object_get(c, "started_at")));
         json_int_t n = json_integer_value(json_object_get(c, "completed_images"));
         if (m->body && started > 0 && n > 0)
-            s_push(&s_image_ms, (double)(stop - started) / 1e3 / (double)n);
+            bench_push(&s_image_ms, (double)(stop - started) / 1e3 / (double)n);
     }
-    s_push(&m->m[M_ENDED], (double)(fin - req) / 1e3);
+    bench_push(&m->m[M_ENDED], (double)(fin - req) / 1e3);
     s_csv_row(m, M_ENDED, id, -1, (double)(fin - req) / 1e3);
     return 0;
 }
@@ -949,8 +898,8 @@ static void s_run_job(bench_mode_t *m, int round, unsigned *rng)
     }
     double t2 = bench_mono();
     if (s_check_and_record(m, id, job, at_cancel) == 0) {
-        s_push(&m->m[M_RESPONSE], (t1 - t0) * 1e3);
-        s_push(&m->m[M_CANCELLED], (t2 - t0) * 1e3);
+        bench_push(&m->m[M_RESPONSE], (t1 - t0) * 1e3);
+        bench_push(&m->m[M_CANCELLED], (t2 - t0) * 1e3);
         s_csv_row(m, M_RESPONSE, id, -1, (t1 - t0) * 1e3);
         s_csv_row(m, M_CANCELLED, id, -1, (t2 - t0) * 1e3);
     } else {
@@ -1022,11 +971,11 @@ static void s_machine(void)
            sysconf(_SC_NPROCESSORS_ONLN), model, s_load_start, s_loadavg());
 }
 
-static void s_floor_row(const char *what, series_t *s)
+static void s_floor_row(const char *what, bench_series_t *s)
 {
-    s_sort(s);
-    printf("  %-38s %6zu %9.3f %9.3f %9.3f %9.3f\n", what, s->n, s_pct(s, .5), s_pct(s, .9),
-           s_pct(s, .99), s->n ? s->v[s->n - 1] : NAN);
+    bench_sort(s);
+    printf("  %-38s %6zu %9.3f %9.3f %9.3f %9.3f\n", what, s->n, bench_pct(s, .5), bench_pct(s, .9),
+           bench_pct(s, .99), s->n ? s->v[s->n - 1] : NAN);
 }
 
 static int s_plot(void)
@@ -1095,7 +1044,7 @@ int main(int argc, char **argv)
             s_start_server(&s_srv[i]);
 
     /* the floors, with the servers up and idle */
-    series_t f_redis = {0}, f_inproc = {0}, f_pg = {0};
+    bench_series_t f_redis = {0}, f_inproc = {0}, f_pg = {0};
     s_redis_floor(&f_redis);
     s_inproc_floor(&f_inproc);
     s_pg_floor(db, &f_pg);
@@ -1145,13 +1094,13 @@ int main(int argc, char **argv)
         char jobs[64];
         snprintf(jobs, sizeof jobs, "  %d jobs, %d failed", m->jobs, m->failed);
         for (int k = 0; k < M_COUNT; k++) {
-            series_t *s = &m->m[k];
-            s_sort(s);
+            bench_series_t *s = &m->m[k];
+            bench_sort(s);
             printf("%-33s %-12s %6zu %9.3f %9.3f %9.3f %9.3f\n",
                    k == 0   ? m->name
                    : k == 1 ? jobs
                             : "",
-                   s_measure[k], s->n, s_pct(s, .5), s_pct(s, .9), s_pct(s, .99),
+                   s_measure[k], s->n, bench_pct(s, .5), bench_pct(s, .9), bench_pct(s, .99),
                    s->n ? s->v[s->n - 1] : NAN);
         }
     }
@@ -1167,16 +1116,16 @@ int main(int argc, char **argv)
 
     bench_mode_t *ev = &s_modes[MODE_EVENT], *poll = &s_modes[MODE_POLL],
                  *xev = &s_modes[MODE_CROSS];
-    double ev99 = s_pct(&ev->m[M_STOP], .99);
+    double ev99 = bench_pct(&ev->m[M_STOP], .99);
     printf("\n%-33s %16s %16s %16s\n", "mode", "stop p99 / event", "prop p99/inproc",
            "prop p99/redis");
     for (size_t i = 0; i < NMODES; i++) {
         bench_mode_t *m = &s_modes[i];
         if (!m->on)
             continue;
-        double p99 = s_pct(&m->m[M_PROPAGATION], .99);
-        printf("%-33s %15.1fx %15.0fx %15.1fx\n", m->name, s_pct(&m->m[M_STOP], .99) / ev99,
-               p99 / s_pct(&f_inproc, .99), p99 / s_pct(&f_redis, .99));
+        double p99 = bench_pct(&m->m[M_PROPAGATION], .99);
+        printf("%-33s %15.1fx %15.0fx %15.1fx\n", m->name, bench_pct(&m->m[M_STOP], .99) / ev99,
+               p99 / bench_pct(&f_inproc, .99), p99 / bench_pct(&f_redis, .99));
     }
     printf("(stop p99 / event: over event/immediate's; prop p99: over the floor's p99)\n");
 
@@ -1197,16 +1146,16 @@ int main(int argc, char **argv)
             bench_mode_t *w = &s_modes[pairs[i].with], *wo = &s_modes[pairs[i].without];
             if (!w->on || !wo->on)
                 continue;
-            double a = s_pct(&w->m[M_STOP], .99), b = s_pct(&wo->m[M_STOP], .99);
+            double a = bench_pct(&w->m[M_STOP], .99), b = bench_pct(&wo->m[M_STOP], .99);
             printf("  %-11d %11.3f ms %11.3f ms %7.1fx %11.3f ms %11.3f ms\n", s_k(w), a, b, b / a,
-                   s_pct(&w->m[M_PROPAGATION], .99), s_pct(&wo->m[M_PROPAGATION], .99));
+                   bench_pct(&w->m[M_PROPAGATION], .99), bench_pct(&wo->m[M_PROPAGATION], .99));
         }
     }
 
     /* the aims, measured against this run */
-    s_sort(&s_image_ms);
-    double image = s_pct(&s_image_ms, .5), step = image / s_opt.steps;
-    double poll99 = s_pct(&poll->m[M_STOP], .99);
+    bench_sort(&s_image_ms);
+    double image = bench_pct(&s_image_ms, .5), step = image / s_opt.steps;
+    double poll99 = bench_pct(&poll->m[M_STOP], .99);
     printf("\naims");
     if (s_image_ms.n)
         printf(" (one step under this load ~%.2f ms: median image %.1f ms in the "
@@ -1220,12 +1169,12 @@ int main(int argc, char **argv)
         printf("  poll stop p99 >= 50x event/immediate:         %.1fx  %s\n", poll99 / ev99,
                poll99 >= 50 * ev99 ? "met" : "MISSED");
     if (ev->on) {
-        double p = s_pct(&ev->m[M_PROPAGATION], .99);
+        double p = bench_pct(&ev->m[M_PROPAGATION], .99);
         printf("  propagation p99 same-instance < 1 ms:         %.3f ms  %s\n", p,
                p < 1 ? "met" : "MISSED");
     }
     if (xev->on) {
-        double p = s_pct(&xev->m[M_PROPAGATION], .99), fl = s_pct(&f_redis, .99);
+        double p = bench_pct(&xev->m[M_PROPAGATION], .99), fl = bench_pct(&f_redis, .99);
         printf("  propagation p99 cross-instance <= 3x Redis floor p99: %.3f ms = %.1fx  %s\n", p,
                p / fl, p <= 3 * fl ? "met" : "MISSED");
         printf("  propagation p99 cross-instance <= Redis floor p99 + 1 ms: %.3f vs %.3f ms  %s\n",
@@ -1237,7 +1186,7 @@ int main(int argc, char **argv)
         bench_mode_t *m = &s_modes[pool_rows[i]];
         if (!m->on)
             continue;
-        double p = s_pct(&m->m[M_STOP], .99), q = s_pct(&m->m[M_PROPAGATION], .99);
+        double p = bench_pct(&m->m[M_STOP], .99), q = bench_pct(&m->m[M_PROPAGATION], .99);
         printf("  stop p99 <= 1 ms, %d generators on %ld cores (pool): %.3f ms  %s"
                "  (propagation p99 %.3f ms  %s)\n",
                s_k(m), sysconf(_SC_NPROCESSORS_ONLN), p, p <= 1 ? "met" : "MISSED", q,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,23 @@ static inline double bench_pct(const bench_series_t *s, double p)
 static inline double bench_max(const bench_series_t *s)
 {
     return s->n ? s->v[s->n - 1] : NAN;
+}
+
+/* "2026-11-26T13:32:08.418054Z" (the job document's timestamps) -> µs since
+ * the epoch; -1 when s is NULL or not that. */
+static inline int64_t bench_iso_us(const char *s)
+{
+    struct tm tm = {0};
+    int us = 0, n = 0;
+    if (!s
+        || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us, &n)
+               != 7
+        || s[n] != 'Z')
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000000 + us;
 }
 
 /* A synchronous hiredis connection to url ("redis://HOST:PORT" or a unix
