@@ -85,6 +85,7 @@ static struct {
     int steps, size;
     int delay_max_ms;  /* the cancel comes 0..this after every combination runs */
     const char *modes; /* comma-separated mode names, NULL: all */
+    const char *rt;    /* serve's --rt-priority, NULL: not given */
     int floor_samples;
     unsigned seed;
     const char *csv, *plot, *logs, *backend;
@@ -124,6 +125,8 @@ static void s_usage(FILE *f)
                "  --floor-samples N  samples per floor (default 20000)\n"
                "  --seed N           random seed of the cancel moments (default 1)\n"
                "  --backend B        serve's --backend (default cpu)\n"
+               "  --rt-priority N    serve's --rt-priority for every server (default: not\n"
+               "                     given, ordinary scheduling)\n"
                "  --csv FILE         every sample (default: bench/cancel-latency.csv in\n"
                "                     the build tree, next to $IMAGEJOBS_BIN)\n"
                "  --plot FILE.png    plot the stop-latency distributions (gnuplot,\n"
@@ -163,6 +166,7 @@ static void s_parse_args(int argc, char **argv)
         O_FLOOR,
         O_SEED,
         O_BACKEND,
+        O_RT,
         O_CSV,
         O_PLOT,
         O_LOGS,
@@ -183,6 +187,7 @@ static void s_parse_args(int argc, char **argv)
         {"floor-samples", required_argument, NULL, O_FLOOR},
         {"seed", required_argument, NULL, O_SEED},
         {"backend", required_argument, NULL, O_BACKEND},
+        {"rt-priority", required_argument, NULL, O_RT},
         {"csv", required_argument, NULL, O_CSV},
         {"plot", required_argument, NULL, O_PLOT},
         {"logs", required_argument, NULL, O_LOGS},
@@ -230,6 +235,9 @@ static void s_parse_args(int argc, char **argv)
             break;
         case O_MODES:
             s_opt.modes = optarg;
+            break;
+        case O_RT:
+            s_opt.rt = optarg;
             break;
         case O_FLOOR:
             s_opt.floor_samples = s_parse_int("--floor-samples", optarg, 100, 10000000);
@@ -416,10 +424,23 @@ static void s_start_server(server_t *s)
     snprintf(instance, sizeof instance, "bench-%s", s->name);
     snprintf(s->log, sizeof s->log, "%s/%s.log", s_opt.logs, s->name);
     s->port = api_free_port();
-    const char *args[] = {
-        "--redis",   s_opt.redis,      "--database",     s->database,  "--generators",
-        gens,        "--cancel-check", s->check,         "--instance", instance,
-        "--backend", s_opt.backend,    "--compute-pool", s->pool,      NULL};
+    const char *args[] = {"--redis",
+                          s_opt.redis,
+                          "--database",
+                          s->database,
+                          "--generators",
+                          gens,
+                          "--cancel-check",
+                          s->check,
+                          "--instance",
+                          instance,
+                          "--backend",
+                          s_opt.backend,
+                          "--compute-pool",
+                          s->pool,
+                          s_opt.rt ? "--rt-priority" : NULL,
+                          s_opt.rt,
+                          NULL};
     s->pid = api_serve(s->port, args, s->log, 60);
     if (s->pid < 0)
         s_die("the %s server did not become ready; see %s", s->name, s->log);

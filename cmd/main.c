@@ -52,6 +52,7 @@ enum {
     SERVE_STREAM_BUFFER,
     SERVE_STREAM_KEEPALIVE,
     SERVE_VIEW_CACHE_MB,
+    SERVE_RT_PRIORITY,
     SERVE_AUTH,
     SERVE_LOG_FORMAT,
     SERVE_WEBHOOK_SECRET,
@@ -112,6 +113,10 @@ static const option_t s_serve_options[SERVE_NOPTS] = {
     [SERVE_VIEW_CACHE_MB] = {"view-cache-mb", "IMAGEJOBS_VIEW_CACHE_MB", NULL, "MB", "64",
                              "job documents GET /api/jobs/{id} answers from memory, kept exact "
                              "by the job events (0: every GET reads PostgreSQL)"},
+    [SERVE_RT_PRIORITY] = {"rt-priority", "IMAGEJOBS_RT_PRIORITY", NULL, "N", "0",
+                           "run the threads a cancel passes through (http, redis, the "
+                           "generators' control threads) at SCHED_FIFO priority N, 1-99, so "
+                           "that a cancel never waits for a core (needs CAP_SYS_NICE; 0: off)"},
     [SERVE_AUTH] = {"auth", "IMAGEJOBS_AUTH", NULL, "required|off", "required",
                     "required: every /api/ route needs an API key (imagejobs keys create); "
                     "off: anyone who reaches the port may do anything"},
@@ -158,6 +163,29 @@ static void s_service_stop(service_t *svc)
     redis_destroy(&svc->redis);
     store_destroy(&svc->store);
     runtime_destroy(&svc->rt);
+}
+
+/* The threads on a cancel's way (docs/cancel.md) at SCHED_FIFO prio: the
+ * HTTP actor publishes it, the redis actor carries it between instances,
+ * the generators stop. They only wait on sockets and do short work, so
+ * they never hold a core for long (the generators only when the compute
+ * pool does their pixel work); without the privilege, one warning and
+ * ordinary scheduling. */
+static void s_realtime(service_t *svc, int prio, bool generators)
+{
+    actor_t *on[2 + GENERATORS_MAX] = {svc->http, svc->redis};
+    int n = 2, failed = 0;
+    for (int i = 0; generators && i < svc->ngenerators; i++)
+        on[n++] = svc->generators[i];
+    for (int i = 0; i < n; i++)
+        if (on[i] && (failed = actor_set_realtime(on[i], prio)) != 0)
+            break;
+    if (failed)
+        log_warn("--rt-priority %d: %s; the cancel path runs at ordinary priority", prio,
+                 strerror(failed));
+    else
+        log_info("real-time priority %d (SCHED_FIFO) for http, redis and %d generators", prio,
+                 generators ? svc->ngenerators : 0);
 }
 
 /* Every stream is a socket: the soft limit on descriptors (1,024 by
@@ -268,10 +296,12 @@ static int s_serve(int argc, char **argv)
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
-    long view_mb;
+    long view_mb, rt_prio;
     if (options_long("view-cache-mb", v[SERVE_VIEW_CACHE_MB], 0, 1L << 20, &view_mb, err,
                      sizeof err)
-        < 0) {
+            < 0
+        || options_long("rt-priority", v[SERVE_RT_PRIORITY], 0, 99, &rt_prio, err, sizeof err)
+               < 0) {
         fprintf(stderr, "imagejobs serve: %s\n", err);
         return 2;
     }
@@ -449,6 +479,10 @@ static int s_serve(int argc, char **argv)
         gen_plugin_unload(&plugin);
         return 1;
     }
+    /* a generator that computes on its own thread (--compute-pool
+     * per-generator) would hold a core at real-time priority: not it */
+    if (rt_prio > 0)
+        s_realtime(&svc, (int)rt_prio, !per_generator);
     log_info("serving http://%s (%d generators, cancel-check %s, auth %s)", v[SERVE_LISTEN],
              svc.ngenerators, v[SERVE_CANCEL_CHECK], auth ? "required" : "off");
     if (!auth)

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,12 @@ int actor_send(actor_t *self, const char *to, msg_t *msg)
 int actor_subscribe(actor_t *self, const char *prefix)
 {
     return mailbox_subscribe(self->mailbox, prefix);
+}
+
+int actor_set_realtime(actor_t *a, int prio)
+{
+    struct sched_param sp = {.sched_priority = prio};
+    return pthread_setschedparam(a->thread, SCHED_FIFO, &sp);
 }
 
 int actor_publish(actor_t *self, const char *topic, msg_t *msg)

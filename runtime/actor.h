@@ -55,6 +55,12 @@ typedef struct {
 actor_t *actor_new(runtime_t *rt, const char *name, const actor_spec_t *spec, void *arg, char *err,
                    size_t errlen);
 
+/* Runs the actor's thread at real-time priority prio (SCHED_FIFO 1..99):
+ * it then takes a core from any ordinary thread the moment its inbox or a
+ * socket wakes it. 0, or an errno (EPERM without CAP_SYS_NICE or an
+ * RLIMIT_RTPRIO that allows it). */
+int actor_set_realtime(actor_t *a, int prio);
+
 /* Asks the actor to stop (see actor_spec_t.stopping), waits at most
  * ACTOR_STOP_DEADLINE_S for it to finish, runs fini, joins its thread and
  * frees it; NULLs *ap. Safe to call with *ap NULL. */
